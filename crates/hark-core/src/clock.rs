@@ -1,0 +1,52 @@
+//! Injected time, so expiry and lease logic is tested without sleeping.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use time::OffsetDateTime;
+
+/// Milliseconds since the Unix epoch; the storage representation of every instant.
+pub type Millis = i64;
+
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now_ms(&self) -> Millis;
+
+    fn now(&self) -> OffsetDateTime {
+        from_millis(self.now_ms())
+    }
+}
+
+/// Converts stored milliseconds to a UTC date-time (clamped to the representable range).
+pub fn from_millis(ms: Millis) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> Millis {
+        (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as Millis
+    }
+}
+
+/// A clock tests move by hand.
+#[derive(Debug)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    pub fn new(start_ms: Millis) -> Self {
+        Self(AtomicI64::new(start_ms))
+    }
+    pub fn advance_ms(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+    pub fn set_ms(&self, ms: Millis) {
+        self.0.store(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> Millis {
+        self.0.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,15 @@
+//! Hark's domain: identifiers, roles and permissions, plans and their limits, key and
+//! token formats, secret sealing, the clock, and the speech-engine contract. No I/O.
+
+pub mod clock;
+pub mod ids;
+pub mod keys;
+pub mod plan;
+pub mod seal;
+pub mod speech;
+pub mod views;
+pub mod webhook_sign;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use ids::*;
+pub use plan::{Permission, Plan, PlanLimits, Role};
