@@ -1,0 +1,662 @@
+//! The storage conformance suite: every test runs against SQLite and PostgreSQL.
+
+use hark_core::clock::ManualClock;
+use hark_core::{AccountId, ApiKeyId, Plan, ProjectId, TranscriptId, UploadId, UserId};
+use hark_store::testing::TestDatabase;
+use hark_store::*;
+use std::future::Future;
+use std::sync::Arc;
+
+const T0: i64 = 1_800_000_000_000;
+
+struct Ctx {
+    store: SqlStore,
+    clock: Arc<ManualClock>,
+}
+
+async fn run<F, Fut>(db: TestDatabase, test: F)
+where
+    F: FnOnce(Ctx) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let clock = Arc::new(ManualClock::new(T0));
+    let store = db.open(clock.clone()).await.expect("open store");
+    test(Ctx {
+        store: store.clone(),
+        clock,
+    })
+    .await;
+    store.close().await;
+    db.drop_database().await;
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::run(hark_store::testing::TestDatabase::sqlite().await, super::$name).await } )* }
+        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::run(hark_store::testing::TestDatabase::postgres().await, super::$name).await } )* }
+    };
+}
+
+conformance!(
+    bootstrap_creates_owner_project_and_audit,
+    key_limit_is_atomic_under_concurrency,
+    project_limit_and_overrides,
+    revoked_and_expired_keys,
+    transcripts_are_project_scoped,
+    listing_orders_and_pages,
+    jobs_lease_reclaim_and_finish_once,
+    concurrency_limit_throttles_fifo,
+    delete_scrubs_and_releases_upload,
+    webhook_outbox_retries_and_records,
+    audit_chain_detects_tampering,
+    usage_is_idempotent,
+);
+
+async fn new_account(store: &SqlStore, plan: Plan) -> Bootstrap {
+    store
+        .create_account(
+            NewAccount {
+                id: AccountId::new(),
+                name: "Acme".into(),
+                plan,
+                owner_id: UserId::new(),
+                owner_email: format!("{}@example.com", uuid::Uuid::new_v4().simple()),
+                project: NewProject {
+                    id: ProjectId::new(),
+                    name: "default".into(),
+                    webhook_secret_sealed: "sealed".into(),
+                },
+            },
+            &Actor::Operator,
+        )
+        .await
+        .expect("create account")
+}
+
+fn new_key(project: ProjectId, secret: &str) -> NewApiKey {
+    NewApiKey {
+        id: ApiKeyId::new(),
+        project_id: project,
+        name: "k".into(),
+        digest_hex: hark_core::keys::SecretDigest::of(secret).to_hex(),
+        sealed: "sealed".into(),
+        masked: "masked".into(),
+        created_by: "operator".into(),
+        expires_at: None,
+    }
+}
+
+async fn new_transcript(store: &SqlStore, project: ProjectId, key: ApiKeyId) -> Transcript {
+    store
+        .create_transcript(NewTranscript {
+            id: TranscriptId::random(),
+            project_id: project,
+            api_key_id: key,
+            audio_url: "https://example.com/a.wav".into(),
+            upload_id: None,
+            params: "{}".into(),
+        })
+        .await
+        .expect("create transcript")
+}
+
+async fn bootstrap_creates_owner_project_and_audit(c: Ctx) {
+    let b = new_account(&c.store, Plan::Free).await;
+    assert_eq!(b.account.limits.projects, 2);
+    let members = c.store.members(b.account.id).await.unwrap();
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0].role, hark_core::Role::Owner);
+    assert_eq!(
+        c.store.list_projects(b.account.id).await.unwrap(),
+        vec![b.project.clone()]
+    );
+    let audit = c.store.audit_entries(Some(b.account.id)).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].action, "account.create");
+}
+
+async fn key_limit_is_atomic_under_concurrency(c: Ctx) {
+    let b = new_account(&c.store, Plan::Enterprise).await;
+    let mut overrides = hark_core::plan::LimitOverrides::default();
+    overrides.set("api_keys=10").unwrap();
+    c.store
+        .set_plan(b.account.id, Plan::Enterprise, overrides, &Actor::Operator)
+        .await
+        .unwrap();
+    for i in 0..9 {
+        c.store
+            .create_api_key(new_key(b.project.id, &format!("pre{i}")), &Actor::Operator)
+            .await
+            .unwrap();
+    }
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let store = c.store.clone();
+            let key = new_key(b.project.id, &format!("race{i}"));
+            tokio::spawn(async move { store.create_api_key(key, &Actor::Operator).await })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut limited = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(StoreError::LimitReached { limit: 10, .. }) => limited += 1,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!((ok, limited), (1, 49));
+    assert_eq!(c.store.list_api_keys(b.project.id).await.unwrap().len(), 10);
+}
+
+async fn project_limit_and_overrides(c: Ctx) {
+    let b = new_account(&c.store, Plan::Free).await;
+    let p = |name: &str| NewProject {
+        id: ProjectId::new(),
+        name: name.into(),
+        webhook_secret_sealed: "s".into(),
+    };
+    c.store
+        .create_project(b.account.id, p("second"), &Actor::Operator)
+        .await
+        .unwrap();
+    let err = c
+        .store
+        .create_project(b.account.id, p("third"), &Actor::Operator)
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        StoreError::LimitReached {
+            what: "projects",
+            limit: 2
+        }
+    ));
+    let mut o = hark_core::plan::LimitOverrides::default();
+    o.set("projects=3").unwrap();
+    let acct = c
+        .store
+        .set_plan(b.account.id, Plan::Enterprise, o, &Actor::Operator)
+        .await
+        .unwrap();
+    assert_eq!(acct.limits.projects, 3);
+    c.store
+        .create_project(b.account.id, p("third"), &Actor::Operator)
+        .await
+        .unwrap();
+    assert_eq!(c.store.list_projects(b.account.id).await.unwrap().len(), 3);
+}
+
+async fn revoked_and_expired_keys(c: Ctx) {
+    let b = new_account(&c.store, Plan::Payg).await;
+    let mut k = new_key(b.project.id, "secret-1");
+    k.expires_at = Some(T0 + 1000);
+    let rec = c.store.create_api_key(k, &Actor::Operator).await.unwrap();
+    let digest = hark_core::keys::SecretDigest::of("secret-1").to_hex();
+    let epoch0 = c.store.auth_epoch().await.unwrap();
+    let p = c.store.principal_by_digest(&digest).await.unwrap().unwrap();
+    assert_eq!(
+        (p.key_id, p.project_id, p.account_id),
+        (rec.id, b.project.id, b.account.id)
+    );
+    assert!(p.is_usable_at(T0));
+    assert!(!p.is_usable_at(T0 + 1000));
+    c.store
+        .revoke_api_key(rec.id, &Actor::Operator)
+        .await
+        .unwrap();
+    let p = c.store.principal_by_digest(&digest).await.unwrap().unwrap();
+    assert!(!p.is_usable_at(T0));
+    assert!(c.store.auth_epoch().await.unwrap() > epoch0);
+    assert!(c
+        .store
+        .principal_by_digest(&hark_core::keys::SecretDigest::of("other").to_hex())
+        .await
+        .unwrap()
+        .is_none());
+    c.store.touch_last_used(&[(rec.id, T0 + 5)]).await.unwrap();
+    assert_eq!(
+        c.store
+            .get_api_key(rec.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at,
+        Some(T0 + 5)
+    );
+}
+
+async fn transcripts_are_project_scoped(c: Ctx) {
+    let a = new_account(&c.store, Plan::Payg).await;
+    let b = new_account(&c.store, Plan::Payg).await;
+    let t = new_transcript(&c.store, a.project.id, ApiKeyId::new()).await;
+    assert_eq!(t.status, TranscriptStatus::Queued);
+    assert!(c
+        .store
+        .get_transcript(a.project.id, t.id)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(c
+        .store
+        .get_transcript(b.project.id, t.id)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(c
+        .store
+        .delete_transcript(b.project.id, t.id)
+        .await
+        .unwrap()
+        .is_none());
+    let q = TranscriptQuery {
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(
+        c.store
+            .list_transcripts(b.project.id, &q)
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(
+        c.store
+            .list_transcripts(a.project.id, &q)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let up = Upload {
+        id: UploadId::new(),
+        account_id: a.account.id,
+        project_id: a.project.id,
+        api_key_id: ApiKeyId::new(),
+        path: "/x".into(),
+        size_bytes: 3,
+        created_at: T0,
+    };
+    c.store.create_upload(up.clone()).await.unwrap();
+    assert_eq!(c.store.get_upload(up.id).await.unwrap(), Some(up));
+}
+
+async fn listing_orders_and_pages(c: Ctx) {
+    let a = new_account(&c.store, Plan::Payg).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(
+            new_transcript(&c.store, a.project.id, ApiKeyId::new())
+                .await
+                .id,
+        );
+        c.clock.advance_ms(10);
+    }
+    let list = |q: TranscriptQuery| {
+        let store = c.store.clone();
+        let project = a.project.id;
+        async move {
+            store
+                .list_transcripts(project, &q)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|t| t.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let newest_first: Vec<_> = ids.iter().rev().cloned().collect();
+    assert_eq!(
+        list(TranscriptQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await,
+        newest_first
+    );
+    assert_eq!(
+        list(TranscriptQuery {
+            limit: 2,
+            ..Default::default()
+        })
+        .await,
+        newest_first[..2]
+    );
+    assert_eq!(
+        list(TranscriptQuery {
+            limit: 2,
+            before_id: Some(ids[3]),
+            ..Default::default()
+        })
+        .await,
+        vec![ids[2], ids[1]]
+    );
+    assert_eq!(
+        list(TranscriptQuery {
+            limit: 2,
+            after_id: Some(ids[1]),
+            ..Default::default()
+        })
+        .await,
+        vec![ids[3], ids[2]]
+    );
+    assert_eq!(
+        list(TranscriptQuery {
+            limit: 10,
+            after_id: Some(ids[0]),
+            before_id: Some(ids[3]),
+            ..Default::default()
+        })
+        .await,
+        vec![ids[2], ids[1]]
+    );
+    assert_eq!(
+        list(TranscriptQuery {
+            limit: 10,
+            status: Some(TranscriptStatus::Completed),
+            ..Default::default()
+        })
+        .await,
+        vec![]
+    );
+    assert_eq!(
+        list(TranscriptQuery {
+            limit: 10,
+            created_between: Some((T0 + 10, T0 + 20)),
+            ..Default::default()
+        })
+        .await,
+        vec![ids[2], ids[1]]
+    );
+}
+
+fn completed(t: &Transcript) -> JobOutcome {
+    JobOutcome::Completed {
+        result_json: r#"{"text":"hi"}"#.into(),
+        speech_model_used: "whisper-tiny.en".into(),
+        audio_duration: 2.5,
+        usage: NewUsageEvent {
+            idempotency_key: format!("transcript:{}", t.id),
+            account_id: t.account_id,
+            project_id: t.project_id,
+            api_key_id: t.api_key_id,
+            product: "speech-to-text".into(),
+            model: "whisper-tiny.en".into(),
+            audio_seconds: 2.5,
+            session_seconds: None,
+        },
+    }
+}
+
+async fn jobs_lease_reclaim_and_finish_once(c: Ctx) {
+    let a = new_account(&c.store, Plan::Payg).await;
+    let t = new_transcript(&c.store, a.project.id, ApiKeyId::new()).await;
+    let job = c.store.claim_job("w1", 1000).await.unwrap().unwrap();
+    assert_eq!(job.transcript.id, t.id);
+    assert_eq!(job.transcript.status, TranscriptStatus::Processing);
+    assert!(
+        c.store.claim_job("w2", 1000).await.unwrap().is_none(),
+        "leased job is not claimable"
+    );
+    // w1 dies; its lease expires and w2 takes over.
+    c.clock.advance_ms(1001);
+    let again = c.store.claim_job("w2", 1000).await.unwrap().unwrap();
+    assert_eq!(
+        (again.job_id.as_str(), again.attempts),
+        (job.job_id.as_str(), 2)
+    );
+    assert!(!c.store.extend_lease(&job.job_id, "w1", 1000).await.unwrap());
+    assert!(c.store.extend_lease(&job.job_id, "w2", 1000).await.unwrap());
+    // The stale worker cannot complete; the owner can, once.
+    assert!(!c
+        .store
+        .finish_job(&job.job_id, "w1", completed(&t), None)
+        .await
+        .unwrap());
+    assert!(c
+        .store
+        .finish_job(&job.job_id, "w2", completed(&t), None)
+        .await
+        .unwrap());
+    assert!(!c
+        .store
+        .finish_job(&job.job_id, "w2", completed(&t), None)
+        .await
+        .unwrap());
+    let done = c
+        .store
+        .get_transcript(a.project.id, t.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.status, TranscriptStatus::Completed);
+    assert_eq!(done.speech_model_used.as_deref(), Some("whisper-tiny.en"));
+    assert_eq!(c.store.usage_events(a.account.id).await.unwrap().len(), 1);
+    assert!(c.store.claim_job("w3", 1000).await.unwrap().is_none());
+}
+
+async fn concurrency_limit_throttles_fifo(c: Ctx) {
+    let a = new_account(&c.store, Plan::Enterprise).await;
+    let mut o = hark_core::plan::LimitOverrides::default();
+    o.set("concurrent_jobs=2").unwrap();
+    c.store
+        .set_plan(a.account.id, Plan::Enterprise, o, &Actor::Operator)
+        .await
+        .unwrap();
+    let b = new_account(&c.store, Plan::Payg).await;
+    let mut ts = Vec::new();
+    for _ in 0..3 {
+        ts.push(new_transcript(&c.store, a.project.id, ApiKeyId::new()).await);
+    }
+    let other = new_transcript(&c.store, b.project.id, ApiKeyId::new()).await;
+    let j1 = c.store.claim_job("w", 60_000).await.unwrap().unwrap();
+    let j2 = c.store.claim_job("w", 60_000).await.unwrap().unwrap();
+    assert_eq!((j1.transcript.id, j2.transcript.id), (ts[0].id, ts[1].id));
+    let third = c
+        .store
+        .get_transcript(a.project.id, ts[2].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(third.throttled && third.status == TranscriptStatus::Queued);
+    let q = TranscriptQuery {
+        limit: 10,
+        throttled_only: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        c.store
+            .list_transcripts(a.project.id, &q)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Account A is full: the next claim goes to account B.
+    let j3 = c.store.claim_job("w", 60_000).await.unwrap().unwrap();
+    assert_eq!(j3.transcript.id, other.id);
+    assert!(c.store.claim_job("w", 60_000).await.unwrap().is_none());
+    c.store
+        .finish_job(
+            &j1.job_id,
+            "w",
+            JobOutcome::Failed { error: "x".into() },
+            None,
+        )
+        .await
+        .unwrap();
+    let j4 = c.store.claim_job("w", 60_000).await.unwrap().unwrap();
+    assert_eq!(j4.transcript.id, ts[2].id);
+}
+
+async fn delete_scrubs_and_releases_upload(c: Ctx) {
+    let a = new_account(&c.store, Plan::Payg).await;
+    let up = Upload {
+        id: UploadId::new(),
+        account_id: a.account.id,
+        project_id: a.project.id,
+        api_key_id: ApiKeyId::new(),
+        path: "/data/u1".into(),
+        size_bytes: 10,
+        created_at: T0,
+    };
+    c.store.create_upload(up.clone()).await.unwrap();
+    let t = c
+        .store
+        .create_transcript(NewTranscript {
+            id: TranscriptId::random(),
+            project_id: a.project.id,
+            api_key_id: ApiKeyId::new(),
+            audio_url: "http://x/upload/1".into(),
+            upload_id: Some(up.id),
+            params: "{}".into(),
+        })
+        .await
+        .unwrap();
+    let (scrubbed, upload) = c
+        .store
+        .delete_transcript(a.project.id, t.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(scrubbed.audio_url, "http://deleted_by_user");
+    assert!(scrubbed.deleted_at.is_some());
+    assert_eq!(upload, Some(up.clone()));
+    assert!(c.store.get_upload(up.id).await.unwrap().is_none());
+    assert!(
+        c.store.claim_job("w", 1000).await.unwrap().is_none(),
+        "queued job is cancelled"
+    );
+    assert!(
+        c.store
+            .get_transcript(a.project.id, t.id)
+            .await
+            .unwrap()
+            .is_some(),
+        "still listed"
+    );
+}
+
+async fn webhook_outbox_retries_and_records(c: Ctx) {
+    let a = new_account(&c.store, Plan::Payg).await;
+    let t = new_transcript(&c.store, a.project.id, ApiKeyId::new()).await;
+    let job = c.store.claim_job("w", 1000).await.unwrap().unwrap();
+    let hook = NewWebhook {
+        url: "https://hooks.example/x?customer=1".into(),
+        auth_header_name: Some("X-Auth".into()),
+        auth_header_sealed: Some("sealed".into()),
+        body: format!(r#"{{"transcript_id":"{}","status":"completed"}}"#, t.id),
+    };
+    assert!(c
+        .store
+        .finish_job(&job.job_id, "w", completed(&t), Some(hook))
+        .await
+        .unwrap());
+    let d = c.store.claim_due_webhook(5000).await.unwrap().unwrap();
+    assert_eq!((d.transcript_id, d.attempts), (Some(t.id), 1));
+    assert!(
+        c.store.claim_due_webhook(5000).await.unwrap().is_none(),
+        "leased"
+    );
+    c.store
+        .record_delivery(
+            &d.id,
+            DeliveryResult::RetryAt {
+                status: Some(503),
+                error: "503".into(),
+                at: T0 + 10_000,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        c.store.claim_due_webhook(5000).await.unwrap().is_none(),
+        "not due yet"
+    );
+    c.clock.advance_ms(10_000);
+    let d2 = c.store.claim_due_webhook(5000).await.unwrap().unwrap();
+    assert_eq!(d2.attempts, 2);
+    c.store
+        .record_delivery(&d2.id, DeliveryResult::Delivered { status: 204 })
+        .await
+        .unwrap();
+    assert!(c.store.claim_due_webhook(5000).await.unwrap().is_none());
+    let t = c
+        .store
+        .get_transcript(a.project.id, t.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.webhook_status_code, Some(204));
+}
+
+async fn audit_chain_detects_tampering(c: Ctx) {
+    let a = new_account(&c.store, Plan::Payg).await;
+    for i in 0..3 {
+        c.store
+            .create_api_key(new_key(a.project.id, &format!("k{i}")), &Actor::Operator)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        c.store
+            .verify_audit_chain(Some(a.account.id))
+            .await
+            .unwrap(),
+        Ok(4)
+    );
+    let account = a.account.id.to_string();
+    sqlx::query("UPDATE audit_log SET details = '{}' WHERE account_id = $1 AND seq = 2")
+        .bind(&account)
+        .execute(c.store.pool())
+        .await
+        .unwrap();
+    assert!(c
+        .store
+        .verify_audit_chain(Some(a.account.id))
+        .await
+        .unwrap()
+        .unwrap_err()
+        .contains("entry 2"));
+    let b = new_account(&c.store, Plan::Payg).await;
+    c.store
+        .create_api_key(new_key(b.project.id, "kb"), &Actor::Operator)
+        .await
+        .unwrap();
+    c.store
+        .create_api_key(new_key(b.project.id, "kb2"), &Actor::Operator)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM audit_log WHERE account_id = $1 AND seq = 2")
+        .bind(b.account.id.to_string())
+        .execute(c.store.pool())
+        .await
+        .unwrap();
+    assert!(c
+        .store
+        .verify_audit_chain(Some(b.account.id))
+        .await
+        .unwrap()
+        .unwrap_err()
+        .contains("missing"));
+}
+
+async fn usage_is_idempotent(c: Ctx) {
+    let a = new_account(&c.store, Plan::Payg).await;
+    let e = NewUsageEvent {
+        idempotency_key: "session:1".into(),
+        account_id: a.account.id,
+        project_id: a.project.id,
+        api_key_id: ApiKeyId::new(),
+        product: "streaming".into(),
+        model: "whisper-tiny.en".into(),
+        audio_seconds: 3.0,
+        session_seconds: Some(4.0),
+    };
+    assert!(c.store.record_usage(e.clone()).await.unwrap());
+    assert!(!c.store.record_usage(e.clone()).await.unwrap());
+    let events = c.store.usage_events(a.account.id).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event, e);
+}
