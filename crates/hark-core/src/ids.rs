@@ -21,6 +21,13 @@ macro_rules! id_type {
             }
         }
 
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::parse(s).ok_or_else(|| format!("'{s}' is not a valid {}", stringify!($name)))
+            }
+        }
+
         impl Default for $name {
             fn default() -> Self {
                 Self::new()

@@ -1,1 +1,150 @@
-fn main() {}
+//! The `hark` command: run the server, migrate the database, and operate accounts.
+
+mod admin;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hark_server::config::Config;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hark",
+    version,
+    about = "Self-hosted speech-to-text with AssemblyAI's API"
+)]
+struct Cli {
+    /// TOML configuration file (layered over defaults, under HARK_* variables).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory: SQLite database, uploads, models, master key.
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Database URL (sqlite:... or postgres://...); default: SQLite in the data dir.
+    #[arg(long, global = true, value_name = "URL")]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the API server and its workers.
+    Serve {
+        /// Address to listen on.
+        #[arg(long)]
+        bind: Option<String>,
+        /// Origin used in the absolute URLs the API returns.
+        #[arg(long)]
+        public_base_url: Option<String>,
+        /// Number of transcription workers in this process.
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Operator commands: accounts, projects, keys, audit.
+    Admin(admin::AdminArgs),
+}
+
+impl Cli {
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(url) = &self.database_url {
+            config.database_url = url.clone();
+        }
+        Ok(config)
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HARK_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn,tower_http=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = cli.config()?;
+    let clock: Arc<dyn hark_core::Clock> = Arc::new(hark_core::SystemClock);
+    match cli.command {
+        Command::Serve {
+            bind,
+            public_base_url,
+            workers,
+        } => {
+            if let Some(b) = bind {
+                config.bind = b;
+            }
+            if let Some(u) = public_base_url {
+                config.public_base_url = u;
+            }
+            if let Some(w) = workers {
+                config.workers = w;
+            }
+            let engine = None;
+            let server = hark_server::start(config, engine, clock)
+                .await
+                .context("starting the server")?;
+            eprintln!("hark listening on http://{}", server.addr);
+            let state = server.state.clone();
+            tokio::select! {
+                r = server.wait() => r.context("server stopped")?,
+                _ = tokio::signal::ctrl_c() => {
+                    tracing::info!("shutting down");
+                    drop(state);
+                }
+            }
+            Ok(())
+        }
+        Command::Migrate => {
+            let store = hark_server::open_store(&config, clock).await?;
+            store.close().await;
+            println!(
+                "migrations applied to {}",
+                redact_url(&config.effective_database_url())
+            );
+            Ok(())
+        }
+        Command::Admin(cmd) => admin::run(&config, clock, cmd).await,
+    }
+}
+
+/// A database URL without its password, for printing.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

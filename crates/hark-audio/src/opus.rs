@@ -1,0 +1,98 @@
+//! Opus packets (demuxed from Ogg or Matroska by symphonia) decoded with the pure-Rust
+//! `ruopus` crate, since symphonia has no Opus codec.
+
+use ruopus::MultistreamDecoder;
+
+/// Opus always decodes at this rate here; the resampler takes it to 16 kHz.
+pub(crate) const OPUS_RATE: u32 = 48_000;
+/// Most output channels accepted (RFC 7845 mapping families allow up to 255).
+const MAX_CHANNELS: usize = 8;
+
+/// An Opus stream decoder configured from the `OpusHead` identification header.
+pub(crate) struct OpusStream {
+    decoder: MultistreamDecoder,
+    channels: usize,
+    gain: f32,
+}
+
+impl OpusStream {
+    /// Builds the decoder from `OpusHead` (symphonia puts it in the codec's extra data).
+    /// `fallback_channels` is used when there is no header (e.g. some Matroska files).
+    pub(crate) fn new(head: Option<&[u8]>, fallback_channels: usize) -> Result<Self, String> {
+        let (channels, gain_q8, streams, coupled, mapping) = match head {
+            Some(h) if h.len() >= 19 && &h[..8] == b"OpusHead" => {
+                let channels = usize::from(h[9]);
+                let gain_q8 = i16::from_le_bytes([h[16], h[17]]);
+                let family = h[18];
+                if channels == 0 {
+                    return Err("Opus header declares zero channels".into());
+                }
+                if family == 0 {
+                    if channels > 2 {
+                        return Err("Opus mapping family 0 with more than 2 channels".into());
+                    }
+                    let mapping: Vec<u8> = (0..channels as u8).collect();
+                    (channels, gain_q8, 1, channels - 1, mapping)
+                } else {
+                    let streams = usize::from(*h.get(19).ok_or("short Opus header")?);
+                    let coupled = usize::from(*h.get(20).ok_or("short Opus header")?);
+                    let mapping = h
+                        .get(21..21 + channels)
+                        .ok_or("short Opus header")?
+                        .to_vec();
+                    (channels, gain_q8, streams, coupled, mapping)
+                }
+            }
+            Some(_) => return Err("malformed OpusHead".into()),
+            None => {
+                let channels = fallback_channels.clamp(1, 2);
+                let mapping: Vec<u8> = (0..channels as u8).collect();
+                (channels, 0, 1, channels - 1, mapping)
+            }
+        };
+        // Validate what the decoder would otherwise assert on.
+        let decoded = streams + coupled;
+        if channels > MAX_CHANNELS
+            || streams == 0
+            || coupled > streams
+            || decoded > 255
+            || mapping
+                .iter()
+                .any(|&m| m != 255 && usize::from(m) >= decoded)
+        {
+            return Err("unsupported Opus channel layout".into());
+        }
+        let decoder = MultistreamDecoder::with_rate(OPUS_RATE, streams, coupled, &mapping);
+        let gain = 10f32.powf(f32::from(gain_q8) / (20.0 * 256.0));
+        Ok(Self {
+            decoder,
+            channels,
+            gain,
+        })
+    }
+
+    /// Decodes one packet and appends its frames, downmixed to mono, to `mono`, after
+    /// dropping `trim_start` leading and `trim_end` trailing frames (pre-skip, end padding).
+    /// Returns the number of frames appended.
+    pub(crate) fn decode_mono(
+        &mut self,
+        packet: &[u8],
+        trim_start: usize,
+        trim_end: usize,
+        mono: &mut Vec<f32>,
+    ) -> Result<usize, String> {
+        let pcm = self
+            .decoder
+            .decode_packet(packet)
+            .map_err(|e| format!("Opus packet: {e:?}"))?;
+        let frames = pcm.len() / self.channels;
+        let start = trim_start.min(frames);
+        let end = frames.saturating_sub(trim_end).max(start);
+        let scale = self.gain / self.channels as f32;
+        for frame in pcm[start * self.channels..end * self.channels].chunks_exact(self.channels) {
+            let sum: f32 = frame.iter().sum();
+            mono.push(crate::resample::clean(sum * scale));
+        }
+        Ok(end - start)
+    }
+}

@@ -1,0 +1,218 @@
+//! Authentication of data-plane requests by project API key, with a cache of verified
+//! keys that every credential change invalidates, and per-account rate limiting.
+
+use crate::error::ApiError;
+use crate::AppState;
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use hark_core::clock::{Clock, Millis};
+use hark_core::keys::{self, SecretDigest, SecretKind};
+use hark_core::{AccountId, ApiKeyId};
+use hark_store::{KeyPrincipal, Store};
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+/// Above this many cached keys the cache starts over, bounding its memory.
+const MAX_CACHED_KEYS: usize = 100_000;
+/// `last_used_at` is written at most this often per key.
+const LAST_USED_RESOLUTION_MS: Millis = 1_000;
+
+struct CachedKey {
+    principal: KeyPrincipal,
+    last_used_noted: AtomicI64,
+}
+
+/// Verified keys by digest. Only keys that verified are cached, so unknown keys
+/// cannot fill it; any credential change clears it (locally at once, and on every
+/// node through the store's auth epoch).
+pub struct AuthCache {
+    entries: RwLock<HashMap<[u8; 32], Arc<CachedKey>>>,
+    generation: AtomicU64,
+    pending_last_used: Mutex<HashMap<ApiKeyId, Millis>>,
+}
+
+impl AuthCache {
+    pub fn new() -> Self {
+        Self {
+            entries: RwLock::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+            pending_last_used: Mutex::default(),
+        }
+    }
+
+    /// Forgets every cached key.
+    pub fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut map) = self.entries.write() {
+            map.clear();
+        }
+    }
+
+    /// The principal of a presented key, or `Unauthorized`.
+    pub async fn verify(
+        &self,
+        presented: &str,
+        store: &dyn Store,
+        clock: &dyn Clock,
+    ) -> Result<KeyPrincipal, ApiError> {
+        if !keys::is_well_formed(SecretKind::ApiKey, presented) {
+            return Err(ApiError::Unauthorized);
+        }
+        let digest = SecretDigest::of(presented);
+        let now = clock.now_ms();
+        let cached = self
+            .entries
+            .read()
+            .ok()
+            .and_then(|m| m.get(&digest.0).cloned());
+        let entry = match cached {
+            Some(entry) => entry,
+            None => {
+                let generation = self.generation.load(Ordering::SeqCst);
+                let principal = store
+                    .principal_by_digest(&digest.to_hex())
+                    .await?
+                    .ok_or(ApiError::Unauthorized)?;
+                let entry = Arc::new(CachedKey {
+                    principal,
+                    last_used_noted: AtomicI64::new(0),
+                });
+                if let Ok(mut map) = self.entries.write() {
+                    // A change that landed while we read must not be undone by caching.
+                    if self.generation.load(Ordering::SeqCst) == generation {
+                        if map.len() >= MAX_CACHED_KEYS {
+                            map.clear();
+                        }
+                        map.insert(digest.0, entry.clone());
+                    }
+                }
+                entry
+            }
+        };
+        if !entry.principal.is_usable_at(now) {
+            return Err(ApiError::Unauthorized);
+        }
+        if now - entry.last_used_noted.load(Ordering::Relaxed) >= LAST_USED_RESOLUTION_MS {
+            entry.last_used_noted.store(now, Ordering::Relaxed);
+            if let Ok(mut pending) = self.pending_last_used.lock() {
+                pending.insert(entry.principal.key_id, now);
+            }
+        }
+        Ok(entry.principal.clone())
+    }
+
+    /// Writes the noted `last_used_at` times.
+    pub async fn flush_last_used(&self, store: &dyn Store) {
+        let uses: Vec<(ApiKeyId, Millis)> = match self.pending_last_used.lock() {
+            Ok(mut pending) => pending.drain().collect(),
+            Err(_) => return,
+        };
+        if !uses.is_empty() {
+            if let Err(e) = store.touch_last_used(&uses).await {
+                tracing::warn!(error = %e, "could not record key use");
+            }
+        }
+    }
+}
+
+impl Default for AuthCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Watches the store's auth epoch so changes made by other processes or nodes
+/// (the operator CLI, another server) clear this node's cache within `interval`.
+pub async fn watch_auth_epoch(state: AppState, interval: Duration) {
+    let mut last = None;
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        ticker.tick().await;
+        match state.store.auth_epoch().await {
+            Ok(epoch) => {
+                if last.is_some_and(|l| l != epoch) {
+                    state.auth.clear();
+                }
+                last = Some(epoch);
+            }
+            Err(e) => {
+                // Without the epoch we cannot know the cache is fresh: stop trusting it.
+                tracing::warn!(error = %e, "auth epoch unavailable; clearing key cache");
+                state.auth.clear();
+                last = None;
+            }
+        }
+        state.auth.flush_last_used(state.store.as_ref()).await;
+    }
+}
+
+/// Per-account REST request limit.
+pub struct AccountRateLimiter {
+    limiter: DefaultKeyedRateLimiter<AccountId>,
+}
+
+impl AccountRateLimiter {
+    pub fn new(requests: u32, window: Duration) -> Self {
+        let requests = NonZeroU32::new(requests.max(1)).unwrap_or(NonZeroU32::MIN);
+        let period = (window / requests.get()).max(Duration::from_nanos(1));
+        let quota = Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(requests))
+            .allow_burst(requests);
+        Self {
+            limiter: RateLimiter::keyed(quota),
+        }
+    }
+
+    pub fn check(&self, account: AccountId) -> Result<(), ApiError> {
+        self.limiter.check_key(&account).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::TooManyRequests {
+                retry_after_secs: wait.as_secs_f64().ceil() as u64,
+            }
+        })
+    }
+}
+
+/// The caller of a data-plane route: a usable API key of some project.
+#[derive(Debug, Clone)]
+pub struct ApiPrincipal(pub KeyPrincipal);
+
+/// The key in an `Authorization` header: raw as AssemblyAI sends it, or after `Bearer `.
+pub fn presented_key(parts: &Parts) -> &str {
+    let raw = parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim();
+    match raw.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        _ => raw,
+    }
+}
+
+impl FromRequestParts<AppState> for ApiPrincipal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let principal = state
+            .auth
+            .verify(
+                presented_key(parts),
+                state.store.as_ref(),
+                state.clock.as_ref(),
+            )
+            .await?;
+        state.rate_limiter.check(principal.account_id)?;
+        Ok(ApiPrincipal(principal))
+    }
+}

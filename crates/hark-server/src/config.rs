@@ -1,0 +1,254 @@
+//! Server configuration: built-in defaults, then a TOML file, then `HARK_*`
+//! environment variables (nested keys with `__`), with secrets also from `*_FILE`.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// SQLite database, uploads, models and the master key live here.
+    pub data_dir: PathBuf,
+    /// `sqlite:...` or `postgres://...`; empty means the SQLite file in the data dir.
+    pub database_url: String,
+    pub bind: String,
+    /// The origin the API's absolute URLs use (upload URLs, page links). Empty means
+    /// `http://<bind>`.
+    pub public_base_url: String,
+    /// Hex AES-256 key sealing revealable secrets; empty means `<data_dir>/master.key`.
+    #[serde(skip_serializing)]
+    pub master_key: String,
+    pub max_upload_bytes: u64,
+    pub max_json_bytes: usize,
+    pub workers: usize,
+    pub job_lease_ms: i64,
+    pub rate_limit: RateLimitConfig,
+    pub outbound: OutboundConfig,
+    pub models: ModelConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// REST requests per account per window.
+    pub requests: u32,
+    pub window_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// Allow `audio_url` and webhook targets on loopback/private/link-local addresses.
+    pub allow_private: bool,
+    /// CIDRs that are always allowed (e.g. an internal media server).
+    pub allowlist: Vec<String>,
+    pub max_download_bytes: u64,
+    pub download_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// The installed model used when a request names none.
+    pub default: String,
+    /// AssemblyAI model names mapped to installed model names; unmapped AssemblyAI
+    /// names fall back to `default`.
+    pub aliases: BTreeMap<String, String>,
+    /// Longest audio accepted, in seconds.
+    pub max_audio_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./hark-data"),
+            database_url: String::new(),
+            bind: "127.0.0.1:8080".into(),
+            public_base_url: String::new(),
+            master_key: String::new(),
+            max_upload_bytes: 2_200_000_000,
+            max_json_bytes: 1 << 20,
+            workers: 2,
+            job_lease_ms: 30_000,
+            rate_limit: RateLimitConfig::default(),
+            outbound: OutboundConfig::default(),
+            models: ModelConfig::default(),
+        }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            requests: 20_000,
+            window_secs: 300,
+        }
+    }
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            allow_private: false,
+            allowlist: Vec::new(),
+            max_download_bytes: 5_000_000_000,
+            download_timeout_secs: 600,
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            default: "whisper-tiny.en".into(),
+            aliases: BTreeMap::new(),
+            max_audio_secs: 36_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Invalid(String),
+    #[error("reading {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Config {
+    /// Layers defaults < `file` < `HARK_*` environment, then resolves `*_FILE` secrets.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let env = Env::prefixed("HARK_")
+            .split("__")
+            .ignore(&["MASTER_KEY_FILE", "DATABASE_URL_FILE"])
+            .filter(|k| !k.as_str().starts_with("test_"));
+        figment = figment.merge(env);
+        let mut config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let Some(v) = read_secret_file("HARK_MASTER_KEY_FILE")? {
+            config.master_key = v;
+        }
+        if let Some(v) = read_secret_file("HARK_DATABASE_URL_FILE")? {
+            config.database_url = v;
+        }
+        Ok(config)
+    }
+
+    pub fn effective_database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("hark.db").display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    pub fn effective_public_base_url(&self, bound: Option<std::net::SocketAddr>) -> String {
+        if !self.public_base_url.is_empty() {
+            return self.public_base_url.trim_end_matches('/').to_string();
+        }
+        match bound {
+            Some(addr) => format!("http://{addr}"),
+            None => format!("http://{}", self.bind),
+        }
+    }
+
+    /// The installed model an AssemblyAI (or local) model name refers to.
+    pub fn resolve_model(&self, requested: &str) -> String {
+        self.models
+            .aliases
+            .get(requested)
+            .cloned()
+            .unwrap_or_else(|| {
+                if KNOWN_ASSEMBLYAI_MODELS.contains(&requested) {
+                    self.models.default.clone()
+                } else {
+                    requested.to_string()
+                }
+            })
+    }
+}
+
+/// AssemblyAI's published pre-recorded model names; each runs on the default model
+/// unless the alias table says otherwise.
+pub const KNOWN_ASSEMBLYAI_MODELS: &[&str] = &[
+    "universal-3-pro",
+    "universal-2",
+    "universal",
+    "best",
+    "nano",
+    "slam-1",
+    "default",
+];
+
+fn read_secret_file(var: &str) -> Result<Option<String>, ConfigError> {
+    let Ok(path) = std::env::var(var) else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(path);
+    std::fs::read_to_string(&path)
+        .map(|s| Some(s.trim().to_string()))
+        .map_err(|source| ConfigError::Io { path, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_defaults_file_and_env() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "hark.toml",
+                "workers = 7\nbind = \"0.0.0.0:9\"\n[rate_limit]\nrequests = 5\n",
+            )?;
+            jail.set_env("HARK_BIND", "127.0.0.1:1");
+            jail.set_env("HARK_RATE_LIMIT__WINDOW_SECS", "9");
+            jail.create_file("key", "ab".repeat(32).as_str())?;
+            jail.set_env("HARK_MASTER_KEY_FILE", "key");
+            let c = Config::load(Some(Path::new("hark.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.workers, 7);
+            assert_eq!(c.bind, "127.0.0.1:1");
+            assert_eq!((c.rate_limit.requests, c.rate_limit.window_secs), (5, 9));
+            assert_eq!(c.master_key, "ab".repeat(32));
+            assert_eq!(c.max_upload_bytes, 2_200_000_000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("hark.toml", "wrokers = 7\n")?;
+            assert!(Config::load(Some(Path::new("hark.toml"))).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn model_aliases() {
+        let mut c = Config::default();
+        assert_eq!(c.resolve_model("universal-3-pro"), "whisper-tiny.en");
+        c.models
+            .aliases
+            .insert("universal-2".into(), "whisper-base".into());
+        assert_eq!(c.resolve_model("universal-2"), "whisper-base");
+        assert_eq!(c.resolve_model("whisper-small"), "whisper-small");
+    }
+}

@@ -1,0 +1,433 @@
+//! The AssemblyAI-compatible REST surface: uploads, transcripts and their views.
+
+use crate::auth::ApiPrincipal;
+use crate::error::{ApiError, ApiResult};
+use crate::params::{parse_body, StoredParams};
+use crate::render;
+use crate::AppState;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::StreamExt;
+use hark_core::{views, TranscriptId, UploadId};
+use hark_store::{NewTranscript, Transcript, TranscriptQuery, TranscriptStatus, Upload};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use tokio::io::AsyncWriteExt;
+
+/// `POST /v2/upload`: the raw body, streamed to disk.
+pub async fn upload(
+    State(state): State<AppState>,
+    ApiPrincipal(who): ApiPrincipal,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    let id = UploadId::new();
+    let dir = state.uploads_dir.join(who.project_id.to_string());
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(ApiError::internal)?;
+    let path = dir.join(id.to_string());
+    let partial = dir.join(format!("{id}.partial"));
+    let written = receive_body(body, &partial, state.config.max_upload_bytes).await;
+    let size = match written {
+        Ok(size) => size,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&partial).await;
+            return Err(e);
+        }
+    };
+    if size == 0 {
+        let _ = tokio::fs::remove_file(&partial).await;
+        return Err(ApiError::bad_request("Upload body is empty"));
+    }
+    tokio::fs::rename(&partial, &path)
+        .await
+        .map_err(ApiError::internal)?;
+    let record = Upload {
+        id,
+        account_id: who.account_id,
+        project_id: who.project_id,
+        api_key_id: who.key_id,
+        path: path.to_string_lossy().into_owned(),
+        size_bytes: i64::try_from(size).unwrap_or(i64::MAX),
+        created_at: state.clock.now_ms(),
+    };
+    if let Err(e) = state.store.create_upload(record).await {
+        let _ = tokio::fs::remove_file(&path).await;
+        return Err(e.into());
+    }
+    Ok(Json(
+        json!({ "upload_url": format!("{}/v2/upload/{id}", state.public_base_url) }),
+    ))
+}
+
+async fn receive_body(body: Body, path: &std::path::Path, max_bytes: u64) -> ApiResult<u64> {
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut stream = body.into_data_stream();
+    let mut size: u64 = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("Upload interrupted: {e}")))?;
+        size += chunk.len() as u64;
+        if size > max_bytes {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "Upload exceeds the maximum size of {max_bytes} bytes"
+            )));
+        }
+        file.write_all(&chunk).await.map_err(ApiError::internal)?;
+    }
+    file.flush().await.map_err(ApiError::internal)?;
+    file.sync_all().await.map_err(ApiError::internal)?;
+    Ok(size)
+}
+
+/// The upload an `audio_url` names, if it is one of this server's upload URLs.
+fn upload_id_of(state: &AppState, audio_url: &str) -> Option<Result<UploadId, ()>> {
+    let rest = audio_url
+        .strip_prefix(&state.public_base_url)?
+        .strip_prefix("/v2/upload/")?;
+    Some(UploadId::parse(rest.trim_end_matches('/')).ok_or(()))
+}
+
+/// `POST /v2/transcript`.
+pub async fn create(
+    State(state): State<AppState>,
+    ApiPrincipal(who): ApiPrincipal,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge("Request body is too large".into())
+        }
+        _ => ApiError::bad_request(format!("Could not read request body: {e}")),
+    })?;
+    let request = parse_body(&body)?;
+    let mut params: StoredParams = request.validate(|requested| state.resolve_model(requested))?;
+    let upload_id = match upload_id_of(&state, request.audio_url.trim()) {
+        Some(Ok(id)) => {
+            let upload = state.store.get_upload(id).await?;
+            // Another project's upload is refused exactly as a missing one.
+            match upload {
+                Some(u) if u.project_id == who.project_id => Some(id),
+                _ => return Err(ApiError::UploadForbidden),
+            }
+        }
+        Some(Err(())) => return Err(ApiError::UploadForbidden),
+        None => {
+            let parsed = url::Url::parse(request.audio_url.trim())
+                .map_err(|_| ApiError::bad_request("audio_url is not a valid URL"))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                return Err(ApiError::bad_request(
+                    "audio_url must be an http or https URL",
+                ));
+            }
+            None
+        }
+    };
+    let id = TranscriptId::random();
+    if let Some(value) = &request.webhook_auth_header_value {
+        params.webhook_auth_header_sealed = Some(state.master_key.seal(value, &id.to_string()));
+    }
+    let stored = serde_json::to_string(&params).map_err(ApiError::internal)?;
+    let transcript = state
+        .store
+        .create_transcript(NewTranscript {
+            id,
+            project_id: who.project_id,
+            api_key_id: who.key_id,
+            audio_url: request.audio_url.trim().to_string(),
+            upload_id,
+            params: stored,
+        })
+        .await?;
+    state.jobs_available.notify_waiters();
+    Ok(Json(render::transcript(&transcript)))
+}
+
+async fn find(state: &AppState, who: &hark_store::KeyPrincipal, id: &str) -> ApiResult<Transcript> {
+    let id = TranscriptId::parse(id).ok_or(ApiError::TranscriptNotFound)?;
+    state
+        .store
+        .get_transcript(who.project_id, id)
+        .await?
+        .ok_or(ApiError::TranscriptNotFound)
+}
+
+/// `GET /v2/transcript/{id}`.
+pub async fn get(
+    State(state): State<AppState>,
+    ApiPrincipal(who): ApiPrincipal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(render::transcript(&find(&state, &who, &id).await?)))
+}
+
+/// `DELETE /v2/transcript/{id}`: scrubs the transcript and removes its uploaded file.
+pub async fn delete(
+    State(state): State<AppState>,
+    ApiPrincipal(who): ApiPrincipal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = TranscriptId::parse(&id).ok_or(ApiError::TranscriptNotFound)?;
+    let (transcript, upload) = state
+        .store
+        .delete_transcript(who.project_id, id)
+        .await?
+        .ok_or(ApiError::TranscriptNotFound)?;
+    if let Some(upload) = upload {
+        match tokio::fs::remove_file(&upload.path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::error!(error = %e, upload = %upload.id, "could not delete uploaded file")
+            }
+        }
+    }
+    Ok(Json(render::transcript(&transcript)))
+}
+
+fn parse_query(raw: Option<String>) -> HashMap<String, String> {
+    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn parse_bool(name: &str, v: &str) -> ApiResult<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(ApiError::bad_request(format!(
+            "{name} must be true or false"
+        ))),
+    }
+}
+
+/// `GET /v2/transcript`: newest first, with absolute paging links.
+pub async fn list(
+    State(state): State<AppState>,
+    ApiPrincipal(who): ApiPrincipal,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let q = parse_query(raw);
+    let limit = match q.get("limit") {
+        None => 10,
+        Some(v) => match v.parse::<u32>() {
+            Ok(n) if (1..=200).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "limit must be an integer between 1 and 200",
+                ))
+            }
+        },
+    };
+    let status = q
+        .get("status")
+        .map(|s| {
+            TranscriptStatus::parse(s).ok_or_else(|| {
+                ApiError::bad_request("status must be one of queued, processing, completed, error")
+            })
+        })
+        .transpose()?;
+    let created_between = q
+        .get("created_on")
+        .map(|d| {
+            let date =
+                time::Date::parse(d, time::macros::format_description!("[year]-[month]-[day]"))
+                    .map_err(|_| {
+                        ApiError::bad_request("created_on must be a date in the form YYYY-MM-DD")
+                    })?;
+            let start = date.midnight().assume_utc().unix_timestamp() * 1000;
+            Ok::<_, ApiError>((start, start + 86_400_000 - 1))
+        })
+        .transpose()?;
+    let cursor = |name: &str| {
+        q.get(name)
+            .map(|v| {
+                TranscriptId::parse(v)
+                    .ok_or_else(|| ApiError::bad_request(format!("{name} must be a transcript id")))
+            })
+            .transpose()
+    };
+    let (before_id, after_id) = (cursor("before_id")?, cursor("after_id")?);
+    let throttled_only = q
+        .get("throttled_only")
+        .map(|v| parse_bool("throttled_only", v))
+        .transpose()?
+        .unwrap_or(false);
+    if let (Some(before), Some(after)) = (before_id, after_id) {
+        let b = state.store.get_transcript(who.project_id, before).await?;
+        let a = state.store.get_transcript(who.project_id, after).await?;
+        if let (Some(b), Some(a)) = (b, a) {
+            if (a.created_at, a.id) >= (b.created_at, b.id) {
+                return Err(ApiError::bad_request(
+                    "'after_id' must be a newer transcript than 'before_id'",
+                ));
+            }
+        }
+    }
+    let query = TranscriptQuery {
+        limit,
+        status,
+        created_between,
+        before_id,
+        after_id,
+        throttled_only,
+    };
+    let items = state.store.list_transcripts(who.project_id, &query).await?;
+    let base = format!("{}/v2/transcript", state.public_base_url);
+    let mut kept: Vec<(String, String)> = vec![("limit".into(), limit.to_string())];
+    for name in ["status", "created_on", "throttled_only"] {
+        if let Some(v) = q.get(name) {
+            kept.push((name.into(), v.clone()));
+        }
+    }
+    let link = |extra: &[(&str, String)]| {
+        let mut ser = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &kept {
+            ser.append_pair(k, v);
+        }
+        for (k, v) in extra {
+            ser.append_pair(k, v);
+        }
+        format!("{base}?{}", ser.finish())
+    };
+    let mut current: Vec<(&str, String)> = Vec::new();
+    if let Some(b) = before_id {
+        current.push(("before_id", b.to_string()));
+    }
+    if let Some(a) = after_id {
+        current.push(("after_id", a.to_string()));
+    }
+    let prev_url = items
+        .last()
+        .map(|oldest| link(&[("before_id", oldest.id.to_string())]));
+    let next_url = items
+        .first()
+        .map(|newest| link(&[("after_id", newest.id.to_string())]));
+    Ok(Json(json!({
+        "page_details": {
+            "limit": limit,
+            "result_count": items.len(),
+            "current_url": link(&current),
+            "prev_url": prev_url,
+            "next_url": next_url,
+        },
+        "transcripts": items.iter().map(|t| render::list_item(t, &state.public_base_url)).collect::<Vec<_>>(),
+    })))
+}
+
+async fn completed(
+    state: &AppState,
+    who: &hark_store::KeyPrincipal,
+    id: &str,
+) -> ApiResult<(Transcript, hark_core::speech::Transcription)> {
+    let t = find(state, who, id).await?;
+    if t.deleted_at.is_some() {
+        return Err(ApiError::bad_request("Transcript has been deleted"));
+    }
+    if t.status != TranscriptStatus::Completed {
+        return Err(ApiError::bad_request(format!(
+            "Transcript is not completed (status: {})",
+            t.status.as_str()
+        )));
+    }
+    let result = render::stored_result(&t)
+        .ok_or_else(|| ApiError::internal("completed transcript without result"))?;
+    Ok((t, result))
+}
+
+fn segments_json(
+    t: &Transcript,
+    result: &hark_core::speech::Transcription,
+    key: &str,
+    segments: Vec<views::Segment>,
+) -> Value {
+    json!({
+        "id": t.id.to_string(),
+        "confidence": result.confidence,
+        "audio_duration": result.audio_duration_secs,
+        "speech_model_used": t.speech_model_used,
+        key: segments,
+    })
+}
+
+/// `GET /v2/transcript/{id}/sentences`.
+pub async fn sentences(
+    State(state): State<AppState>,
+    ApiPrincipal(who): ApiPrincipal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let (t, r) = completed(&state, &who, &id).await?;
+    Ok(Json(segments_json(
+        &t,
+        &r,
+        "sentences",
+        views::sentences(&r.words),
+    )))
+}
+
+/// `GET /v2/transcript/{id}/paragraphs`.
+pub async fn paragraphs(
+    State(state): State<AppState>,
+    ApiPrincipal(who): ApiPrincipal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let (t, r) = completed(&state, &who, &id).await?;
+    Ok(Json(segments_json(
+        &t,
+        &r,
+        "paragraphs",
+        views::paragraphs(&r.words),
+    )))
+}
+
+/// `GET /v2/transcript/{id}/word-search?words=a,b`.
+pub async fn word_search(
+    State(state): State<AppState>,
+    ApiPrincipal(who): ApiPrincipal,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let q = parse_query(raw);
+    let (t, r) = completed(&state, &who, &id).await?;
+    let terms = views::parse_search_terms(q.get("words").map(String::as_str).unwrap_or(""))
+        .map_err(ApiError::BadRequest)?;
+    let found = views::word_search(&r.words, &terms);
+    Ok(Json(
+        json!({"id": t.id.to_string(), "total_count": found.total_count, "matches": found.matches}),
+    ))
+}
+
+/// `GET /v2/transcript/{id}/{srt|vtt}` (the router sends other formats to 404).
+pub async fn subtitles(
+    State(state): State<AppState>,
+    ApiPrincipal(who): ApiPrincipal,
+    Path((id, format)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let q = parse_query(raw);
+    let chars = q
+        .get("chars_per_caption")
+        .map(|v| match v.parse::<usize>() {
+            Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_request(
+                "chars_per_caption must be a positive integer",
+            )),
+        })
+        .transpose()?;
+    let render_fn: fn(&[hark_core::speech::Word], Option<usize>) -> String = match format.as_str() {
+        "srt" => views::srt,
+        "vtt" => views::vtt,
+        _ => return Err(ApiError::NotFound),
+    };
+    let (_, r) = completed(&state, &who, &id).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        render_fn(&r.words, chars),
+    )
+        .into_response())
+}

@@ -1,0 +1,81 @@
+//! The one HTTP error envelope, `{"error": "..."}`, with AssemblyAI's texts where they
+//! exist. Server faults are logged with their cause and shown only as a generic text.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+pub const AUTH_ERROR: &str = "Authentication error, API token missing/invalid";
+pub const TRANSCRIPT_NOT_FOUND: &str = "Transcript lookup error, transcript id not found";
+pub const UPLOAD_FORBIDDEN: &str = "Cannot access uploaded file";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{AUTH_ERROR}")]
+    Unauthorized,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{TRANSCRIPT_NOT_FOUND}")]
+    TranscriptNotFound,
+    #[error("{UPLOAD_FORBIDDEN}")]
+    UploadForbidden,
+    #[error("Not found")]
+    NotFound,
+    #[error("Method not allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("Too Many Requests")]
+    TooManyRequests { retry_after_secs: u64 },
+    #[error("Internal Server Error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_request(msg: impl Into<String>) -> Self {
+        ApiError::BadRequest(msg.into())
+    }
+
+    /// A server fault; `cause` goes to the log, never to the client.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        ApiError::Internal(cause.to_string())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::BadRequest(_) | ApiError::TranscriptNotFound => StatusCode::BAD_REQUEST,
+            ApiError::UploadForbidden => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<hark_store::StoreError> for ApiError {
+    fn from(e: hark_store::StoreError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(%cause, "request failed");
+        }
+        let status = self.status();
+        let mut response = (status, Json(json!({ "error": self.to_string() }))).into_response();
+        if let ApiError::TooManyRequests { retry_after_secs } = self {
+            if let Ok(v) = HeaderValue::from_str(&retry_after_secs.max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,278 @@
+//! Transcription workers: claim a queued job under a lease, fetch its audio, run the
+//! speech engine, and commit the outcome with its usage event and webhook.
+
+use crate::params::{CustomSpelling, StoredParams};
+use crate::render;
+use crate::AppState;
+use hark_core::speech::{SpeechError, TranscribeRequest, Transcription};
+use hark_store::{ClaimedJob, JobOutcome, NewUsageEvent, NewWebhook};
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Polling interval when idle; new jobs also wake workers at once.
+const IDLE_POLL: Duration = Duration::from_millis(500);
+
+/// What a client sees when the engine fails for a reason that is ours, not theirs.
+const INTERNAL_FAILURE: &str = "Transcription failed due to an internal server error.";
+
+pub async fn run_worker(state: AppState, worker_id: String, mut shutdown: watch::Receiver<bool>) {
+    tracing::debug!(worker = %worker_id, "worker started");
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let woken = state.jobs_available.notified();
+        match state
+            .store
+            .claim_job(&worker_id, state.config.job_lease_ms)
+            .await
+        {
+            Ok(Some(job)) => process(&state, &worker_id, job).await,
+            Ok(None) => {
+                tokio::select! {
+                    _ = woken => {}
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "claiming a job failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+async fn process(state: &AppState, worker_id: &str, job: ClaimedJob) {
+    let transcript_id = job.transcript.id;
+    tracing::info!(transcript = %transcript_id, attempt = job.attempts, "transcribing");
+    let heartbeat = {
+        let state = state.clone();
+        let job_id = job.job_id.clone();
+        let worker = worker_id.to_string();
+        let every = Duration::from_millis((state.config.job_lease_ms / 3).max(50) as u64);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match state
+                    .store
+                    .extend_lease(&job_id, &worker, state.config.job_lease_ms)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => tracing::warn!(error = %e, "could not extend job lease"),
+                }
+            }
+        })
+    };
+    let params = render::stored_params(&job.transcript);
+    let result = match &params {
+        Some(params) => transcribe(state, &job, params).await,
+        None => Err(INTERNAL_FAILURE.to_string()),
+    };
+    heartbeat.abort();
+    let t = &job.transcript;
+    let (outcome, status) = match result {
+        Ok(transcription) => {
+            let model = transcription.model.clone();
+            let duration = transcription.audio_duration_secs;
+            match serde_json::to_string(&transcription) {
+                Ok(result_json) => (
+                    JobOutcome::Completed {
+                        result_json,
+                        speech_model_used: model.clone(),
+                        audio_duration: duration,
+                        usage: NewUsageEvent {
+                            idempotency_key: format!("transcript:{}", t.id),
+                            account_id: t.account_id,
+                            project_id: t.project_id,
+                            api_key_id: t.api_key_id,
+                            product: "speech-to-text".into(),
+                            model,
+                            audio_seconds: duration,
+                            session_seconds: None,
+                        },
+                    },
+                    "completed",
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not encode result");
+                    (
+                        JobOutcome::Failed {
+                            error: INTERNAL_FAILURE.into(),
+                        },
+                        "error",
+                    )
+                }
+            }
+        }
+        Err(error) => (JobOutcome::Failed { error }, "error"),
+    };
+    let webhook = params
+        .as_ref()
+        .and_then(|p| p.webhook_url.clone())
+        .map(|url| NewWebhook {
+            url,
+            auth_header_name: params
+                .as_ref()
+                .and_then(|p| p.webhook_auth_header_name.clone()),
+            auth_header_sealed: params
+                .as_ref()
+                .and_then(|p| p.webhook_auth_header_sealed.clone()),
+            body: json!({"transcript_id": t.id.to_string(), "status": status}).to_string(),
+        });
+    match state
+        .store
+        .finish_job(&job.job_id, worker_id, outcome, webhook)
+        .await
+    {
+        Ok(true) => {
+            tracing::info!(transcript = %transcript_id, status, "job finished");
+            state.webhooks_available.notify_waiters();
+        }
+        Ok(false) => tracing::warn!(transcript = %transcript_id, "lease lost; result discarded"),
+        Err(e) => {
+            tracing::error!(error = %e, transcript = %transcript_id, "could not record job outcome")
+        }
+    }
+}
+
+/// Runs one transcription; `Err` carries the client-facing error text.
+async fn transcribe(
+    state: &AppState,
+    job: &ClaimedJob,
+    params: &StoredParams,
+) -> Result<Transcription, String> {
+    let (path, temporary) = fetch_audio(state, job).await?;
+    let engine = state.engine.clone();
+    let request = TranscribeRequest {
+        path: path.clone(),
+        model: params.model.clone(),
+        language_code: if params.language_detection {
+            None
+        } else {
+            params.language_code.clone().or(Some("en".into()))
+        },
+        punctuate: params.punctuate,
+        format_text: params.format_text,
+        audio_start_from: params.audio_start_from,
+        audio_end_at: params.audio_end_at,
+    };
+    let outcome = tokio::task::spawn_blocking(move || match engine {
+        Some(engine) => engine.transcribe(&request),
+        None => Err(SpeechError::NoModel(request.model.clone())),
+    })
+    .await;
+    if temporary {
+        let _ = tokio::fs::remove_file(&path).await;
+    }
+    let mut transcription = match outcome {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) if e.is_client_facing() => return Err(e.to_string()),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "speech engine failed");
+            return Err(INTERNAL_FAILURE.into());
+        }
+        Err(join) => {
+            tracing::error!(error = %join, "speech engine task failed");
+            return Err(INTERNAL_FAILURE.into());
+        }
+    };
+    if let (Some(threshold), Some(confidence)) = (
+        params.language_confidence_threshold,
+        transcription.language_confidence,
+    ) {
+        if params.language_detection && confidence < threshold {
+            return Err(format!(
+                "detected language '{}', confidence {confidence:.4}, is below the requested confidence threshold value of '{threshold}'",
+                transcription.language_code.clone().unwrap_or_default()
+            ));
+        }
+    }
+    if let Some(spellings) = &params.custom_spelling {
+        apply_custom_spelling(&mut transcription, spellings);
+    }
+    Ok(transcription)
+}
+
+async fn fetch_audio(state: &AppState, job: &ClaimedJob) -> Result<(PathBuf, bool), String> {
+    let t = &job.transcript;
+    if let Some(upload_id) = t.upload_id {
+        let upload = state.store.get_upload(upload_id).await.map_err(|e| {
+            tracing::error!(error = %e, "reading upload");
+            INTERNAL_FAILURE.to_string()
+        })?;
+        return match upload {
+            Some(u) if u.project_id == t.project_id => Ok((PathBuf::from(u.path), false)),
+            _ => Err(format!(
+                "Download error, unable to download {}. The uploaded file no longer exists.",
+                t.audio_url
+            )),
+        };
+    }
+    let dest = state.tmp_dir.join(format!("{}.download", t.id));
+    crate::remote::download(state, &t.audio_url, &dest)
+        .await
+        .map(|()| (dest, true))
+}
+
+/// Replaces words as `custom_spelling` asks (case-insensitive on the word itself,
+/// keeping surrounding punctuation), then rebuilds the text.
+fn apply_custom_spelling(t: &mut Transcription, spellings: &[CustomSpelling]) {
+    let mut changed = false;
+    for word in &mut t.words {
+        let core: &str = word
+            .text
+            .trim_matches(|c: char| !c.is_alphanumeric() && c != '\'');
+        if core.is_empty() {
+            continue;
+        }
+        if let Some(s) = spellings
+            .iter()
+            .find(|s| s.from.iter().any(|f| f.eq_ignore_ascii_case(core)))
+        {
+            let replaced = word.text.replacen(core, &s.to, 1);
+            word.text = replaced;
+            changed = true;
+        }
+    }
+    if changed {
+        t.text = hark_core::views::plain_text(&t.words);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hark_core::speech::Word;
+
+    #[test]
+    fn custom_spelling_replaces_words_and_keeps_punctuation() {
+        let w = |t: &str| Word {
+            text: t.into(),
+            start: 0,
+            end: 1,
+            confidence: 1.0,
+        };
+        let mut t = Transcription {
+            text: "Hello sequel, bye.".into(),
+            words: vec![w("Hello"), w("sequel,"), w("bye.")],
+            confidence: 1.0,
+            audio_duration_secs: 1.0,
+            language_code: None,
+            language_confidence: None,
+            model: "m".into(),
+        };
+        apply_custom_spelling(
+            &mut t,
+            &[CustomSpelling {
+                from: vec!["Sequel".into()],
+                to: "SQL".into(),
+            }],
+        );
+        assert_eq!(t.text, "Hello SQL, bye.");
+    }
+}

@@ -1,0 +1,428 @@
+//! `hark admin`: the operator's commands for accounts, projects and keys. Every change
+//! is audited in the same transaction by the store.
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Subcommand};
+use hark_core::keys::{self, SecretDigest, SecretKind};
+use hark_core::plan::LimitOverrides;
+use hark_core::{AccountId, ApiKeyId, Clock, Plan, ProjectId, UserId};
+use hark_server::config::Config;
+use hark_store::{
+    AccountStore, Actor, AuditStore, KeyStore, NewAccount, NewApiKey, NewProject, SqlStore,
+};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    /// Print one JSON object instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Create the first account with its Owner, a default project and a first key.
+    Init {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        account_name: String,
+        #[arg(long, default_value = "free")]
+        plan: Plan,
+    },
+    #[command(subcommand)]
+    Account(AccountCommand),
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    #[command(subcommand)]
+    Key(KeyCommand),
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AccountCommand {
+    /// Change an account's plan; `--limit name=N` sets custom (Enterprise) limits.
+    SetPlan {
+        account: AccountId,
+        plan: Plan,
+        #[arg(long = "limit", value_name = "NAME=N")]
+        limits: Vec<String>,
+    },
+    Show {
+        account: AccountId,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProjectCommand {
+    Create {
+        #[arg(long)]
+        account: AccountId,
+        #[arg(long)]
+        name: String,
+    },
+    List {
+        #[arg(long)]
+        account: AccountId,
+    },
+    /// Show a project, including its webhook signing secret.
+    Show { project: ProjectId },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Create an API key; its secret is printed here only.
+    Create {
+        #[arg(long)]
+        project: ProjectId,
+        #[arg(long)]
+        name: String,
+        /// Lifetime such as 30d, 12h, 45m or 3600s.
+        #[arg(long, value_parser = parse_duration_ms)]
+        expires_in: Option<i64>,
+    },
+    /// List a project's keys (masked).
+    List {
+        #[arg(long)]
+        project: ProjectId,
+    },
+    /// Revoke a key; it stops working at once.
+    Revoke { key: ApiKeyId },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check the hash chain of an account's audit log (or the installation's).
+    Verify {
+        #[arg(long)]
+        account: Option<AccountId>,
+    },
+    /// Print an account's audit log as NDJSON.
+    List {
+        #[arg(long)]
+        account: Option<AccountId>,
+    },
+}
+
+fn parse_duration_ms(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 30d, 12h, 45m or 3600s"))?;
+    let unit_ms = match unit {
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("unknown unit '{unit}' in '{s}' (use s, m, h or d)")),
+    };
+    if n <= 0 {
+        return Err("the duration must be positive".into());
+    }
+    n.checked_mul(unit_ms)
+        .ok_or_else(|| "duration too long".to_string())
+}
+
+fn print(json_mode: bool, value: Value, text: impl FnOnce(&Value) -> String) {
+    if json_mode {
+        println!("{value}");
+    } else {
+        println!("{}", text(&value));
+    }
+}
+
+fn key_json(k: &hark_store::ApiKeyRecord) -> Value {
+    json!({
+        "id": k.id, "project_id": k.project_id, "name": k.name, "masked": k.masked, "created_by": k.created_by,
+        "created_at": k.created_at, "expires_at": k.expires_at, "revoked_at": k.revoked_at, "last_used_at": k.last_used_at,
+    })
+}
+
+struct Ops {
+    store: SqlStore,
+    master_key: hark_core::seal::MasterKey,
+    clock: Arc<dyn Clock>,
+}
+
+impl Ops {
+    fn new_project(&self, name: &str) -> NewProject {
+        let id = ProjectId::new();
+        NewProject {
+            id,
+            name: name.to_string(),
+            webhook_secret_sealed: self
+                .master_key
+                .seal(&hark_core::webhook_sign::generate_secret(), &id.to_string()),
+        }
+    }
+
+    async fn create_key(
+        &self,
+        project: ProjectId,
+        name: &str,
+        expires_in: Option<i64>,
+    ) -> anyhow::Result<(hark_store::ApiKeyRecord, String)> {
+        let secret = keys::generate(SecretKind::ApiKey);
+        let id = ApiKeyId::new();
+        let record = self
+            .store
+            .create_api_key(
+                NewApiKey {
+                    id,
+                    project_id: project,
+                    name: name.to_string(),
+                    digest_hex: SecretDigest::of(secret.expose()).to_hex(),
+                    sealed: self.master_key.seal(secret.expose(), &id.to_string()),
+                    masked: keys::mask(secret.expose()),
+                    created_by: Actor::Operator.label(),
+                    expires_at: expires_in.map(|ms| self.clock.now_ms() + ms),
+                },
+                &Actor::Operator,
+            )
+            .await?;
+        Ok((record, secret.into_inner()))
+    }
+}
+
+pub async fn run(config: &Config, clock: Arc<dyn Clock>, args: AdminArgs) -> anyhow::Result<()> {
+    let master_key = hark_server::load_master_key(config)?;
+    let store = hark_server::open_store(config, clock.clone()).await?;
+    let ops = Ops {
+        store,
+        master_key,
+        clock,
+    };
+    let result = execute(config, &ops, args).await;
+    ops.store.close().await;
+    result
+}
+
+async fn execute(config: &Config, ops: &Ops, args: AdminArgs) -> anyhow::Result<()> {
+    let j = args.json;
+    let store = &ops.store;
+    match args.command {
+        AdminCommand::Init {
+            email,
+            account_name,
+            plan,
+        } => {
+            if !email.contains('@') {
+                bail!("'{email}' is not an email address");
+            }
+            let account_id = AccountId::new();
+            let boot = store
+                .create_account(
+                    NewAccount {
+                        id: account_id,
+                        name: account_name,
+                        plan,
+                        owner_id: UserId::new(),
+                        owner_email: email,
+                        project: ops.new_project("Default project"),
+                    },
+                    &Actor::Operator,
+                )
+                .await?;
+            let (key, secret) = ops.create_key(boot.project.id, "Default key", None).await?;
+            print(
+                j,
+                json!({"account_id": account_id, "project_id": boot.project.id, "api_key_id": key.id, "api_key": secret, "owner_id": boot.owner}),
+                |v| {
+                    format!(
+                        "account {}\nproject {}\nAPI key (shown only now): {}",
+                        v["account_id"].as_str().unwrap_or_default(),
+                        v["project_id"].as_str().unwrap_or_default(),
+                        v["api_key"].as_str().unwrap_or_default()
+                    )
+                },
+            );
+        }
+        AdminCommand::Account(AccountCommand::SetPlan {
+            account,
+            plan,
+            limits,
+        }) => {
+            let mut overrides = LimitOverrides::default();
+            for l in &limits {
+                overrides.set(l)?;
+            }
+            let acct = store
+                .set_plan(account, plan, overrides, &Actor::Operator)
+                .await?;
+            hark_server::control::notify_credentials_changed(&config.data_dir).await;
+            print(
+                j,
+                json!({"id": acct.id, "plan": acct.plan, "limits": acct.limits}),
+                |v| format!("{v:#}"),
+            );
+        }
+        AdminCommand::Account(AccountCommand::Show { account }) => {
+            let acct = store
+                .get_account(account)
+                .await?
+                .ok_or_else(|| anyhow!("no account {account}"))?;
+            let members = store.members(account).await?;
+            let value = json!({
+                "id": acct.id, "name": acct.name, "plan": acct.plan, "limits": acct.limits, "created_at": acct.created_at,
+                "members": members.iter().map(|m| json!({"user_id": m.user_id, "email": m.email, "role": m.role})).collect::<Vec<_>>(),
+            });
+            print(j, value, |v| format!("{v:#}"));
+        }
+        AdminCommand::Project(ProjectCommand::Create { account, name }) => {
+            let project = store
+                .create_project(account, ops.new_project(&name), &Actor::Operator)
+                .await?;
+            print(
+                j,
+                json!({"id": project.id, "account_id": project.account_id, "name": project.name}),
+                |v| format!("project {}", v["id"].as_str().unwrap_or_default()),
+            );
+        }
+        AdminCommand::Project(ProjectCommand::List { account }) => {
+            let projects = store.list_projects(account).await?;
+            let items: Vec<Value> = projects
+                .iter()
+                .map(|p| json!({"id": p.id, "name": p.name, "created_at": p.created_at}))
+                .collect();
+            print(j, json!({"projects": items}), |v| {
+                v["projects"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| {
+                        format!(
+                            "{}  {}",
+                            p["id"].as_str().unwrap_or_default(),
+                            p["name"].as_str().unwrap_or_default()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        AdminCommand::Project(ProjectCommand::Show { project }) => {
+            let p = store
+                .get_project(project)
+                .await?
+                .ok_or_else(|| anyhow!("no project {project}"))?;
+            let sealed = store
+                .project_webhook_secret(project)
+                .await?
+                .ok_or_else(|| anyhow!("no project {project}"))?;
+            let secret = ops
+                .master_key
+                .open(&sealed, &project.to_string())
+                .context("unsealing the webhook secret")?;
+            print(
+                j,
+                json!({"id": p.id, "account_id": p.account_id, "name": p.name, "created_at": p.created_at, "webhook_signing_secret": secret}),
+                |v| format!("{v:#}"),
+            );
+        }
+        AdminCommand::Key(KeyCommand::Create {
+            project,
+            name,
+            expires_in,
+        }) => {
+            let (key, secret) = ops.create_key(project, &name, expires_in).await?;
+            print(
+                j,
+                json!({"id": key.id, "key": secret, "project_id": key.project_id, "name": key.name, "expires_at": key.expires_at}),
+                |v| {
+                    format!(
+                        "key {} (shown only now): {}",
+                        v["id"].as_str().unwrap_or_default(),
+                        v["key"].as_str().unwrap_or_default()
+                    )
+                },
+            );
+        }
+        AdminCommand::Key(KeyCommand::List { project }) => {
+            let keys = store.list_api_keys(project).await?;
+            print(
+                j,
+                json!({"keys": keys.iter().map(key_json).collect::<Vec<_>>()}),
+                |v| {
+                    v["keys"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|k| {
+                            format!(
+                                "{}  {}  {}{}",
+                                k["id"].as_str().unwrap_or_default(),
+                                k["masked"].as_str().unwrap_or_default(),
+                                k["name"].as_str().unwrap_or_default(),
+                                if k["revoked_at"].is_null() {
+                                    ""
+                                } else {
+                                    "  (revoked)"
+                                }
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                },
+            );
+        }
+        AdminCommand::Key(KeyCommand::Revoke { key }) => {
+            let record = store.revoke_api_key(key, &Actor::Operator).await?;
+            let notified = hark_server::control::notify_credentials_changed(&config.data_dir).await;
+            let mut value = key_json(&record);
+            value["running_server_notified"] = json!(notified);
+            print(j, value, |v| {
+                format!("revoked {}", v["id"].as_str().unwrap_or_default())
+            });
+        }
+        AdminCommand::Audit(AuditCommand::Verify { account }) => {
+            match store.verify_audit_chain(account).await? {
+                Ok(n) => print(j, json!({"ok": true, "entries": n}), |v| {
+                    format!("audit chain intact ({} entries)", v["entries"])
+                }),
+                Err(problem) => {
+                    print(j, json!({"ok": false, "problem": problem}), |v| {
+                        format!(
+                            "audit chain BROKEN: {}",
+                            v["problem"].as_str().unwrap_or_default()
+                        )
+                    });
+                    bail!(
+                        "the audit log of {} has been tampered with",
+                        account
+                            .map(|a| a.to_string())
+                            .unwrap_or_else(|| "the installation".into())
+                    );
+                }
+            }
+        }
+        AdminCommand::Audit(AuditCommand::List { account }) => {
+            for e in store.audit_entries(account).await? {
+                println!(
+                    "{}",
+                    json!({"seq": e.seq, "at": e.created_at, "actor": e.actor, "action": e.action, "target": e.target, "details": e.details, "hash": e.hash})
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration_ms;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("30d"), Ok(30 * 86_400_000));
+        assert_eq!(parse_duration_ms("90"), Ok(90_000));
+        assert!(parse_duration_ms("5w").is_err());
+        assert!(parse_duration_ms("0s").is_err());
+        assert!(parse_duration_ms("x").is_err());
+    }
+}

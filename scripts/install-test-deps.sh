@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Installs what Hark's test suite needs on a fresh Debian machine, skipping whatever is
+# already there (safe to run on every CI start; a no-op takes well under a second):
+#   - Debian packages: sox (+ all format handlers), ffmpeg, espeak-ng
+#   - a Python venv at ${HARK_VENV:-$HOME/.cache/hark/venv} with assemblyai and pytest
+#     (the official SDK tests). faster-whisper is for bench/ only and is not installed.
+set -euo pipefail
+
+APT_PACKAGES=(sox libsox-fmt-all ffmpeg espeak-ng)
+PY_PACKAGES=(assemblyai pytest)
+VENV="${HARK_VENV:-$HOME/.cache/hark/venv}"
+
+log() { printf 'install-test-deps: %s\n' "$*"; }
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+        SUDO=(sudo)
+    else
+        log "not root and no sudo: apt installs will fail if anything is missing"
+    fi
+fi
+
+is_installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+# python3 -m venv needs ensurepip, which Debian ships separately.
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    APT_PACKAGES+=(python3-venv)
+fi
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    is_installed "$pkg" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "apt: installing ${missing[*]}"
+    "${SUDO[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    log "apt: installed ${missing[*]}"
+else
+    log "apt: already present: ${APT_PACKAGES[*]}"
+fi
+
+for tool in sox soxi ffmpeg espeak-ng; do
+    command -v "$tool" >/dev/null 2>&1 || { log "ERROR: $tool still missing after install"; exit 1; }
+done
+
+if [ ! -x "$VENV/bin/python" ]; then
+    log "venv: creating $VENV"
+    mkdir -p "$(dirname "$VENV")"
+    python3 -m venv "$VENV"
+else
+    log "venv: using $VENV"
+fi
+
+py_missing=()
+for pkg in "${PY_PACKAGES[@]}"; do
+    "$VENV/bin/python" -m pip show -q "$pkg" >/dev/null 2>&1 || py_missing+=("$pkg")
+done
+if [ "${#py_missing[@]}" -gt 0 ]; then
+    log "pip: installing ${py_missing[*]}"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${py_missing[@]}"
+    log "pip: installed ${py_missing[*]}"
+else
+    log "pip: already present: ${PY_PACKAGES[*]}"
+fi
+
+log "done (venv python: $VENV/bin/python)"
