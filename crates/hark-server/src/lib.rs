@@ -7,9 +7,10 @@
 pub mod auth;
 pub mod config;
 pub mod control;
-mod data_plane;
+pub mod data_plane;
 pub mod error;
 pub mod params;
+pub mod provisioning;
 mod remote;
 pub mod render;
 mod worker;

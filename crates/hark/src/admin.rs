@@ -3,13 +3,10 @@
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand};
-use hark_core::keys::{self, SecretDigest, SecretKind};
 use hark_core::plan::LimitOverrides;
 use hark_core::{AccountId, ApiKeyId, Clock, Plan, ProjectId, UserId};
 use hark_server::config::Config;
-use hark_store::{
-    AccountStore, Actor, AuditStore, KeyStore, NewAccount, NewApiKey, NewProject, SqlStore,
-};
+use hark_store::{AccountStore, Actor, AuditStore, KeyStore, NewAccount, NewProject, SqlStore};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -152,14 +149,7 @@ struct Ops {
 
 impl Ops {
     fn new_project(&self, name: &str) -> NewProject {
-        let id = ProjectId::new();
-        NewProject {
-            id,
-            name: name.to_string(),
-            webhook_secret_sealed: self
-                .master_key
-                .seal(&hark_core::webhook_sign::generate_secret(), &id.to_string()),
-        }
+        hark_server::provisioning::new_project(&self.master_key, name)
     }
 
     async fn create_key(
@@ -168,24 +158,16 @@ impl Ops {
         name: &str,
         expires_in: Option<i64>,
     ) -> anyhow::Result<(hark_store::ApiKeyRecord, String)> {
-        let secret = keys::generate(SecretKind::ApiKey);
-        let id = ApiKeyId::new();
-        let record = self
-            .store
-            .create_api_key(
-                NewApiKey {
-                    id,
-                    project_id: project,
-                    name: name.to_string(),
-                    digest_hex: SecretDigest::of(secret.expose()).to_hex(),
-                    sealed: self.master_key.seal(secret.expose(), &id.to_string()),
-                    masked: keys::mask(secret.expose()),
-                    created_by: Actor::Operator.label(),
-                    expires_at: expires_in.map(|ms| self.clock.now_ms() + ms),
-                },
-                &Actor::Operator,
-            )
-            .await?;
+        let (record, secret) = hark_server::provisioning::issue_api_key(
+            &self.store,
+            &self.master_key,
+            self.clock.as_ref(),
+            project,
+            name,
+            expires_in,
+            &Actor::Operator,
+        )
+        .await?;
         Ok((record, secret.into_inner()))
     }
 }

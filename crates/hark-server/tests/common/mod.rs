@@ -1,0 +1,259 @@
+//! Integration-test harness: boots the real server on port 0 over a fresh SQLite or
+//! PostgreSQL database and provisions accounts, projects and keys for tests.
+#![allow(dead_code)]
+
+use hark_core::clock::{Clock, SystemClock};
+use hark_core::speech::{SpeechEngine, SpeechError, TranscribeRequest, Transcription, Word};
+use hark_core::{AccountId, ApiKeyId, Plan, ProjectId, UserId};
+use hark_server::config::Config;
+use hark_server::RunningServer;
+use hark_store::testing::TestDatabase;
+use hark_store::{AccountStore, Actor, KeyStore, NewAccount, SqlStore};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestServer {
+    pub server: Option<RunningServer>,
+    pub base: String,
+    pub store: SqlStore,
+    pub config: Config,
+    pub clock: Arc<dyn Clock>,
+    pub http: reqwest::Client,
+    db: Option<TestDatabase>,
+    _dir: tempfile::TempDir,
+}
+
+pub struct Tenant {
+    pub account: AccountId,
+    pub project: ProjectId,
+    pub key: String,
+    pub key_id: ApiKeyId,
+}
+
+impl TestServer {
+    pub async fn start(db: Db) -> Self {
+        Self::start_with(db, None, |_| {}).await
+    }
+
+    pub async fn start_with(
+        db: Db,
+        engine: Option<Arc<dyn SpeechEngine>>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database = match db {
+            Db::Sqlite => TestDatabase::sqlite().await,
+            Db::Postgres => TestDatabase::postgres().await,
+        };
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            database_url: database.url.clone(),
+            bind: "127.0.0.1:0".into(),
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let server = hark_server::start(config.clone(), engine, clock.clone())
+            .await
+            .expect("server starts");
+        let base = server.state.public_base_url.clone();
+        let store = SqlStore::open(&database.url, clock.clone())
+            .await
+            .expect("store");
+        Self {
+            server: Some(server),
+            base,
+            store,
+            config,
+            clock,
+            http: reqwest::Client::new(),
+            db: Some(database),
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn master_key(&self) -> hark_core::seal::MasterKey {
+        hark_server::load_master_key(&self.config).expect("master key")
+    }
+
+    /// A new account (Owner, default project, one key) on `plan`.
+    pub async fn tenant(&self, plan: Plan) -> Tenant {
+        let mk = self.master_key();
+        let account = AccountId::new();
+        let boot = self
+            .store
+            .create_account(
+                NewAccount {
+                    id: account,
+                    name: "Test".into(),
+                    plan,
+                    owner_id: UserId::new(),
+                    owner_email: format!("{}@example.com", uuid::Uuid::new_v4().simple()),
+                    project: hark_server::provisioning::new_project(&mk, "default"),
+                },
+                &Actor::Operator,
+            )
+            .await
+            .expect("account");
+        let (record, secret) = self.key(boot.project.id, None).await;
+        Tenant {
+            account,
+            project: boot.project.id,
+            key: secret,
+            key_id: record,
+        }
+    }
+
+    /// A new key in `project`, optionally expiring after `expires_in_ms`.
+    pub async fn key(&self, project: ProjectId, expires_in_ms: Option<i64>) -> (ApiKeyId, String) {
+        let (record, secret) = hark_server::provisioning::issue_api_key(
+            &self.store,
+            &self.master_key(),
+            self.clock.as_ref(),
+            project,
+            "test key",
+            expires_in_ms,
+            &Actor::Operator,
+        )
+        .await
+        .expect("key");
+        (record.id, secret.into_inner())
+    }
+
+    /// A second project in the tenant's account, with its own key.
+    pub async fn second_project(&self, tenant: &Tenant) -> (ProjectId, String) {
+        let mut o = hark_core::plan::LimitOverrides::default();
+        o.set("projects=10").expect("override");
+        o.set("api_keys=50").expect("override");
+        self.store
+            .set_plan(tenant.account, Plan::Enterprise, o, &Actor::Operator)
+            .await
+            .expect("plan");
+        let p = self
+            .store
+            .create_project(
+                tenant.account,
+                hark_server::provisioning::new_project(&self.master_key(), "second"),
+                &Actor::Operator,
+            )
+            .await
+            .expect("project");
+        let (_, key) = self.key(p.id, None).await;
+        (p.id, key)
+    }
+
+    /// Revokes a key the way the operator CLI does (store, then the control socket).
+    pub async fn revoke(&self, key: ApiKeyId) {
+        self.store
+            .revoke_api_key(key, &Actor::Operator)
+            .await
+            .expect("revoke");
+        hark_server::control::notify_credentials_changed(&self.config.data_dir).await;
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        self.store.close().await;
+        if let Some(db) = self.db.take() {
+            db.drop_database().await;
+        }
+    }
+}
+
+/// A test double of the speech engine: the "audio" file holds the words to return,
+/// one per line as `text start_ms end_ms`. Lets API tests know the exact transcript.
+pub struct ScriptedEngine;
+
+impl SpeechEngine for ScriptedEngine {
+    fn models(&self) -> Vec<String> {
+        vec!["whisper-tiny.en".into()]
+    }
+
+    fn transcribe(&self, request: &TranscribeRequest) -> Result<Transcription, SpeechError> {
+        let text = std::fs::read_to_string(&request.path)
+            .map_err(|_| SpeechError::NotAudio("unknown".into()))?;
+        if !text.starts_with("SCRIPT\n") {
+            return Err(SpeechError::NotAudio("text/plain".into()));
+        }
+        let mut words = Vec::new();
+        for line in text.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            if parts.len() != 3 {
+                return Err(SpeechError::Engine(format!("bad script line {line}")));
+            }
+            words.push(Word {
+                text: parts[0].to_string(),
+                start: parts[1]
+                    .parse()
+                    .map_err(|_| SpeechError::Engine("start".into()))?,
+                end: parts[2]
+                    .parse()
+                    .map_err(|_| SpeechError::Engine("end".into()))?,
+                confidence: 0.9,
+            });
+        }
+        if words.is_empty() {
+            return Err(SpeechError::TooShort);
+        }
+        let duration = words.last().map(|w| w.end as f64 / 1000.0).unwrap_or(0.0);
+        Ok(Transcription {
+            text: hark_core::views::plain_text(&words),
+            words,
+            confidence: 0.9,
+            audio_duration_secs: duration,
+            language_code: Some("en".into()),
+            language_confidence: None,
+            model: request.model.clone(),
+        })
+    }
+}
+
+/// A script the ScriptedEngine reads: words 400 ms apart.
+pub fn script(words: &[&str]) -> Vec<u8> {
+    let mut s = String::from("SCRIPT\n");
+    for (i, w) in words.iter().enumerate() {
+        s.push_str(&format!("{w} {} {}\n", i * 400, i * 400 + 300));
+    }
+    s.into_bytes()
+}
+
+/// Polls a transcript until it leaves queued/processing.
+pub async fn wait_done(ts: &TestServer, key: &str, id: &str) -> serde_json::Value {
+    for _ in 0..600 {
+        let v: serde_json::Value = ts
+            .http
+            .get(ts.url(&format!("/v2/transcript/{id}")))
+            .header("authorization", key)
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        if v["status"] == "completed" || v["status"] == "error" {
+            return v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("transcript {id} did not finish");
+}
+
+/// Declares each listed async test fn once per database.
+#[macro_export]
+macro_rules! both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::common::Db::Sqlite).await } )* }
+        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::common::Db::Postgres).await } )* }
+    };
+}
