@@ -17,7 +17,7 @@ use std::path::Path;
 
 use hark_core::speech::SpeechError;
 
-pub use sniff::sniff_is_audio;
+pub use sniff::{non_audio_kind, sniff_is_audio};
 pub use stream::{PcmEncoding, StreamResampler};
 
 /// Decoded audio: 16 kHz mono samples in -1..=1.

@@ -9,6 +9,17 @@ pub fn sniff_is_audio(head: &[u8]) -> bool {
     audio_container(head).is_some()
 }
 
+/// What `head` recognisably is when it is not audio (text, JSON, HTML, an image, an
+/// archive, ...): the MIME-like type, or `None` for audio and for unrecognised bytes
+/// (which only a decode attempt can judge).
+pub fn non_audio_kind(head: &[u8]) -> Option<String> {
+    if head.is_empty() || audio_container(head).is_some() {
+        return None;
+    }
+    let kind = describe(head);
+    (kind != "unknown").then_some(kind)
+}
+
 /// The MIME-like name of the audio container `head` starts with, if any.
 pub(crate) fn audio_container(head: &[u8]) -> Option<&'static str> {
     let at = |offset: usize, magic: &[u8]| head.get(offset..offset + magic.len()) == Some(magic);

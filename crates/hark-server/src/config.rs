@@ -45,6 +45,8 @@ pub struct OutboundConfig {
     pub allow_private: bool,
     /// CIDRs that are always allowed (e.g. an internal media server).
     pub allowlist: Vec<String>,
+    /// Host names that are always allowed, whatever they resolve to.
+    pub allowed_hosts: Vec<String>,
     pub max_download_bytes: u64,
     pub download_timeout_secs: u64,
 }
@@ -94,6 +96,7 @@ impl Default for OutboundConfig {
         Self {
             allow_private: false,
             allowlist: Vec::new(),
+            allowed_hosts: Vec::new(),
             max_download_bytes: 5_000_000_000,
             download_timeout_secs: 600,
         }
@@ -149,6 +152,29 @@ impl Config {
             config.database_url = v;
         }
         Ok(config)
+    }
+
+    /// The outbound policy for `audio_url` downloads and webhooks.
+    pub fn outbound_policy(&self) -> Result<hark_outbound::OutboundPolicy, ConfigError> {
+        let allowlist = self
+            .outbound
+            .allowlist
+            .iter()
+            .map(|c| {
+                c.parse::<ipnet::IpNet>()
+                    .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        ConfigError::Invalid(format!(
+                            "outbound.allowlist: '{c}' is not a CIDR or address"
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(hark_outbound::OutboundPolicy {
+            allow_private: self.outbound.allow_private,
+            allowlist,
+            allowed_hosts: self.outbound.allowed_hosts.clone(),
+        })
     }
 
     pub fn effective_database_url(&self) -> String {

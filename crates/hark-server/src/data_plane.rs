@@ -70,6 +70,7 @@ async fn receive_body(body: Body, path: &std::path::Path, max_bytes: u64) -> Api
         .map_err(ApiError::internal)?;
     let mut stream = body.into_data_stream();
     let mut size: u64 = 0;
+    let mut head: Vec<u8> = Vec::with_capacity(SNIFF_BYTES);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("Upload interrupted: {e}")))?;
         size += chunk.len() as u64;
@@ -78,11 +79,36 @@ async fn receive_body(body: Body, path: &std::path::Path, max_bytes: u64) -> Api
                 "Upload exceeds the maximum size of {max_bytes} bytes"
             )));
         }
+        if head.len() < SNIFF_BYTES {
+            let take = (SNIFF_BYTES - head.len()).min(chunk.len());
+            head.extend_from_slice(&chunk[..take]);
+            if head.len() == SNIFF_BYTES {
+                refuse_non_audio(&head)?;
+            }
+        }
         file.write_all(&chunk).await.map_err(ApiError::internal)?;
+    }
+    if head.len() < SNIFF_BYTES {
+        refuse_non_audio(&head)?;
     }
     file.flush().await.map_err(ApiError::internal)?;
     file.sync_all().await.map_err(ApiError::internal)?;
     Ok(size)
+}
+
+/// How much of an upload is looked at to refuse content that is plainly not audio.
+const SNIFF_BYTES: usize = 64;
+
+/// Refuses an upload whose first bytes are recognisably something else (text, JSON,
+/// an image, an archive...). Unrecognised binary content is kept: only decoding can
+/// judge it, and a transcript of it ends in AssemblyAI's "does not contain audio" error.
+fn refuse_non_audio(head: &[u8]) -> ApiResult<()> {
+    match hark_audio::non_audio_kind(head) {
+        Some(kind) => Err(ApiError::bad_request(format!(
+            "File does not appear to contain audio. File type is {kind} (unknown)."
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The upload an `audio_url` names, if it is one of this server's upload URLs.
@@ -130,7 +156,8 @@ pub async fn create(
     };
     let id = TranscriptId::random();
     if let Some(value) = &request.webhook_auth_header_value {
-        params.webhook_auth_header_sealed = Some(state.master_key.seal(value, &id.to_string()));
+        let context = hark_outbound::auth_header_seal_context(Some(id), who.project_id);
+        params.webhook_auth_header_sealed = Some(state.master_key.seal(value, &context));
     }
     let stored = serde_json::to_string(&params).map_err(ApiError::internal)?;
     let transcript = state
@@ -163,7 +190,17 @@ pub async fn get(
     ApiPrincipal(who): ApiPrincipal,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(render::transcript(&find(&state, &who, &id).await?)))
+    transcript_json(&state, &who, &id).await.map(Json)
+}
+
+/// The work of `GET /v2/transcript/{id}` once the caller is known (public so the
+/// authentication-overhead benchmark can measure it without authentication).
+pub async fn transcript_json(
+    state: &AppState,
+    who: &hark_store::KeyPrincipal,
+    id: &str,
+) -> ApiResult<Value> {
+    Ok(render::transcript(&find(state, who, id).await?))
 }
 
 /// `DELETE /v2/transcript/{id}`: scrubs the transcript and removes its uploaded file.

@@ -48,7 +48,7 @@ pub struct AppStateInner {
     pub uploads_dir: PathBuf,
     pub tmp_dir: PathBuf,
     pub jobs_available: Notify,
-    pub webhooks_available: Notify,
+    pub outbound: hark_outbound::OutboundClient,
 }
 
 #[derive(Clone)]
@@ -214,6 +214,11 @@ pub async fn start(
     clock: Arc<dyn Clock>,
 ) -> Result<RunningServer, StartError> {
     let master_key = Arc::new(load_master_key(&config)?);
+    let policy = config
+        .outbound_policy()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let outbound = hark_outbound::OutboundClient::new(policy)
+        .map_err(|e| StartError::Config(e.to_string()))?;
     let store = open_store(&config, clock.clone()).await?;
     let uploads_dir = config.data_dir.join("uploads");
     let tmp_dir = config.data_dir.join("tmp");
@@ -247,7 +252,7 @@ pub async fn start(
         uploads_dir,
         tmp_dir,
         jobs_available: Notify::new(),
-        webhooks_available: Notify::new(),
+        outbound,
         config,
     }));
     let (shutdown, shutdown_rx) = watch::channel(false);

@@ -131,7 +131,6 @@ async fn process(state: &AppState, worker_id: &str, job: ClaimedJob) {
     {
         Ok(true) => {
             tracing::info!(transcript = %transcript_id, status, "job finished");
-            state.webhooks_available.notify_waiters();
         }
         Ok(false) => tracing::warn!(transcript = %transcript_id, "lease lost; result discarded"),
         Err(e) => {

@@ -44,6 +44,10 @@ enum Command {
     },
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Install and list speech models.
+    Models(hark_speech::cli::ModelsCommand),
+    /// Transcribe local audio files with an installed model.
+    Transcribe(hark_speech::cli::TranscribeArgs),
     /// Operator commands: accounts, projects, keys, audit.
     Admin(admin::AdminArgs),
 }
@@ -107,7 +111,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(w) = workers {
                 config.workers = w;
             }
-            let engine = None;
+            let engine = speech_engine(&config)?;
             let server = hark_server::start(config, engine, clock)
                 .await
                 .context("starting the server")?;
@@ -132,7 +136,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin(cmd) => admin::run(&config, clock, cmd).await,
+        Command::Models(cmd) => {
+            let dir = config.data_dir.clone();
+            tokio::task::spawn_blocking(move || hark_speech::cli::run_models(&dir, cmd)).await?
+        }
+        Command::Transcribe(args) => {
+            let dir = config.data_dir.clone();
+            tokio::task::spawn_blocking(move || hark_speech::cli::run_transcribe(&dir, args))
+                .await?
+        }
     }
+}
+
+/// The Whisper engine over the data dir's models, with the default model loaded now
+/// so the first request does not pay for it (and a broken model shows at start).
+fn speech_engine(
+    config: &Config,
+) -> anyhow::Result<Option<Arc<dyn hark_core::speech::SpeechEngine>>> {
+    use hark_core::speech::SpeechEngine;
+    let options = hark_speech::EngineOptions {
+        max_duration_secs: config.models.max_audio_secs as f64,
+        ..hark_speech::EngineOptions::default()
+    };
+    let engine = hark_speech::WhisperEngine::new(&config.data_dir, options)
+        .context("starting the speech engine")?;
+    let installed = engine.models();
+    if installed.is_empty() {
+        tracing::warn!(
+            "no speech model is installed in {}; transcripts will fail until one is (hark models install PATH)",
+            config.data_dir.join("models").display()
+        );
+    } else if installed.contains(&config.models.default) {
+        engine
+            .load(&config.models.default)
+            .with_context(|| format!("loading model {}", config.models.default))?;
+        tracing::info!(model = %config.models.default, "speech model loaded");
+    } else {
+        tracing::warn!(default = %config.models.default, ?installed, "the default model is not installed");
+    }
+    Ok(Some(Arc::new(engine)))
 }
 
 /// A database URL without its password, for printing.

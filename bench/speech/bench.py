@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Hark vs faster-whisper on the same clips and the same tiny.en CTranslate2 model.
+
+Prepares clip sets (LibriVox excerpts, jfk.wav, espeak-ng sentences, a ~120-s espeak-ng
+passage), runs Hark's release `transcribe` example and faster-whisper (greedy, 2 threads,
+float32 and int8) each in its own process, and prints per engine and set: audio seconds,
+processing seconds (PCM in memory -> text, model load excluded), RTFx, WER against the known
+text, peak RSS, and the Hark/faster-whisper speed ratio.
+
+Usage: bench.py HARK_BINARY MODEL_DIR FIXTURES_DIR [--repeats N]
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Please call Stella and ask her to bring these things with her from the store.",
+    "The weather today is cloudy with a chance of rain in the afternoon.",
+    "Our meeting starts at nine in the morning and ends before lunch.",
+    "She sells sea shells by the sea shore every summer.",
+    "A journey of a thousand miles begins with a single step.",
+    "The museum opens early on weekends and closes late on Fridays.",
+    "He forgot his umbrella at the station and had to walk home in the rain.",
+]
+
+ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
+TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def spell(n):
+    if n < 20:
+        return ONES[n]
+    if n < 100:
+        return TENS[n // 10] + ("" if n % 10 == 0 else " " + ONES[n % 10])
+    return str(n)
+
+
+def normalise(text):
+    """The same small Whisper-like English normaliser as the Rust tests."""
+    out = []
+    for raw in text.lower().replace("-", " ").replace("\u2014", " ").split():
+        w = "".join(c for c in raw if c.isalnum() or c == "'").strip("'")
+        if not w:
+            continue
+        w = {"mr": "mister", "mrs": "missus", "dr": "doctor"}.get(w, w)
+        if w.isdigit() and int(w) < 100:
+            w = spell(int(w))
+        out.extend(w.split())
+    return out
+
+
+def word_errors(ref, hyp):
+    r, h = normalise(ref), normalise(hyp)
+    prev = list(range(len(h) + 1))
+    for i in range(1, len(r) + 1):
+        cur = [i] + [0] * len(h)
+        for j in range(1, len(h) + 1):
+            cur[j] = min(prev[j - 1] + (r[i - 1] != h[j - 1]), prev[j] + 1, cur[j - 1] + 1)
+        prev = cur
+    return prev[len(h)], len(r)
+
+
+def run(cmd, **kw):
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+
+
+def espeak_wav(path, text):
+    raw = path + ".22k.wav"
+    run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", raw, text])
+    run(["sox", raw, "-r", "16000", "-c", "1", "-b", "16", path])
+    os.remove(raw)
+
+
+def duration(path):
+    out = subprocess.run(["soxi", "-D", path], check=True, capture_output=True, text=True).stdout
+    return float(out.strip())
+
+
+def prepare(fixtures, work):
+    sets = {}
+    lib = os.path.join(fixtures, "librivox")
+    sets["librivox"] = [
+        (os.path.join(lib, f), open(os.path.join(lib, f[:-4] + ".txt")).read())
+        for f in sorted(os.listdir(lib)) if f.endswith(".wav")
+    ]
+    sets["jfk"] = [(os.path.join(fixtures, "jfk.wav"),
+                    "And so my fellow Americans, ask not what your country can do for you, "
+                    "ask what you can do for your country.")]
+    clips = []
+    for i, s in enumerate(SENTENCES):
+        p = os.path.join(work, f"tts{i}.wav")
+        espeak_wav(p, s)
+        clips.append((p, s))
+    sets["espeak"] = clips
+    passage = " ".join(SENTENCES[(i * 3) % len(SENTENCES)] for i in range(40))
+    p = os.path.join(work, "tts_long.wav")
+    espeak_wav(p, passage)
+    sets["espeak-120s"] = [(p, passage)]
+    return sets
+
+
+FW_SCRIPT = r"""
+import json, sys, time
+from faster_whisper import WhisperModel, decode_audio
+model_dir, compute, words = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+files = json.loads(sys.stdin.read())
+model = WhisperModel(model_dir, device="cpu", compute_type=compute, cpu_threads=2, num_workers=1)
+for f in files:
+    audio = decode_audio(f)
+    t = time.perf_counter()
+    segs, info = model.transcribe(audio, beam_size=1, best_of=1, language="en",
+                                  word_timestamps=words, vad_filter=False)
+    text = " ".join(s.text.strip() for s in segs)
+    ms = (time.perf_counter() - t) * 1000
+    print(json.dumps({"file": f, "text": text, "inference_ms": ms}), flush=True)
+"""
+
+
+def timed(cmd, stdin=None):
+    full = ["/usr/bin/time", "-v"] + cmd
+    p = subprocess.run(full, input=stdin, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.stderr.write(p.stderr[-3000:])
+        raise SystemExit(f"command failed: {' '.join(cmd[:3])}")
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr)
+    rss = int(m.group(1)) / 1024 if m else float("nan")
+    results = {}
+    for line in p.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            o = json.loads(line)
+            results[o["file"]] = o
+    return results, rss
+
+
+def main():
+    if len(sys.argv) < 4:
+        raise SystemExit(__doc__)
+    hark, model_dir, fixtures = sys.argv[1:4]
+    repeats = int(sys.argv[sys.argv.index("--repeats") + 1]) if "--repeats" in sys.argv else 1
+    work = tempfile.mkdtemp(prefix="hark-bench-")
+    sets = prepare(fixtures, work)
+    files = [p for clips in sets.values() for p, _ in clips]
+    engines = {
+        "hark f16 + int8 logits (greedy, words)": lambda: timed([hark, "--model-dir", model_dir, "--threads", "2", "--json", *files]),
+        "faster-whisper float32": lambda: timed([sys.executable, "-c", FW_SCRIPT, model_dir, "float32", "0"], json.dumps(files)),
+        "faster-whisper float32 +words": lambda: timed([sys.executable, "-c", FW_SCRIPT, model_dir, "float32", "1"], json.dumps(files)),
+        "faster-whisper int8": lambda: timed([sys.executable, "-c", FW_SCRIPT, model_dir, "int8", "0"], json.dumps(files)),
+    }
+    measured = {}
+    for name, fn in engines.items():
+        best = None
+        for _ in range(repeats):
+            res, rss = fn()
+            if best is None:
+                best = (res, rss)
+            else:  # keep the fastest time per file over repeats
+                for f, o in res.items():
+                    if o["inference_ms"] < best[0][f]["inference_ms"]:
+                        best[0][f] = o
+                best = (best[0], max(best[1], rss))
+        measured[name] = best
+        print(f"# ran {name}", file=sys.stderr)
+
+    secs_by = {}
+    print(f"{'engine':32} {'set':12} {'audio s':>8} {'proc s':>8} {'RTFx':>7} {'WER %':>6} {'RSS MiB':>8}")
+    for set_name, clips in sets.items():
+        audio = sum(duration(p) for p, _ in clips)
+        ref_secs = None
+        for name, (res, rss) in measured.items():
+            secs = sum(res[p]["inference_ms"] for p, _ in clips) / 1000
+            errs = words = 0
+            for p, ref in clips:
+                e, n = word_errors(ref, res[p]["text"])
+                errs, words = errs + e, words + n
+            if name == "faster-whisper float32":
+                ref_secs = secs
+            secs_by[(name, set_name)] = secs
+            print(f"{name:32} {set_name:12} {audio:8.1f} {secs:8.2f} {audio / secs:7.1f} {100 * errs / max(words, 1):6.1f} {rss:8.0f}", end="")
+            print()
+        hark_secs = secs_by[("hark f16 + int8 logits (greedy, words)", set_name)]
+        print(f"{'':32} {set_name:12} Hark/faster-whisper-f32 speed ratio = {ref_secs / hark_secs:.2f} (>1 means Hark is faster)")
+    print(f"clips in {work}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,849 @@
+//! Turning audio into timed words with a loaded model: 30-s windows with timestamp-driven
+//! seeking, greedy decoding under Whisper's suppression and timestamp rules, no-speech
+//! skipping, language detection, and word timings from cross-attention alignment heads + DTW.
+
+use crate::align::{dtw_path, median_filter_rows};
+use crate::error::ModelError;
+use crate::mel::{mel_window, MelFrontEnd, HOP};
+use crate::model::Whisper;
+use crate::tokenizer::Tokenizer;
+use std::path::Path;
+
+/// Seconds per timestamp token and per encoder position.
+const TIME_PRECISION: f64 = 0.02;
+const SAMPLES_PER_WINDOW: usize = 480_000;
+
+/// A model with everything needed to decode: weights, tokenizer, front end and the
+/// generation settings from the model directory.
+pub struct LoadedModel {
+    pub name: String,
+    pub whisper: Whisper,
+    pub tokenizer: Tokenizer,
+    pub frontend: MelFrontEnd,
+    pub suppress: Vec<u32>,
+    pub suppress_begin: Vec<u32>,
+    pub alignment_heads: Vec<(usize, usize)>,
+}
+
+impl LoadedModel {
+    pub fn load(name: &str, dir: &Path) -> Result<Self, ModelError> {
+        let whisper = Whisper::load_dir(dir)?;
+        let tokenizer = Tokenizer::from_dir(dir)?;
+        if tokenizer.vocab_size() > whisper.dims.n_vocab + 2000 {
+            return Err(ModelError::Invalid(
+                "tokenizer is larger than the model vocabulary".into(),
+            ));
+        }
+        let sp = &tokenizer.specials;
+        if [sp.eot, sp.sot, sp.no_timestamps]
+            .iter()
+            .any(|id| *id as usize >= whisper.dims.n_vocab)
+        {
+            return Err(ModelError::Invalid(
+                "tokenizer control tokens lie outside the model vocabulary".into(),
+            ));
+        }
+        let frontend = MelFrontEnd::new(whisper.dims.n_mels);
+        let mut settings = serde_json::Map::new();
+        for file in ["generation_config.json", "config.json"] {
+            if let Ok(bytes) = std::fs::read(dir.join(file)) {
+                if let Ok(serde_json::Value::Object(map)) =
+                    serde_json::from_slice::<serde_json::Value>(&bytes)
+                {
+                    for (k, v) in map {
+                        settings.entry(k).or_insert(v);
+                    }
+                }
+            }
+        }
+        let ids = |keys: &[&str]| -> Option<Vec<u32>> {
+            keys.iter()
+                .find_map(|k| settings.get(*k))
+                .and_then(|v| v.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_i64())
+                        .filter(|x| *x >= 0)
+                        .map(|x| x as u32)
+                        .collect()
+                })
+        };
+        let suppress = ids(&["suppress_ids", "suppress_tokens"]).unwrap_or_default();
+        let suppress_begin = ids(&["suppress_ids_begin", "begin_suppress_tokens"])
+            .unwrap_or_else(|| vec![220, tokenizer.specials.eot]);
+        let dims = &whisper.dims;
+        let mut alignment_heads: Vec<(usize, usize)> = settings
+            .get("alignment_heads")
+            .and_then(|v| v.as_array())
+            .map(|pairs| {
+                pairs
+                    .iter()
+                    .filter_map(|p| {
+                        let p = p.as_array()?;
+                        Some((p.first()?.as_u64()? as usize, p.get(1)?.as_u64()? as usize))
+                    })
+                    .filter(|(l, h)| *l < dims.n_decoder_layers && *h < dims.n_heads)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if alignment_heads.is_empty() {
+            // Whisper's default: every head of the upper half of the decoder.
+            for l in dims.n_decoder_layers / 2..dims.n_decoder_layers {
+                for h in 0..dims.n_heads {
+                    alignment_heads.push((l, h));
+                }
+            }
+        }
+        Ok(LoadedModel {
+            name: name.to_string(),
+            whisper,
+            tokenizer,
+            frontend,
+            suppress,
+            suppress_begin,
+            alignment_heads,
+        })
+    }
+}
+
+/// Knobs of one transcription.
+#[derive(Debug, Clone)]
+pub struct DecodeOptions {
+    /// Language code for multilingual models; `None` detects it. Ignored by `.en` models.
+    pub language: Option<String>,
+    /// Longest allowed first timestamp of a window, seconds.
+    pub max_initial_timestamp: f64,
+    pub no_speech_threshold: f64,
+    pub logprob_threshold: f64,
+    /// Most tokens sampled per window.
+    pub sample_len: usize,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions {
+            language: None,
+            max_initial_timestamp: 1.0,
+            no_speech_threshold: 0.6,
+            logprob_threshold: -1.0,
+            sample_len: 224,
+        }
+    }
+}
+
+/// A recognised word; times in seconds from the start of the decoded samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimedWord {
+    pub text: String,
+    pub start: f64,
+    pub end: f64,
+    pub probability: f64,
+}
+
+/// A timestamped stretch of text as the model segmented it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    pub start: f64,
+    pub end: f64,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawTranscript {
+    pub words: Vec<TimedWord>,
+    pub segments: Vec<Segment>,
+    pub language: String,
+    pub language_probability: Option<f64>,
+    pub stats: DecodeStats,
+}
+
+/// Where the time of one transcription went (for profiling and the benchmark).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct DecodeStats {
+    pub windows: usize,
+    pub tokens: usize,
+    pub mel_secs: f64,
+    pub encode_secs: f64,
+    pub decode_secs: f64,
+    pub align_secs: f64,
+}
+
+impl RawTranscript {
+    pub fn text(&self) -> String {
+        self.words
+            .iter()
+            .map(|w| w.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// One sampled token with the decoder step whose output chose it.
+struct Sampled {
+    token: u32,
+    prob: f32,
+    /// Index of the producing step in the window's alignment-row buffer.
+    step: usize,
+}
+
+struct WindowResult {
+    sampled: Vec<Sampled>,
+    /// The producing step of the token that ended the text (eot or a cut), for the DTW end row.
+    no_speech_prob: f64,
+    avg_logprob: f64,
+    align_rows: Vec<f32>,
+    align_frames: usize,
+}
+
+/// Transcribe 16-kHz mono samples. Runs on the current rayon pool.
+pub fn transcribe_samples(
+    model: &LoadedModel,
+    samples: &[f32],
+    opts: &DecodeOptions,
+) -> Result<RawTranscript, ModelError> {
+    let dims = &model.whisper.dims;
+    let window_frames = 2 * dims.n_audio_ctx;
+    let mut stats = DecodeStats::default();
+    let clock = std::time::Instant::now();
+    let (mel, frames) = model.frontend.log_mel(samples, SAMPLES_PER_WINDOW);
+    stats.mel_secs = clock.elapsed().as_secs_f64();
+    let content_frames = samples.len() / HOP;
+    let tok = &model.tokenizer;
+    let (language, language_probability) = if tok.is_multilingual() {
+        match opts
+            .language
+            .as_deref()
+            .and_then(|code| tok.language_token(code).map(|_| code.to_string()))
+        {
+            Some(code) => (code, None),
+            None => {
+                let window = mel_window(
+                    &mel,
+                    dims.n_mels,
+                    frames,
+                    0,
+                    content_frames.min(window_frames),
+                    window_frames,
+                );
+                let (code, p) = detect_language(model, &window)?;
+                (code, Some(p))
+            }
+        }
+    } else {
+        ("en".to_string(), None)
+    };
+    let mut prompt = vec![tok.specials.sot];
+    if tok.is_multilingual() {
+        if let Some(id) = tok.language_token(&language) {
+            prompt.push(id);
+        }
+        if let Some(id) = tok.specials.transcribe {
+            prompt.push(id);
+        }
+    }
+
+    let mut out = RawTranscript {
+        words: Vec::new(),
+        segments: Vec::new(),
+        language,
+        language_probability,
+        stats,
+    };
+    let mut seek = 0usize;
+    while seek < content_frames {
+        let segment_size = window_frames.min(content_frames - seek);
+        // Less than 50 ms of audio cannot hold a word; it is only padding.
+        if segment_size < 5 {
+            break;
+        }
+        let time_offset = seek as f64 * HOP as f64 / 16_000.0;
+        let window = mel_window(&mel, dims.n_mels, frames, seek, segment_size, window_frames);
+        let clock = std::time::Instant::now();
+        let encoded = model.whisper.encode(&window)?;
+        let cross = model.whisper.cross_kv(&encoded);
+        drop(encoded);
+        out.stats.encode_secs += clock.elapsed().as_secs_f64();
+        let clock = std::time::Instant::now();
+        let result = decode_window(model, &cross, &prompt, segment_size, opts)?;
+        out.stats.decode_secs += clock.elapsed().as_secs_f64();
+        out.stats.windows += 1;
+        out.stats.tokens += result.sampled.len();
+        if result.no_speech_prob > opts.no_speech_threshold
+            && result.avg_logprob < opts.logprob_threshold
+        {
+            seek += segment_size;
+            continue;
+        }
+        let clock = std::time::Instant::now();
+        let advance = collect_window(model, &result, time_offset, segment_size, &mut out);
+        out.stats.align_secs += clock.elapsed().as_secs_f64();
+        seek += if advance == 0 {
+            segment_size
+        } else {
+            advance.min(segment_size)
+        };
+    }
+    snap_words_to_energy(&mut out.words, samples);
+    Ok(out)
+}
+
+/// Cross-attention DTW places a word's start at the end of the silence before it (and
+/// sometimes its end inside the silence after it). Move each boundary that lies in silence
+/// to the nearest voiced 10-ms frame inside the word; words over continuous speech keep
+/// their DTW times.
+fn snap_words_to_energy(words: &mut [TimedWord], samples: &[f32]) {
+    const FRAME: usize = 160;
+    if samples.len() < FRAME || words.is_empty() {
+        return;
+    }
+    let db: Vec<f32> = samples
+        .chunks(FRAME)
+        .map(|c| 10.0 * (c.iter().map(|s| s * s).sum::<f32>() / c.len() as f32 + 1e-10).log10())
+        .collect();
+    let mut sorted = db.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let loud = sorted[(sorted.len() * 95 / 100).min(sorted.len() - 1)];
+    let threshold = (loud - 35.0).max(-60.0);
+    let voiced = |f: usize| db.get(f).is_some_and(|v| *v >= threshold);
+    let margin = 0.02;
+    for w in words.iter_mut() {
+        let first = (w.start * 100.0).floor() as usize;
+        let last = ((w.end * 100.0).ceil() as usize).min(db.len());
+        if first >= last {
+            continue;
+        }
+        if let Some(f) = (first..last).find(|f| voiced(*f)) {
+            if f > first {
+                w.start = (f as f64 / 100.0 - margin).max(w.start);
+            }
+        }
+        if let Some(f) = (first..last).rev().find(|f| voiced(*f)) {
+            if f + 1 < last {
+                w.end = ((f + 1) as f64 / 100.0 + margin).min(w.end).max(w.start);
+            }
+        }
+    }
+}
+
+fn detect_language(model: &LoadedModel, window: &[f32]) -> Result<(String, f64), ModelError> {
+    let encoded = model.whisper.encode(window)?;
+    let cross = model.whisper.cross_kv(&encoded);
+    let mut state = model.whisper.new_decoder_state(&cross);
+    let mut sink = Vec::new();
+    state.step(model.tokenizer.specials.sot, true, &[], 0, &mut sink)?;
+    let langs = &model.tokenizer.specials.languages;
+    let mut scores: Vec<f32> = langs
+        .iter()
+        .map(|(id, _)| {
+            state
+                .logits
+                .get(*id as usize)
+                .copied()
+                .unwrap_or(f32::NEG_INFINITY)
+        })
+        .collect();
+    crate::kernels::softmax(&mut scores);
+    let best = scores
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, p)| (langs[i].1.clone(), *p as f64))
+        .unwrap_or_else(|| ("en".to_string(), 0.0));
+    Ok(best)
+}
+
+fn decode_window(
+    model: &LoadedModel,
+    cross: &[Vec<f32>],
+    prompt: &[u32],
+    segment_size: usize,
+    opts: &DecodeOptions,
+) -> Result<WindowResult, ModelError> {
+    let tok = &model.tokenizer;
+    let sp = &tok.specials;
+    let n_vocab = model.whisper.dims.n_vocab;
+    let ts_begin = sp.timestamp_begin as usize;
+    let eot = sp.eot as usize;
+    let align_frames = (segment_size / 2).clamp(1, model.whisper.dims.n_audio_ctx);
+    let heads = &model.alignment_heads;
+    let mut align_rows = Vec::with_capacity(heads.len() * align_frames * 64);
+    let mut state = model.whisper.new_decoder_state(cross);
+    let mut sink = Vec::new();
+    for (i, t) in prompt.iter().enumerate() {
+        let last = i + 1 == prompt.len();
+        if last {
+            state.step(*t, true, heads, align_frames, &mut align_rows)?;
+        } else {
+            state.step(*t, false, &[], 0, &mut sink)?;
+        }
+    }
+    let mut step_index = 0usize;
+
+    // Tokens that are never sampled: the configured ones plus every control token
+    // except end-of-text (timestamps are handled by the rules below).
+    let mut always_suppressed = vec![false; n_vocab];
+    for id in &model.suppress {
+        if let Some(s) = always_suppressed.get_mut(*id as usize) {
+            *s = true;
+        }
+    }
+    for s in always_suppressed
+        .iter_mut()
+        .take(ts_begin.min(n_vocab))
+        .skip(eot + 1)
+    {
+        *s = true;
+    }
+
+    let no_speech_prob = match sp.no_speech {
+        Some(id) if (id as usize) < n_vocab => {
+            let mut probs = state.logits.clone();
+            crate::kernels::softmax(&mut probs);
+            probs[id as usize] as f64
+        }
+        _ => 0.0,
+    };
+
+    let max_initial = ts_begin + (opts.max_initial_timestamp / TIME_PRECISION).round() as usize;
+    let mut sampled: Vec<Sampled> = Vec::new();
+    let mut sum_logprob = 0.0f64;
+    let mut logits = vec![0.0f32; n_vocab];
+    for _ in 0..opts.sample_len {
+        logits.copy_from_slice(&state.logits[..n_vocab]);
+        for (l, s) in logits.iter_mut().zip(&always_suppressed) {
+            if *s {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        if sampled.is_empty() {
+            for id in &model.suppress_begin {
+                if let Some(l) = logits.get_mut(*id as usize) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+        }
+        apply_timestamp_rules(&mut logits, &sampled, ts_begin, eot, max_initial);
+        let logprobs = log_softmax(&logits);
+        let (best, best_lp) = logprobs
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, v)| (i, *v))
+            .unwrap_or((eot, 0.0));
+        sum_logprob += best_lp as f64;
+        sampled.push(Sampled {
+            token: best as u32,
+            prob: best_lp.exp(),
+            step: step_index,
+        });
+        if best == eot || state.is_full() {
+            break;
+        }
+        state.step(best as u32, true, heads, align_frames, &mut align_rows)?;
+        step_index += 1;
+    }
+    let n = sampled.len().max(1);
+    Ok(WindowResult {
+        sampled,
+        no_speech_prob,
+        avg_logprob: sum_logprob / n as f64,
+        align_rows,
+        align_frames,
+    })
+}
+
+fn apply_timestamp_rules(
+    logits: &mut [f32],
+    sampled: &[Sampled],
+    ts_begin: usize,
+    eot: usize,
+    max_initial: usize,
+) {
+    let n_vocab = logits.len();
+    let is_ts = |t: u32| t as usize >= ts_begin;
+    let ts_begin = ts_begin.min(n_vocab);
+    let last_was_ts = sampled.last().is_some_and(|s| is_ts(s.token));
+    let penultimate_was_ts = sampled.len() < 2 || is_ts(sampled[sampled.len() - 2].token);
+    if last_was_ts {
+        if penultimate_was_ts {
+            logits[ts_begin..]
+                .iter_mut()
+                .for_each(|v| *v = f32::NEG_INFINITY);
+        } else {
+            logits[..eot.min(n_vocab)]
+                .iter_mut()
+                .for_each(|v| *v = f32::NEG_INFINITY);
+        }
+    }
+    if let Some(last_ts) = sampled
+        .iter()
+        .rev()
+        .find(|s| is_ts(s.token))
+        .map(|s| s.token as usize)
+    {
+        let floor = if last_was_ts && !penultimate_was_ts {
+            last_ts
+        } else {
+            last_ts + 1
+        };
+        logits[ts_begin..floor.min(n_vocab)]
+            .iter_mut()
+            .for_each(|v| *v = f32::NEG_INFINITY);
+    }
+    if sampled.is_empty() {
+        logits[..ts_begin]
+            .iter_mut()
+            .for_each(|v| *v = f32::NEG_INFINITY);
+        if max_initial + 1 < n_vocab {
+            logits[max_initial + 1..]
+                .iter_mut()
+                .for_each(|v| *v = f32::NEG_INFINITY);
+        }
+    }
+    // If all timestamps together are likelier than any single text token, take a timestamp.
+    let logprobs = log_softmax(logits);
+    let ts_mass = log_sum_exp(&logprobs[ts_begin..]);
+    let max_text = logprobs[..ts_begin]
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    if ts_mass > max_text {
+        logits[..ts_begin]
+            .iter_mut()
+            .for_each(|v| *v = f32::NEG_INFINITY);
+    }
+}
+
+fn log_sum_exp(v: &[f32]) -> f32 {
+    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        return f32::NEG_INFINITY;
+    }
+    max + v
+        .iter()
+        .map(|x| crate::kernels::fast_exp(x - max))
+        .sum::<f32>()
+        .ln()
+}
+
+fn log_softmax(v: &[f32]) -> Vec<f32> {
+    let lse = log_sum_exp(v);
+    v.iter().map(|x| x - lse).collect()
+}
+
+/// A kept segment of the window: indices into `sampled` of its text tokens, and its times.
+struct KeptSegment {
+    start: f64,
+    end: f64,
+    text_tokens: Vec<usize>,
+}
+
+/// Split the window's tokens into segments, align their words, append them to `out`, and
+/// return how many mel frames the window consumed (Whisper's seek rule).
+fn collect_window(
+    model: &LoadedModel,
+    result: &WindowResult,
+    time_offset: f64,
+    segment_size: usize,
+    out: &mut RawTranscript,
+) -> usize {
+    let tok = &model.tokenizer;
+    let eot = tok.specials.eot;
+    let ts_begin = tok.specials.timestamp_begin;
+    let body: Vec<usize> = (0..result.sampled.len())
+        .take_while(|i| result.sampled[*i].token != eot)
+        .collect();
+    let tokens: Vec<u32> = body.iter().map(|i| result.sampled[*i].token).collect();
+    let is_ts = |t: u32| t >= ts_begin;
+    let ts_time = |t: u32| (t - ts_begin) as f64 * TIME_PRECISION;
+    let window_secs = segment_size as f64 * HOP as f64 / 16_000.0;
+    let n = tokens.len();
+    let single_timestamp_ending = n >= 2 && !is_ts(tokens[n - 2]) && is_ts(tokens[n - 1]);
+    let consecutive: Vec<usize> = (1..n)
+        .filter(|&i| is_ts(tokens[i]) && is_ts(tokens[i - 1]))
+        .collect();
+
+    let mut segments = Vec::new();
+    let advance;
+    if !consecutive.is_empty() {
+        let mut slices = consecutive.clone();
+        if single_timestamp_ending {
+            slices.push(n);
+        }
+        let mut last = 0;
+        for &cur in &slices {
+            let part = &body[last..cur];
+            if let (Some(first), Some(lastt)) = (part.first(), part.last()) {
+                let (a, b) = (result.sampled[*first].token, result.sampled[*lastt].token);
+                segments.push(KeptSegment {
+                    start: if is_ts(a) { ts_time(a) } else { 0.0 },
+                    end: if is_ts(b) { ts_time(b) } else { window_secs },
+                    text_tokens: part
+                        .iter()
+                        .copied()
+                        .filter(|i| tok.is_text(result.sampled[*i].token))
+                        .collect(),
+                });
+            }
+            last = cur;
+        }
+        advance = if single_timestamp_ending {
+            segment_size
+        } else {
+            let last_pos = tokens
+                .get(last.saturating_sub(1))
+                .map(|t| t.saturating_sub(ts_begin) as usize)
+                .unwrap_or(0);
+            last_pos * 2
+        };
+    } else {
+        let mut end = window_secs;
+        if let Some(t) = tokens.iter().rev().find(|t| is_ts(**t)) {
+            if *t != ts_begin {
+                end = ts_time(*t);
+            }
+        }
+        let start = tokens
+            .first()
+            .filter(|t| is_ts(**t))
+            .map(|t| ts_time(*t))
+            .unwrap_or(0.0);
+        segments.push(KeptSegment {
+            start,
+            end: end.max(start),
+            text_tokens: body
+                .iter()
+                .copied()
+                .filter(|i| tok.is_text(result.sampled[*i].token))
+                .collect(),
+        });
+        advance = segment_size;
+    }
+    segments.retain(|s| !s.text_tokens.is_empty());
+    if segments.is_empty() {
+        return advance;
+    }
+
+    // The DTW end row: the step that produced the token following the last text token.
+    let all_text: Vec<usize> = segments
+        .iter()
+        .flat_map(|s| s.text_tokens.iter().copied())
+        .collect();
+    let end_row_step = all_text
+        .last()
+        .and_then(|i| result.sampled.get(i + 1))
+        .map(|s| s.step)
+        .unwrap_or_else(|| all_text.last().map_or(0, |i| result.sampled[*i].step));
+    let mut row_steps: Vec<usize> = all_text.iter().map(|i| result.sampled[*i].step).collect();
+    row_steps.push(end_row_step);
+    let jump_times = align_rows(model, result, &row_steps);
+
+    let mut flat_index = 0usize;
+    for seg in &segments {
+        let seg_start = time_offset + seg.start;
+        let seg_end = time_offset + seg.end.max(seg.start);
+        let seg_first_word = out.words.len();
+        // Group tokens into words: a token that begins with a space starts a new word.
+        let mut groups: Vec<(Vec<u32>, Vec<f32>, usize)> = Vec::new();
+        for &i in &seg.text_tokens {
+            let s = &result.sampled[i];
+            let bytes = tok.bytes(s.token);
+            let starts_word = bytes.first() == Some(&b' ') || groups.is_empty();
+            if starts_word {
+                groups.push((vec![s.token], vec![s.prob], flat_index));
+            } else if let Some(g) = groups.last_mut() {
+                g.0.push(s.token);
+                g.1.push(s.prob);
+            }
+            flat_index += 1;
+        }
+        let boundary_after = flat_index;
+        for (gi, (ids, probs, first_row)) in groups.iter().enumerate() {
+            let text = tok.decode(ids).trim().to_string();
+            if text.is_empty() {
+                continue;
+            }
+            let next_row = groups.get(gi + 1).map(|g| g.2).unwrap_or(boundary_after);
+            let start = time_offset + jump_times.get(*first_row).copied().unwrap_or(seg.start);
+            let end = time_offset + jump_times.get(next_row).copied().unwrap_or(seg.end);
+            let probability =
+                probs.iter().map(|p| *p as f64).sum::<f64>() / probs.len().max(1) as f64;
+            out.words.push(TimedWord {
+                text,
+                start,
+                end,
+                probability,
+            });
+        }
+        clamp_segment_words(&mut out.words[seg_first_word..], seg_start, seg_end);
+        let seg_text = tok.decode(
+            &seg.text_tokens
+                .iter()
+                .map(|i| result.sampled[*i].token)
+                .collect::<Vec<_>>(),
+        );
+        out.segments.push(Segment {
+            start: seg_start,
+            end: seg_end,
+            text: seg_text.trim().to_string(),
+        });
+    }
+    // Keep times monotonic across segments and windows.
+    let mut floor = 0.0f64;
+    for w in out.words.iter_mut() {
+        if w.start < floor {
+            w.start = floor;
+        }
+        if w.end < w.start {
+            w.end = w.start;
+        }
+        floor = w.end;
+    }
+    advance
+}
+
+/// Keep a segment's words inside its timestamps and cap implausibly long first/last words
+/// (DTW tends to stretch them over leading/trailing silence).
+fn clamp_segment_words(words: &mut [TimedWord], seg_start: f64, seg_end: f64) {
+    for w in words.iter_mut() {
+        w.start = w.start.clamp(seg_start, seg_end);
+        w.end = w.end.clamp(w.start, seg_end.max(w.start));
+    }
+    let mut durations: Vec<f64> = words
+        .iter()
+        .map(|w| w.end - w.start)
+        .filter(|d| *d > 0.0)
+        .collect();
+    durations.sort_by(|a, b| a.total_cmp(b));
+    let median = durations
+        .get(durations.len() / 2)
+        .copied()
+        .unwrap_or(0.0)
+        .min(0.7);
+    let max_dur = (median * 2.0).max(0.2);
+    if let Some(first) = words.first_mut() {
+        if first.end - first.start > max_dur {
+            first.start = (first.end - max_dur).max(seg_start);
+        }
+    }
+    if let Some(last) = words.last_mut() {
+        if last.end - last.start > max_dur {
+            last.end = last.start + max_dur;
+        }
+    }
+}
+
+/// Cross-attention alignment: for the given producing steps (one per text token, plus an
+/// end row), return the time (seconds, window-relative) where each row starts on the DTW path.
+fn align_rows(model: &LoadedModel, result: &WindowResult, row_steps: &[usize]) -> Vec<f64> {
+    let heads = model.alignment_heads.len();
+    let frames = result.align_frames;
+    let per_step = heads * frames;
+    let n = row_steps.len();
+    if heads == 0 || frames == 0 || n == 0 {
+        return Vec::new();
+    }
+    // weights[h][r][f]
+    let mut weights = vec![0.0f32; heads * n * frames];
+    for (r, &step) in row_steps.iter().enumerate() {
+        for h in 0..heads {
+            let src = step * per_step + h * frames;
+            let dst = (h * n + r) * frames;
+            match result.align_rows.get(src..src + frames) {
+                Some(row) => weights[dst..dst + frames].copy_from_slice(row),
+                None => weights[dst..dst + frames].iter_mut().for_each(|v| *v = 0.0),
+            }
+            crate::kernels::softmax(&mut weights[dst..dst + frames]);
+        }
+    }
+    // Standardise each head over the token axis, per frame.
+    for h in 0..heads {
+        for f in 0..frames {
+            let mut mean = 0.0f32;
+            for r in 0..n {
+                mean += weights[(h * n + r) * frames + f];
+            }
+            mean /= n as f32;
+            let mut var = 0.0f32;
+            for r in 0..n {
+                let d = weights[(h * n + r) * frames + f] - mean;
+                var += d * d;
+            }
+            let std = (var / n as f32).sqrt().max(1e-8);
+            for r in 0..n {
+                let v = &mut weights[(h * n + r) * frames + f];
+                *v = (*v - mean) / std;
+            }
+        }
+        median_filter_rows(
+            &mut weights[h * n * frames..(h + 1) * n * frames],
+            frames,
+            7,
+        );
+    }
+    let mut matrix = vec![0.0f32; n * frames];
+    for h in 0..heads {
+        for (m, w) in matrix
+            .iter_mut()
+            .zip(&weights[h * n * frames..(h + 1) * n * frames])
+        {
+            *m += w / heads as f32;
+        }
+    }
+    let cost: Vec<f32> = matrix.iter().map(|v| -v).collect();
+    let path = dtw_path(&cost, n, frames);
+    let mut jump = vec![f64::NAN; n];
+    for (ti, fi) in path {
+        if ti < n && jump[ti].is_nan() {
+            jump[ti] = fi as f64 * TIME_PRECISION;
+        }
+    }
+    let mut last = 0.0;
+    for j in jump.iter_mut() {
+        if j.is_nan() {
+            *j = last;
+        }
+        last = *j;
+    }
+    jump
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_rules_force_pairs() {
+        let ts_begin = 10;
+        let eot = 5;
+        let mut logits = vec![0.0f32; 20];
+        // After <|t|> text <|t2|>: next must be a timestamp >= t2 or eot... text forbidden.
+        let sampled = vec![
+            Sampled {
+                token: 10,
+                prob: 1.0,
+                step: 0,
+            },
+            Sampled {
+                token: 2,
+                prob: 1.0,
+                step: 1,
+            },
+            Sampled {
+                token: 12,
+                prob: 1.0,
+                step: 2,
+            },
+        ];
+        apply_timestamp_rules(&mut logits, &sampled, ts_begin, eot, 15);
+        assert!(logits[..eot].iter().all(|v| v.is_infinite()));
+        assert!(logits[10..12].iter().all(|v| v.is_infinite()));
+        assert!(logits[12].is_finite());
+        // At the beginning only timestamps up to the initial maximum are allowed.
+        let mut logits = vec![0.0f32; 20];
+        apply_timestamp_rules(&mut logits, &[], ts_begin, eot, 12);
+        assert!(logits[..10].iter().all(|v| v.is_infinite()));
+        assert!(logits[10..=12].iter().all(|v| v.is_finite()));
+        assert!(logits[13..].iter().all(|v| v.is_infinite()));
+    }
+}

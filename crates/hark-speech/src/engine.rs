@@ -1,0 +1,256 @@
+//! `WhisperEngine`: the shared, thread-safe engine behind Hark's `SpeechEngine` trait. It
+//! loads each installed model once, runs inferences on its own thread pool sized to the
+//! cores, and bounds how many inferences run at once.
+
+use crate::decode::{transcribe_samples, DecodeOptions, LoadedModel, RawTranscript};
+use crate::error::ModelError;
+use crate::registry::ModelRegistry;
+use crate::text::shape_word;
+use hark_core::speech::{
+    SpeechEngine, SpeechError, TranscribeRequest, Transcription, Word, SAMPLE_RATE,
+};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+
+/// How the engine uses the machine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Threads of the engine's compute pool (shared by all inferences).
+    pub threads: usize,
+    /// Inferences allowed to run at once; more wait their turn.
+    pub max_concurrent: usize,
+    /// Longest accepted audio, seconds.
+    pub max_duration_secs: f64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        EngineOptions {
+            threads: cores,
+            max_concurrent: cores,
+            max_duration_secs: 36_000.0,
+        }
+    }
+}
+
+/// A counting semaphore (std has none).
+struct Permits {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+struct Permit<'a>(&'a Permits);
+
+impl Permits {
+    fn acquire(&self) -> Permit<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        Permit(self)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut free = self.0.free.lock().unwrap_or_else(|p| p.into_inner());
+        *free += 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// The Whisper engine. Cheap to share behind an `Arc`; every method takes `&self`.
+pub struct WhisperEngine {
+    registry: ModelRegistry,
+    models: RwLock<HashMap<String, Arc<LoadedModel>>>,
+    loading: Mutex<()>,
+    pool: rayon::ThreadPool,
+    permits: Permits,
+    options: EngineOptions,
+}
+
+impl WhisperEngine {
+    /// An engine over `<data_dir>/models`. Models load lazily on first use (or via [`Self::load`]).
+    pub fn new(data_dir: &Path, options: EngineOptions) -> Result<Self, ModelError> {
+        Self::with_registry(ModelRegistry::new(data_dir), options)
+    }
+
+    pub fn with_registry(
+        registry: ModelRegistry,
+        options: EngineOptions,
+    ) -> Result<Self, ModelError> {
+        let threads = options.threads.max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("hark-speech-{i}"))
+            .build()
+            .map_err(|e| ModelError::Invalid(format!("thread pool: {e}")))?;
+        Ok(WhisperEngine {
+            registry,
+            models: RwLock::new(HashMap::new()),
+            loading: Mutex::new(()),
+            pool,
+            permits: Permits {
+                free: Mutex::new(options.max_concurrent.max(1)),
+                freed: Condvar::new(),
+            },
+            options,
+        })
+    }
+
+    pub fn registry(&self) -> &ModelRegistry {
+        &self.registry
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
+    /// The installed model to use when a request names none.
+    pub fn default_model(&self) -> Option<String> {
+        self.registry.default_model()
+    }
+
+    /// The loaded model `name`, loading it on first use (once, even under concurrency).
+    pub fn load(&self, name: &str) -> Result<Arc<LoadedModel>, ModelError> {
+        if let Some(m) = self
+            .models
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return Ok(m.clone());
+        }
+        let _guard = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = self
+            .models
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return Ok(m.clone());
+        }
+        let dir = self.registry.model_path(name)?;
+        let model = Arc::new(self.pool.install(|| LoadedModel::load(name, &dir))?);
+        self.models
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), model.clone());
+        Ok(model)
+    }
+
+    /// Transcribe 16-kHz mono PCM with a loaded model (waits for a free inference slot).
+    pub fn transcribe_pcm(
+        &self,
+        model: &LoadedModel,
+        samples: &[f32],
+        options: &DecodeOptions,
+    ) -> Result<RawTranscript, ModelError> {
+        let _permit = self.permits.acquire();
+        self.pool
+            .install(|| transcribe_samples(model, samples, options))
+    }
+
+    /// Decode a file with hark-audio, within the engine's duration limit.
+    pub fn decode_audio(&self, path: &Path) -> Result<hark_audio::DecodedAudio, SpeechError> {
+        let limits = hark_audio::DecodeLimits {
+            max_duration_secs: self.options.max_duration_secs,
+        };
+        Ok(hark_audio::decode_file(path, &limits)?)
+    }
+
+    /// The whole request path on already-decoded audio: slicing, inference, shaping.
+    pub fn transcribe_decoded(
+        &self,
+        request: &TranscribeRequest,
+        audio: &hark_audio::DecodedAudio,
+    ) -> Result<Transcription, SpeechError> {
+        let model = self.load(&request.model)?;
+        let rate = SAMPLE_RATE as u64;
+        let total = audio.samples.len();
+        let start = request
+            .audio_start_from
+            .map_or(0, |ms| ((ms * rate / 1000) as usize).min(total));
+        let end = request
+            .audio_end_at
+            .map_or(total, |ms| ((ms * rate / 1000) as usize).min(total))
+            .max(start);
+        let options = DecodeOptions {
+            language: request.language_code.clone(),
+            ..DecodeOptions::default()
+        };
+        let raw = self.transcribe_pcm(&model, &audio.samples[start..end], &options)?;
+        let offset_ms = start as f64 * 1000.0 / rate as f64;
+        Ok(shape_transcription(
+            &raw,
+            offset_ms,
+            request.punctuate,
+            request.format_text,
+            audio.duration_secs,
+            &model.name,
+        ))
+    }
+}
+
+/// Turn the decoder's words into AssemblyAI's shape: ms times offset into the original
+/// audio, text switches applied, mean confidence.
+pub fn shape_transcription(
+    raw: &RawTranscript,
+    offset_ms: f64,
+    punctuate: bool,
+    format_text: bool,
+    audio_duration_secs: f64,
+    model: &str,
+) -> Transcription {
+    let words: Vec<Word> = raw
+        .words
+        .iter()
+        .filter_map(|w| {
+            shape_word(&w.text, punctuate, format_text).map(|text| Word {
+                text,
+                start: (offset_ms + w.start * 1000.0).round().max(0.0) as u64,
+                end: (offset_ms + w.end * 1000.0).round().max(0.0) as u64,
+                confidence: w.probability.clamp(0.0, 1.0),
+            })
+        })
+        .collect();
+    let confidence = if words.is_empty() {
+        0.0
+    } else {
+        words.iter().map(|w| w.confidence).sum::<f64>() / words.len() as f64
+    };
+    Transcription {
+        text: words
+            .iter()
+            .map(|w| w.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        words,
+        confidence,
+        audio_duration_secs,
+        language_code: Some(raw.language.clone()),
+        language_confidence: raw.language_probability,
+        model: model.to_string(),
+    }
+}
+
+impl SpeechEngine for WhisperEngine {
+    fn models(&self) -> Vec<String> {
+        self.registry
+            .list()
+            .map(|l| l.into_iter().map(|m| m.name).collect())
+            .unwrap_or_default()
+    }
+
+    fn transcribe(&self, request: &TranscribeRequest) -> Result<Transcription, SpeechError> {
+        // Check the model first so a missing model is reported before decoding a large file.
+        self.registry.model_path(&request.model)?;
+        let audio = self.decode_audio(&request.path)?;
+        self.transcribe_decoded(request, &audio)
+    }
+}

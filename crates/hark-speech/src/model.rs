@@ -1,0 +1,939 @@
+//! The Whisper network: weights (loaded from a CTranslate2 or safetensors directory and
+//! laid out for the kernels) and the forward passes: the audio encoder, and the text
+//! decoder one token at a time with a persistent self-attention KV cache and cross-attention
+//! keys/values computed once per 30-s window.
+
+use crate::error::ModelError;
+use crate::kernels::{self, f32_to_f16};
+use crate::tensor_file::{read_ct2, read_safetensors, TensorSet};
+use rayon::prelude::*;
+use std::path::Path;
+
+/// Network dimensions, derived from tensor shapes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dims {
+    pub n_mels: usize,
+    pub n_audio_ctx: usize,
+    pub d_model: usize,
+    pub n_heads: usize,
+    pub n_encoder_layers: usize,
+    pub n_decoder_layers: usize,
+    pub n_vocab: usize,
+    pub n_text_ctx: usize,
+}
+
+impl Dims {
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.n_heads
+    }
+}
+
+pub struct Linear {
+    /// `[out, in]` row-major (empty once moved to `weight_f16`).
+    pub weight: Vec<f32>,
+    /// The same weights in half precision, for layers only ever run one token at a time,
+    /// where reading the weights from memory is the cost.
+    pub weight_f16: Vec<u16>,
+    pub bias: Option<Vec<f32>>,
+    pub n_out: usize,
+    pub n_in: usize,
+}
+
+impl Linear {
+    fn forward(&self, x: &[f32], rows: usize, out: &mut [f32]) {
+        if self.weight_f16.is_empty() {
+            kernels::linear(
+                x,
+                rows,
+                self.n_in,
+                &self.weight,
+                self.n_out,
+                self.bias.as_deref(),
+                out,
+            );
+        } else {
+            for (xr, or) in x
+                .chunks_exact(self.n_in)
+                .zip(out.chunks_exact_mut(self.n_out))
+                .take(rows)
+            {
+                kernels::matvec_f16(xr, &self.weight_f16, self.n_out, self.bias.as_deref(), or);
+            }
+        }
+    }
+
+    fn into_half(mut self) -> Self {
+        self.weight_f16 = self.weight.iter().map(|v| f32_to_f16(*v)).collect();
+        self.weight = Vec::new();
+        self
+    }
+}
+
+impl DecoderLayer {
+    /// Move the per-token projections to half precision (cross K/V stay f32: they run as GEMMs).
+    fn into_half(self) -> Self {
+        DecoderLayer {
+            self_qkv: self.self_qkv.into_half(),
+            self_out: self.self_out.into_half(),
+            cross_q: self.cross_q.into_half(),
+            cross_out: self.cross_out.into_half(),
+            fc1: self.fc1.into_half(),
+            fc2: self.fc2.into_half(),
+            ..self
+        }
+    }
+}
+
+pub struct LayerNorm {
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+}
+
+pub struct EncoderLayer {
+    attn_ln: LayerNorm,
+    /// Fused `[3d, d]` Q, K, V projection (K bias is zero).
+    qkv: Linear,
+    attn_out: Linear,
+    ffn_ln: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+pub struct DecoderLayer {
+    self_ln: LayerNorm,
+    self_qkv: Linear,
+    self_out: Linear,
+    cross_ln: LayerNorm,
+    cross_q: Linear,
+    /// Fused `[2d, d]` K, V projection of the encoder output.
+    cross_kv: Linear,
+    cross_out: Linear,
+    ffn_ln: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+/// All weights of one Whisper model, immutable and shared across threads.
+pub struct Whisper {
+    pub dims: Dims,
+    conv1_w: Vec<f32>,
+    conv1_b: Vec<f32>,
+    conv2_w: Vec<f32>,
+    conv2_b: Vec<f32>,
+    enc_pos: Vec<f32>,
+    enc_layers: Vec<EncoderLayer>,
+    enc_ln: LayerNorm,
+    tok_emb: Vec<f32>,
+    /// The token embedding again in int8 with one scale per row, for the bandwidth-bound
+    /// logits product (20 MB read per token instead of 40 MB in f16).
+    tok_emb_i8: Vec<i8>,
+    tok_emb_scale: Vec<f32>,
+    dec_pos: Vec<f32>,
+    dec_layers: Vec<DecoderLayer>,
+    dec_ln: LayerNorm,
+}
+
+/// Name scheme of a weight file.
+enum Naming {
+    Ct2,
+    HuggingFace { prefix: String },
+}
+
+struct Loader<'a> {
+    set: &'a TensorSet,
+    naming: Naming,
+}
+
+impl Loader<'_> {
+    fn f32(&self, name: &str) -> Result<Vec<f32>, ModelError> {
+        self.set.f32_dequantized(name)
+    }
+    fn shape(&self, name: &str) -> Result<Vec<usize>, ModelError> {
+        Ok(self.set.get(name)?.shape.clone())
+    }
+    fn checked(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
+        let v = self.f32(name)?;
+        if v.len() != len {
+            return Err(ModelError::Invalid(format!(
+                "{name} has {} values, expected {len}",
+                v.len()
+            )));
+        }
+        Ok(v)
+    }
+    fn linear(
+        &self,
+        w: &str,
+        b: Option<&str>,
+        n_out: usize,
+        n_in: usize,
+    ) -> Result<Linear, ModelError> {
+        let weight = self.checked(w, n_out * n_in)?;
+        let bias = match b {
+            Some(b) if self.set.tensors.contains_key(b) => Some(self.checked(b, n_out)?),
+            _ => None,
+        };
+        Ok(Linear {
+            weight,
+            weight_f16: Vec::new(),
+            bias,
+            n_out,
+            n_in,
+        })
+    }
+    /// Stack several `[d_i, n_in]` linears (with optional biases, zero when absent) into one.
+    fn fused(
+        &self,
+        parts: &[(&str, Option<&str>)],
+        d: usize,
+        n_in: usize,
+    ) -> Result<Linear, ModelError> {
+        let mut weight = Vec::with_capacity(parts.len() * d * n_in);
+        let mut bias = Vec::with_capacity(parts.len() * d);
+        for (w, b) in parts {
+            weight.extend(self.checked(w, d * n_in)?);
+            match b {
+                Some(b) if self.set.tensors.contains_key(*b) => bias.extend(self.checked(b, d)?),
+                _ => bias.extend(std::iter::repeat_n(0.0, d)),
+            }
+        }
+        Ok(Linear {
+            weight,
+            weight_f16: Vec::new(),
+            bias: Some(bias),
+            n_out: parts.len() * d,
+            n_in,
+        })
+    }
+    fn norm(&self, base: &str, d: usize) -> Result<LayerNorm, ModelError> {
+        let (g, b) = match self.naming {
+            Naming::Ct2 => (format!("{base}/gamma"), format!("{base}/beta")),
+            Naming::HuggingFace { .. } => (format!("{base}.weight"), format!("{base}.bias")),
+        };
+        Ok(LayerNorm {
+            gamma: self.checked(&g, d)?,
+            beta: self.checked(&b, d)?,
+        })
+    }
+}
+
+fn count_layers(set: &TensorSet, prefix: &str) -> usize {
+    let mut n = 0;
+    while set
+        .tensors
+        .keys()
+        .any(|k| k.starts_with(&format!("{prefix}{n}")))
+    {
+        n += 1;
+    }
+    n
+}
+
+/// Sinusoidal position table as in Whisper's encoder (used if a file lacks the tensor).
+fn sinusoids(length: usize, channels: usize) -> Vec<f32> {
+    let half = channels / 2;
+    let inc = (10000f64).ln() / (half as f64 - 1.0).max(1.0);
+    let mut out = vec![0.0f32; length * channels];
+    for t in 0..length {
+        for i in 0..half {
+            let angle = t as f64 * (-inc * i as f64).exp();
+            out[t * channels + i] = angle.sin() as f32;
+            out[t * channels + half + i] = angle.cos() as f32;
+        }
+    }
+    out
+}
+
+impl Whisper {
+    /// Load from a directory holding `model.bin` (CTranslate2) or `model.safetensors` (HF).
+    pub fn load_dir(dir: &Path) -> Result<Self, ModelError> {
+        let ct2 = dir.join("model.bin");
+        let st = dir.join("model.safetensors");
+        if ct2.is_file() {
+            let data = std::fs::read(&ct2).map_err(|e| ModelError::io(&ct2, e))?;
+            let set = read_ct2(&data, false)?;
+            drop(data);
+            Self::from_tensors(&set, Naming::Ct2, dir)
+        } else if st.is_file() {
+            let data = std::fs::read(&st).map_err(|e| ModelError::io(&st, e))?;
+            let set = read_safetensors(&data)?;
+            drop(data);
+            let prefix = if set.tensors.contains_key("model.encoder.conv1.weight") {
+                "model."
+            } else {
+                ""
+            };
+            Self::from_tensors(
+                &set,
+                Naming::HuggingFace {
+                    prefix: prefix.to_string(),
+                },
+                dir,
+            )
+        } else {
+            Err(ModelError::NotAModel(dir.display().to_string()))
+        }
+    }
+
+    fn from_tensors(set: &TensorSet, naming: Naming, dir: &Path) -> Result<Self, ModelError> {
+        let ld = Loader { set, naming };
+        let ct2 = matches!(ld.naming, Naming::Ct2);
+        let p = match &ld.naming {
+            Naming::HuggingFace { prefix } => prefix.clone(),
+            Naming::Ct2 => String::new(),
+        };
+        let (conv1, conv2, emb, dec_pos_name, enc_pos_name) = if ct2 {
+            (
+                "encoder/conv1".to_string(),
+                "encoder/conv2".to_string(),
+                "decoder/embeddings/weight".to_string(),
+                "decoder/position_encodings/encodings".to_string(),
+                "encoder/position_encodings/encodings".to_string(),
+            )
+        } else {
+            (
+                format!("{p}encoder.conv1"),
+                format!("{p}encoder.conv2"),
+                format!("{p}decoder.embed_tokens.weight"),
+                format!("{p}decoder.embed_positions.weight"),
+                format!("{p}encoder.embed_positions.weight"),
+            )
+        };
+        let sep = if ct2 { "/" } else { "." };
+        let conv1_shape = ld.shape(&format!("{conv1}{sep}weight"))?;
+        let emb_shape = ld.shape(&emb)?;
+        let dec_pos_shape = ld.shape(&dec_pos_name)?;
+        if conv1_shape.len() != 3
+            || conv1_shape[2] != 3
+            || emb_shape.len() != 2
+            || dec_pos_shape.len() != 2
+        {
+            return Err(ModelError::Invalid(
+                "unexpected conv1/embedding shapes".into(),
+            ));
+        }
+        let d = conv1_shape[0];
+        let n_mels = conv1_shape[1];
+        let n_vocab = emb_shape[0];
+        let n_text_ctx = dec_pos_shape[0];
+        if emb_shape[1] != d || dec_pos_shape[1] != d || d == 0 {
+            return Err(ModelError::Invalid("inconsistent model width".into()));
+        }
+        let n_heads = if ct2 {
+            set.get("encoder/num_heads")
+                .ok()
+                .and_then(|t| t.scalar())
+                .map(|v| v as usize)
+        } else {
+            None
+        }
+        .or_else(|| heads_from_config(dir))
+        .unwrap_or(d / 64);
+        if n_heads == 0 || d % n_heads != 0 {
+            return Err(ModelError::Invalid(format!(
+                "{n_heads} heads do not divide width {d}"
+            )));
+        }
+        let (enc_prefix, dec_prefix) = if ct2 {
+            ("encoder/layer_".to_string(), "decoder/layer_".to_string())
+        } else {
+            (format!("{p}encoder.layers."), format!("{p}decoder.layers."))
+        };
+        let n_enc = count_layers(set, &enc_prefix);
+        let n_dec = count_layers(set, &dec_prefix);
+        if n_enc == 0 || n_dec == 0 {
+            return Err(ModelError::Invalid(
+                "model has no encoder or decoder layers".into(),
+            ));
+        }
+        let n_audio_ctx = match ld.shape(&enc_pos_name) {
+            Ok(s) if s.len() == 2 => s[0],
+            _ => 1500,
+        };
+        let dims = Dims {
+            n_mels,
+            n_audio_ctx,
+            d_model: d,
+            n_heads,
+            n_encoder_layers: n_enc,
+            n_decoder_layers: n_dec,
+            n_vocab,
+            n_text_ctx,
+        };
+        let ffn = ld.shape(&if ct2 {
+            "encoder/layer_0/ffn/linear_0/weight".to_string()
+        } else {
+            format!("{p}encoder.layers.0.fc1.weight")
+        })?;
+        let d_ff = ffn.first().copied().unwrap_or(4 * d);
+
+        let mut enc_layers = Vec::with_capacity(n_enc);
+        for i in 0..n_enc {
+            enc_layers.push(if ct2 {
+                let b = format!("encoder/layer_{i}");
+                EncoderLayer {
+                    attn_ln: ld.norm(&format!("{b}/self_attention/layer_norm"), d)?,
+                    qkv: ld.linear(
+                        &format!("{b}/self_attention/linear_0/weight"),
+                        Some(&format!("{b}/self_attention/linear_0/bias")),
+                        3 * d,
+                        d,
+                    )?,
+                    attn_out: ld.linear(
+                        &format!("{b}/self_attention/linear_1/weight"),
+                        Some(&format!("{b}/self_attention/linear_1/bias")),
+                        d,
+                        d,
+                    )?,
+                    ffn_ln: ld.norm(&format!("{b}/ffn/layer_norm"), d)?,
+                    fc1: ld.linear(
+                        &format!("{b}/ffn/linear_0/weight"),
+                        Some(&format!("{b}/ffn/linear_0/bias")),
+                        d_ff,
+                        d,
+                    )?,
+                    fc2: ld.linear(
+                        &format!("{b}/ffn/linear_1/weight"),
+                        Some(&format!("{b}/ffn/linear_1/bias")),
+                        d,
+                        d_ff,
+                    )?,
+                }
+            } else {
+                let b = format!("{p}encoder.layers.{i}");
+                EncoderLayer {
+                    attn_ln: ld.norm(&format!("{b}.self_attn_layer_norm"), d)?,
+                    qkv: hf_qkv(&ld, &format!("{b}.self_attn"), d)?,
+                    attn_out: ld.linear(
+                        &format!("{b}.self_attn.out_proj.weight"),
+                        Some(&format!("{b}.self_attn.out_proj.bias")),
+                        d,
+                        d,
+                    )?,
+                    ffn_ln: ld.norm(&format!("{b}.final_layer_norm"), d)?,
+                    fc1: ld.linear(
+                        &format!("{b}.fc1.weight"),
+                        Some(&format!("{b}.fc1.bias")),
+                        d_ff,
+                        d,
+                    )?,
+                    fc2: ld.linear(
+                        &format!("{b}.fc2.weight"),
+                        Some(&format!("{b}.fc2.bias")),
+                        d,
+                        d_ff,
+                    )?,
+                }
+            });
+        }
+        let mut dec_layers = Vec::with_capacity(n_dec);
+        for i in 0..n_dec {
+            dec_layers.push(if ct2 {
+                let b = format!("decoder/layer_{i}");
+                DecoderLayer {
+                    self_ln: ld.norm(&format!("{b}/self_attention/layer_norm"), d)?,
+                    self_qkv: ld.linear(
+                        &format!("{b}/self_attention/linear_0/weight"),
+                        Some(&format!("{b}/self_attention/linear_0/bias")),
+                        3 * d,
+                        d,
+                    )?,
+                    self_out: ld.linear(
+                        &format!("{b}/self_attention/linear_1/weight"),
+                        Some(&format!("{b}/self_attention/linear_1/bias")),
+                        d,
+                        d,
+                    )?,
+                    cross_ln: ld.norm(&format!("{b}/attention/layer_norm"), d)?,
+                    cross_q: ld.linear(
+                        &format!("{b}/attention/linear_0/weight"),
+                        Some(&format!("{b}/attention/linear_0/bias")),
+                        d,
+                        d,
+                    )?,
+                    cross_kv: ld.linear(
+                        &format!("{b}/attention/linear_1/weight"),
+                        Some(&format!("{b}/attention/linear_1/bias")),
+                        2 * d,
+                        d,
+                    )?,
+                    cross_out: ld.linear(
+                        &format!("{b}/attention/linear_2/weight"),
+                        Some(&format!("{b}/attention/linear_2/bias")),
+                        d,
+                        d,
+                    )?,
+                    ffn_ln: ld.norm(&format!("{b}/ffn/layer_norm"), d)?,
+                    fc1: ld.linear(
+                        &format!("{b}/ffn/linear_0/weight"),
+                        Some(&format!("{b}/ffn/linear_0/bias")),
+                        d_ff,
+                        d,
+                    )?,
+                    fc2: ld.linear(
+                        &format!("{b}/ffn/linear_1/weight"),
+                        Some(&format!("{b}/ffn/linear_1/bias")),
+                        d,
+                        d_ff,
+                    )?,
+                }
+            } else {
+                let b = format!("{p}decoder.layers.{i}");
+                let ca = format!("{b}.encoder_attn");
+                DecoderLayer {
+                    self_ln: ld.norm(&format!("{b}.self_attn_layer_norm"), d)?,
+                    self_qkv: hf_qkv(&ld, &format!("{b}.self_attn"), d)?,
+                    self_out: ld.linear(
+                        &format!("{b}.self_attn.out_proj.weight"),
+                        Some(&format!("{b}.self_attn.out_proj.bias")),
+                        d,
+                        d,
+                    )?,
+                    cross_ln: ld.norm(&format!("{b}.encoder_attn_layer_norm"), d)?,
+                    cross_q: ld.linear(
+                        &format!("{ca}.q_proj.weight"),
+                        Some(&format!("{ca}.q_proj.bias")),
+                        d,
+                        d,
+                    )?,
+                    cross_kv: ld.fused(
+                        &[
+                            (
+                                &format!("{ca}.k_proj.weight"),
+                                Some(&format!("{ca}.k_proj.bias")),
+                            ),
+                            (
+                                &format!("{ca}.v_proj.weight"),
+                                Some(&format!("{ca}.v_proj.bias")),
+                            ),
+                        ],
+                        d,
+                        d,
+                    )?,
+                    cross_out: ld.linear(
+                        &format!("{ca}.out_proj.weight"),
+                        Some(&format!("{ca}.out_proj.bias")),
+                        d,
+                        d,
+                    )?,
+                    ffn_ln: ld.norm(&format!("{b}.final_layer_norm"), d)?,
+                    fc1: ld.linear(
+                        &format!("{b}.fc1.weight"),
+                        Some(&format!("{b}.fc1.bias")),
+                        d_ff,
+                        d,
+                    )?,
+                    fc2: ld.linear(
+                        &format!("{b}.fc2.weight"),
+                        Some(&format!("{b}.fc2.bias")),
+                        d,
+                        d_ff,
+                    )?,
+                }
+            });
+        }
+        let dec_layers: Vec<DecoderLayer> = dec_layers
+            .into_iter()
+            .map(DecoderLayer::into_half)
+            .collect();
+        let (enc_ln_name, dec_ln_name) = if ct2 {
+            (
+                "encoder/layer_norm".to_string(),
+                "decoder/layer_norm".to_string(),
+            )
+        } else {
+            (
+                format!("{p}encoder.layer_norm"),
+                format!("{p}decoder.layer_norm"),
+            )
+        };
+        let tok_emb = ld.checked(&emb, n_vocab * d)?;
+        let (tok_emb_i8, tok_emb_scale) = kernels::quantize_rows_i8(&tok_emb, d);
+        let enc_pos = match ld.checked(&enc_pos_name, n_audio_ctx * d) {
+            Ok(v) => v,
+            Err(_) => sinusoids(n_audio_ctx, d),
+        };
+        Ok(Whisper {
+            conv1_w: ld.checked(&format!("{conv1}{sep}weight"), d * n_mels * 3)?,
+            conv1_b: ld.checked(&format!("{conv1}{sep}bias"), d)?,
+            conv2_w: ld.checked(&format!("{conv2}{sep}weight"), d * d * 3)?,
+            conv2_b: ld.checked(&format!("{conv2}{sep}bias"), d)?,
+            enc_pos,
+            enc_layers,
+            enc_ln: ld.norm(&enc_ln_name, d)?,
+            tok_emb,
+            tok_emb_i8,
+            tok_emb_scale,
+            dec_pos: ld.checked(&dec_pos_name, n_text_ctx * d)?,
+            dec_layers,
+            dec_ln: ld.norm(&dec_ln_name, d)?,
+            dims,
+        })
+    }
+
+    /// Encode one window of log-mel features (`[n_mels, 2·n_audio_ctx]`, channel-major)
+    /// into `[n_audio_ctx, d]` states.
+    pub fn encode(&self, mel: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let Dims {
+            n_mels,
+            n_audio_ctx,
+            d_model: d,
+            ..
+        } = self.dims;
+        let frames = 2 * n_audio_ctx;
+        if mel.len() != n_mels * frames {
+            return Err(ModelError::Invalid(format!(
+                "mel window has {} values, expected {}",
+                mel.len(),
+                n_mels * frames
+            )));
+        }
+        // conv1 (kernel 3, padding 1) as im2col [frames, n_mels·3] · W^T.
+        let k1 = n_mels * 3;
+        let mut cols = vec![0.0f32; frames * k1];
+        cols.par_chunks_mut(k1).enumerate().for_each(|(t, row)| {
+            for c in 0..n_mels {
+                for k in 0..3 {
+                    let src = t as isize + k as isize - 1;
+                    if src >= 0 && (src as usize) < frames {
+                        row[c * 3 + k] = mel[c * frames + src as usize];
+                    }
+                }
+            }
+        });
+        let mut h1 = vec![0.0f32; frames * d];
+        kernels::linear(
+            &cols,
+            frames,
+            k1,
+            &self.conv1_w,
+            d,
+            Some(&self.conv1_b),
+            &mut h1,
+        );
+        kernels::gelu_par(&mut h1);
+        // conv2 (kernel 3, stride 2, padding 1) on the time-major [frames, d] states.
+        let k2 = d * 3;
+        let mut cols2 = vec![0.0f32; n_audio_ctx * k2];
+        cols2.par_chunks_mut(k2).enumerate().for_each(|(t, row)| {
+            for k in 0..3 {
+                let src = 2 * t as isize + k as isize - 1;
+                if src >= 0 && (src as usize) < frames {
+                    let s = &h1[src as usize * d..(src as usize + 1) * d];
+                    for c in 0..d {
+                        row[c * 3 + k] = s[c];
+                    }
+                }
+            }
+        });
+        drop(h1);
+        let mut x = vec![0.0f32; n_audio_ctx * d];
+        kernels::linear(
+            &cols2,
+            n_audio_ctx,
+            k2,
+            &self.conv2_w,
+            d,
+            Some(&self.conv2_b),
+            &mut x,
+        );
+        drop(cols2);
+        kernels::gelu_par(&mut x);
+        for (v, p) in x.iter_mut().zip(&self.enc_pos) {
+            *v += p;
+        }
+        let t = n_audio_ctx;
+        let mut h = vec![0.0f32; t * d];
+        let mut qkv = vec![0.0f32; t * 3 * d];
+        let mut attn = vec![0.0f32; t * d];
+        let mut proj = vec![0.0f32; t * d];
+        for layer in &self.enc_layers {
+            kernels::layer_norm_par(&x, d, &layer.attn_ln.gamma, &layer.attn_ln.beta, &mut h);
+            layer.qkv.forward(&h, t, &mut qkv);
+            self.encoder_attention(&qkv, t, &mut attn);
+            layer.attn_out.forward(&attn, t, &mut proj);
+            x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+            kernels::layer_norm_par(&x, d, &layer.ffn_ln.gamma, &layer.ffn_ln.beta, &mut h);
+            let mut ff = vec![0.0f32; t * layer.fc1.n_out];
+            layer.fc1.forward(&h, t, &mut ff);
+            kernels::gelu_par(&mut ff);
+            layer.fc2.forward(&ff, t, &mut proj);
+            x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+        }
+        kernels::layer_norm_par(&x, d, &self.enc_ln.gamma, &self.enc_ln.beta, &mut h);
+        Ok(h)
+    }
+
+    /// Full (non-causal) multi-head attention over `t` positions of a fused QKV buffer.
+    fn encoder_attention(&self, qkv: &[f32], t: usize, out: &mut [f32]) {
+        let d = self.dims.d_model;
+        let hd = self.dims.head_dim();
+        let scale = 1.0 / (hd as f32).sqrt();
+        let heads: Vec<Vec<f32>> = (0..self.dims.n_heads)
+            .into_par_iter()
+            .map(|h| {
+                let mut scores = vec![0.0f32; t * t];
+                // scores = Q_h · K_h^T, both strided inside the [t, 3d] buffer.
+                kernels::gemm_strided(
+                    t,
+                    hd,
+                    t,
+                    scale,
+                    &qkv[h * hd..],
+                    3 * d,
+                    1,
+                    &qkv[d + h * hd..],
+                    1,
+                    3 * d,
+                    &mut scores,
+                    t,
+                );
+                for row in scores.chunks_exact_mut(t) {
+                    kernels::softmax(row);
+                }
+                let mut head_out = vec![0.0f32; t * hd];
+                kernels::gemm_strided(
+                    t,
+                    t,
+                    hd,
+                    1.0,
+                    &scores,
+                    t,
+                    1,
+                    &qkv[2 * d + h * hd..],
+                    3 * d,
+                    1,
+                    &mut head_out,
+                    hd,
+                );
+                head_out
+            })
+            .collect();
+        for (h, head_out) in heads.iter().enumerate() {
+            for (row, src) in out.chunks_exact_mut(d).zip(head_out.chunks_exact(hd)) {
+                row[h * hd..(h + 1) * hd].copy_from_slice(src);
+            }
+        }
+    }
+
+    /// Cross-attention keys and values for every decoder layer, from the encoder output.
+    pub fn cross_kv(&self, encoded: &[f32]) -> Vec<Vec<f32>> {
+        let t = self.dims.n_audio_ctx;
+        self.dec_layers
+            .iter()
+            .map(|layer| {
+                let mut kv = vec![0.0f32; t * 2 * self.dims.d_model];
+                layer.cross_kv.forward(encoded, t, &mut kv);
+                kv
+            })
+            .collect()
+    }
+
+    /// A fresh decoder state for one window.
+    pub fn new_decoder_state<'m>(&'m self, cross: &'m [Vec<f32>]) -> DecoderState<'m> {
+        let d = self.dims.d_model;
+        let n_layers = self.dims.n_decoder_layers;
+        DecoderState {
+            model: self,
+            cross,
+            self_kv: vec![vec![0.0f32; self.dims.n_text_ctx * 2 * d]; n_layers],
+            len: 0,
+            x: vec![0.0; d],
+            h: vec![0.0; d],
+            qkv: vec![0.0; 3 * d],
+            attn: vec![0.0; d],
+            proj: vec![0.0; d],
+            ff: vec![0.0; self.dec_layers.first().map_or(4 * d, |l| l.fc1.n_out)],
+            scores: vec![0.0; self.dims.n_audio_ctx.max(self.dims.n_text_ctx)],
+            logits: vec![0.0; self.dims.n_vocab],
+        }
+    }
+}
+
+fn heads_from_config(dir: &Path) -> Option<usize> {
+    let text = std::fs::read(dir.join("config.json")).ok()?;
+    let json: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    json.get("encoder_attention_heads")
+        .and_then(|v| v.as_u64())
+        .map(|v| v as usize)
+}
+
+fn hf_qkv(ld: &Loader, base: &str, d: usize) -> Result<Linear, ModelError> {
+    ld.fused(
+        &[
+            (
+                &format!("{base}.q_proj.weight"),
+                Some(&format!("{base}.q_proj.bias")),
+            ),
+            (&format!("{base}.k_proj.weight"), None),
+            (
+                &format!("{base}.v_proj.weight"),
+                Some(&format!("{base}.v_proj.bias")),
+            ),
+        ],
+        d,
+        d,
+    )
+}
+
+/// Requested cross-attention heads whose raw scores are recorded at every step (for
+/// word alignment): `(layer, head)` pairs.
+pub type AlignmentHeads = [(usize, usize)];
+
+/// The decoder's per-window state: KV cache and scratch buffers, reused every token.
+pub struct DecoderState<'m> {
+    model: &'m Whisper,
+    cross: &'m [Vec<f32>],
+    /// Per layer `[n_text_ctx, 2d]`: self-attention keys and values so far.
+    self_kv: Vec<Vec<f32>>,
+    len: usize,
+    x: Vec<f32>,
+    h: Vec<f32>,
+    qkv: Vec<f32>,
+    attn: Vec<f32>,
+    proj: Vec<f32>,
+    ff: Vec<f32>,
+    scores: Vec<f32>,
+    pub logits: Vec<f32>,
+}
+
+impl DecoderState<'_> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.len >= self.model.dims.n_text_ctx
+    }
+
+    /// Feed one token. When `want_logits`, fills `self.logits`. The raw (scaled,
+    /// pre-softmax) cross-attention scores of `align_heads` over the first `align_frames`
+    /// audio positions are appended to `align_out`, one row per head.
+    pub fn step(
+        &mut self,
+        token: u32,
+        want_logits: bool,
+        align_heads: &AlignmentHeads,
+        align_frames: usize,
+        align_out: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
+        let m = self.model;
+        let dims = &m.dims;
+        let d = dims.d_model;
+        let hd = dims.head_dim();
+        let pos = self.len;
+        let token = token as usize;
+        if pos >= dims.n_text_ctx {
+            return Err(ModelError::Invalid("decoder context is full".into()));
+        }
+        if token >= dims.n_vocab {
+            return Err(ModelError::Invalid(format!(
+                "token {token} outside the vocabulary"
+            )));
+        }
+        let scale = 1.0 / (hd as f32).sqrt();
+        for i in 0..d {
+            self.x[i] = m.tok_emb[token * d + i] + m.dec_pos[pos * d + i];
+        }
+        let t_audio = dims.n_audio_ctx;
+        for (li, layer) in m.dec_layers.iter().enumerate() {
+            // Causal self-attention over the cache.
+            kernels::layer_norm(
+                &self.x,
+                d,
+                &layer.self_ln.gamma,
+                &layer.self_ln.beta,
+                &mut self.h,
+            );
+            layer.self_qkv.forward(&self.h, 1, &mut self.qkv);
+            let cache = &mut self.self_kv[li];
+            cache[pos * 2 * d..pos * 2 * d + 2 * d].copy_from_slice(&self.qkv[d..3 * d]);
+            let n = pos + 1;
+            for head in 0..dims.n_heads {
+                let q = &self.qkv[head * hd..(head + 1) * hd];
+                let scores = &mut self.scores[..n];
+                for (j, s) in scores.iter_mut().enumerate() {
+                    *s = kernels::dot(
+                        q,
+                        &cache[j * 2 * d + head * hd..j * 2 * d + (head + 1) * hd],
+                    ) * scale;
+                }
+                kernels::softmax(scores);
+                let out = &mut self.attn[head * hd..(head + 1) * hd];
+                out.iter_mut().for_each(|v| *v = 0.0);
+                for (j, p) in scores.iter().enumerate() {
+                    kernels::axpy(
+                        *p,
+                        &cache[j * 2 * d + d + head * hd..j * 2 * d + d + (head + 1) * hd],
+                        out,
+                    );
+                }
+            }
+            layer.self_out.forward(&self.attn, 1, &mut self.proj);
+            self.x.iter_mut().zip(&self.proj).for_each(|(a, b)| *a += b);
+
+            // Cross-attention over the window's encoder states.
+            kernels::layer_norm(
+                &self.x,
+                d,
+                &layer.cross_ln.gamma,
+                &layer.cross_ln.beta,
+                &mut self.h,
+            );
+            layer.cross_q.forward(&self.h, 1, &mut self.qkv[..d]);
+            let kv = &self.cross[li];
+            for head in 0..dims.n_heads {
+                let q = &self.qkv[head * hd..(head + 1) * hd];
+                let scores = &mut self.scores[..t_audio];
+                for (j, s) in scores.iter_mut().enumerate() {
+                    *s = kernels::dot(q, &kv[j * 2 * d + head * hd..j * 2 * d + (head + 1) * hd])
+                        * scale;
+                }
+                if align_heads.contains(&(li, head)) {
+                    align_out.extend_from_slice(&scores[..align_frames.min(t_audio)]);
+                }
+                kernels::softmax(scores);
+                let out = &mut self.attn[head * hd..(head + 1) * hd];
+                out.iter_mut().for_each(|v| *v = 0.0);
+                for (j, p) in scores.iter().enumerate() {
+                    kernels::axpy(
+                        *p,
+                        &kv[j * 2 * d + d + head * hd..j * 2 * d + d + (head + 1) * hd],
+                        out,
+                    );
+                }
+            }
+            layer.cross_out.forward(&self.attn, 1, &mut self.proj);
+            self.x.iter_mut().zip(&self.proj).for_each(|(a, b)| *a += b);
+
+            // Feed-forward.
+            kernels::layer_norm(
+                &self.x,
+                d,
+                &layer.ffn_ln.gamma,
+                &layer.ffn_ln.beta,
+                &mut self.h,
+            );
+            layer.fc1.forward(&self.h, 1, &mut self.ff);
+            kernels::gelu(&mut self.ff);
+            layer.fc2.forward(&self.ff, 1, &mut self.proj);
+            self.x.iter_mut().zip(&self.proj).for_each(|(a, b)| *a += b);
+        }
+        self.len += 1;
+        if want_logits {
+            kernels::layer_norm(&self.x, d, &m.dec_ln.gamma, &m.dec_ln.beta, &mut self.h);
+            kernels::logits_i8(
+                &self.h,
+                &m.tok_emb_i8,
+                &m.tok_emb_scale,
+                dims.n_vocab,
+                &mut self.logits,
+            );
+        }
+        Ok(())
+    }
+}

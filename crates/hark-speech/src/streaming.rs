@@ -1,0 +1,279 @@
+//! Live transcription in turns: feed 16-kHz mono PCM chunks, get partial and final turns
+//! with word timings. An energy VAD with an adaptive noise floor finds speech; a turn ends
+//! after `min_turn_silence_ms` of silence when the text so far ends a sentence, or after
+//! `max_turn_silence_ms` regardless, or when forced. Only the current turn's audio (at most
+//! `max_turn_secs`) is ever decoded, so cost does not grow with the session.
+
+use crate::decode::{DecodeOptions, LoadedModel};
+use crate::engine::WhisperEngine;
+use crate::error::ModelError;
+use hark_core::speech::Word;
+use std::sync::Arc;
+
+const RATE: usize = 16_000;
+/// VAD frame: 20 ms.
+const FRAME: usize = 320;
+
+/// Turn-detection and decoding settings of one session.
+#[derive(Debug, Clone)]
+pub struct StreamingConfig {
+    /// Speech probability (0..1) above which a frame counts as speech.
+    pub vad_threshold: f32,
+    /// Silence that ends a turn whose text looks complete (ends with . ? !).
+    pub min_turn_silence_ms: u64,
+    /// Silence that ends a turn in any case.
+    pub max_turn_silence_ms: u64,
+    /// A turn this long is finalised even without silence (Whisper's window is 30 s).
+    pub max_turn_secs: f64,
+    /// Minimum new audio between two partial transcripts.
+    pub partial_interval_ms: u64,
+    /// Audio kept before the first speech frame of a turn.
+    pub pre_roll_ms: u64,
+    pub language: Option<String>,
+    pub punctuate: bool,
+    pub format_text: bool,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        StreamingConfig {
+            vad_threshold: 0.5,
+            min_turn_silence_ms: 400,
+            max_turn_silence_ms: 1280,
+            max_turn_secs: 28.0,
+            partial_interval_ms: 1000,
+            pre_roll_ms: 200,
+            language: None,
+            punctuate: true,
+            format_text: true,
+        }
+    }
+}
+
+/// A turn's transcript; times in ms from the start of the session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Turn {
+    /// 0, 1, 2 … in session order; partials of a turn share its order.
+    pub turn_order: u32,
+    pub text: String,
+    pub words: Vec<Word>,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    /// Mean word confidence.
+    pub confidence: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// The current turn so far; later events supersede it.
+    Partial(Turn),
+    /// The turn is over; its text will not change.
+    Final(Turn),
+}
+
+/// One live session. Not shared between threads; the model and engine are.
+pub struct StreamingSession {
+    engine: Arc<WhisperEngine>,
+    model: Arc<LoadedModel>,
+    config: StreamingConfig,
+    /// Audio of the current turn (including pre-roll), or recent silence when idle.
+    turn_audio: Vec<f32>,
+    /// Session sample index of `turn_audio[0]`.
+    turn_start_sample: u64,
+    in_turn: bool,
+    turn_order: u32,
+    samples_seen: u64,
+    /// Trailing silence of the current turn, in samples.
+    silence_run: usize,
+    pending_frame: Vec<f32>,
+    noise_db: f32,
+    samples_at_last_partial: usize,
+    last_text: String,
+}
+
+impl StreamingSession {
+    pub fn new(
+        engine: Arc<WhisperEngine>,
+        model: Arc<LoadedModel>,
+        config: StreamingConfig,
+    ) -> Self {
+        StreamingSession {
+            engine,
+            model,
+            config,
+            turn_audio: Vec::new(),
+            turn_start_sample: 0,
+            in_turn: false,
+            turn_order: 0,
+            samples_seen: 0,
+            silence_run: 0,
+            pending_frame: Vec::with_capacity(FRAME),
+            noise_db: -60.0,
+            samples_at_last_partial: 0,
+            last_text: String::new(),
+        }
+    }
+
+    /// Total audio received, ms.
+    pub fn audio_ms(&self) -> u64 {
+        self.samples_seen * 1000 / RATE as u64
+    }
+
+    /// Speech probability of one 20-ms frame from its level above the noise floor.
+    fn speech_probability(&mut self, frame: &[f32]) -> f32 {
+        let energy = frame.iter().map(|s| s * s).sum::<f32>() / frame.len().max(1) as f32;
+        let db = 10.0 * (energy + 1e-10).log10();
+        // The floor follows quiet frames quickly and loud ones slowly.
+        let rate = if db < self.noise_db { 0.2 } else { 0.005 };
+        self.noise_db = (self.noise_db + rate * (db - self.noise_db)).clamp(-90.0, -20.0);
+        let above = db - self.noise_db;
+        // 0.5 at 9 dB above the floor, saturating around ±6 dB from there; very quiet
+        // audio (below -55 dBFS) is never speech.
+        if db < -55.0 {
+            return 0.0;
+        }
+        1.0 / (1.0 + (-(above - 9.0) / 2.0).exp())
+    }
+
+    /// Feed PCM (16 kHz mono, -1..1). Returns any partial/final turns it produced.
+    pub fn push_audio(&mut self, pcm: &[f32]) -> Result<Vec<StreamEvent>, ModelError> {
+        let mut events = Vec::new();
+        let mut rest = pcm;
+        while !rest.is_empty() {
+            let need = FRAME - self.pending_frame.len();
+            let take = need.min(rest.len());
+            self.pending_frame.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.pending_frame.len() == FRAME {
+                let frame = std::mem::take(&mut self.pending_frame);
+                self.process_frame(&frame, &mut events)?;
+                self.pending_frame = frame;
+                self.pending_frame.clear();
+            }
+        }
+        Ok(events)
+    }
+
+    fn process_frame(
+        &mut self,
+        frame: &[f32],
+        events: &mut Vec<StreamEvent>,
+    ) -> Result<(), ModelError> {
+        let p = self.speech_probability(frame);
+        let is_speech = p >= self.config.vad_threshold;
+        self.samples_seen += frame.len() as u64;
+        if !self.in_turn {
+            self.turn_audio.extend_from_slice(frame);
+            let keep = (self.config.pre_roll_ms as usize * RATE / 1000).max(FRAME);
+            if self.turn_audio.len() > keep {
+                let drop = self.turn_audio.len() - keep;
+                self.turn_audio.drain(..drop);
+            }
+            self.turn_start_sample = self.samples_seen - self.turn_audio.len() as u64;
+            if is_speech {
+                self.in_turn = true;
+                self.silence_run = 0;
+                self.samples_at_last_partial = 0;
+                self.last_text.clear();
+            }
+            return Ok(());
+        }
+        self.turn_audio.extend_from_slice(frame);
+        if is_speech {
+            self.silence_run = 0;
+        } else {
+            self.silence_run += frame.len();
+        }
+        let silence_ms = (self.silence_run * 1000 / RATE) as u64;
+        let turn_secs = self.turn_audio.len() as f64 / RATE as f64;
+        let sentence_done = self.last_text.trim_end().ends_with(['.', '?', '!']);
+        if silence_ms >= self.config.max_turn_silence_ms
+            || (silence_ms >= self.config.min_turn_silence_ms && sentence_done)
+            || turn_secs >= self.config.max_turn_secs
+        {
+            events.extend(self.finish_turn()?);
+            return Ok(());
+        }
+        let interval = self.config.partial_interval_ms as usize * RATE / 1000;
+        if self.turn_audio.len() >= self.samples_at_last_partial + interval
+            || (silence_ms >= self.config.min_turn_silence_ms
+                && self.silence_run
+                    == (self.config.min_turn_silence_ms as usize * RATE / 1000).div_ceil(FRAME)
+                        * FRAME)
+        {
+            let turn = self.decode_turn()?;
+            self.samples_at_last_partial = self.turn_audio.len();
+            self.last_text = turn.text.clone();
+            if !turn.words.is_empty() {
+                events.push(StreamEvent::Partial(turn));
+            }
+        }
+        Ok(())
+    }
+
+    fn decode_turn(&self) -> Result<Turn, ModelError> {
+        let options = DecodeOptions {
+            language: self.config.language.clone(),
+            ..DecodeOptions::default()
+        };
+        // Trailing silence beyond 300 ms adds nothing but decoding cost.
+        let trailing_keep = 300 * RATE / 1000;
+        let cut = self.silence_run.saturating_sub(trailing_keep);
+        let audio = &self.turn_audio[..self.turn_audio.len() - cut.min(self.turn_audio.len())];
+        let raw = self.engine.transcribe_pcm(&self.model, audio, &options)?;
+        let offset_ms = self.turn_start_sample as f64 * 1000.0 / RATE as f64;
+        let t = crate::engine::shape_transcription(
+            &raw,
+            offset_ms,
+            self.config.punctuate,
+            self.config.format_text,
+            0.0,
+            &self.model.name,
+        );
+        let start_ms = t.words.first().map_or(offset_ms as u64, |w| w.start);
+        let end_ms = t.words.last().map_or(start_ms, |w| w.end);
+        Ok(Turn {
+            turn_order: self.turn_order,
+            text: t.text,
+            words: t.words,
+            start_ms,
+            end_ms,
+            confidence: t.confidence,
+        })
+    }
+
+    fn finish_turn(&mut self) -> Result<Option<StreamEvent>, ModelError> {
+        if !self.in_turn {
+            return Ok(None);
+        }
+        let turn = self.decode_turn()?;
+        self.in_turn = false;
+        self.turn_audio.clear();
+        self.silence_run = 0;
+        self.last_text.clear();
+        self.turn_start_sample = self.samples_seen;
+        if turn.words.is_empty() {
+            // Noise the VAD took for speech: no turn, and the order is not used up.
+            return Ok(None);
+        }
+        self.turn_order += 1;
+        Ok(Some(StreamEvent::Final(turn)))
+    }
+
+    /// End the current turn now (the client's ForceEndpoint). Returns its final, if any.
+    pub fn force_endpoint(&mut self) -> Result<Vec<StreamEvent>, ModelError> {
+        Ok(self.finish_turn()?.into_iter().collect())
+    }
+
+    /// End of stream: flush buffered audio and finalise the open turn.
+    pub fn finish(&mut self) -> Result<Vec<StreamEvent>, ModelError> {
+        let mut events = Vec::new();
+        if !self.pending_frame.is_empty() && self.in_turn {
+            let rest = std::mem::take(&mut self.pending_frame);
+            self.turn_audio.extend_from_slice(&rest);
+            self.samples_seen += rest.len() as u64;
+        }
+        events.extend(self.finish_turn()?);
+        Ok(events)
+    }
+}
