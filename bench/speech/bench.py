@@ -147,7 +147,7 @@ def main():
     sets = prepare(fixtures, work)
     files = [p for clips in sets.values() for p, _ in clips]
     engines = {
-        "hark f16 + int8 logits (greedy, words)": lambda: timed([hark, "--model-dir", model_dir, "--threads", "2", "--json", *files]),
+        "hark f32/f16 (greedy, words)": lambda: timed([hark, "--model-dir", model_dir, "--threads", "2", "--json", *files]),
         "faster-whisper float32": lambda: timed([sys.executable, "-c", FW_SCRIPT, model_dir, "float32", "0"], json.dumps(files)),
         "faster-whisper float32 +words": lambda: timed([sys.executable, "-c", FW_SCRIPT, model_dir, "float32", "1"], json.dumps(files)),
         "faster-whisper int8": lambda: timed([sys.executable, "-c", FW_SCRIPT, model_dir, "int8", "0"], json.dumps(files)),
@@ -183,7 +183,7 @@ def main():
             secs_by[(name, set_name)] = secs
             print(f"{name:32} {set_name:12} {audio:8.1f} {secs:8.2f} {audio / secs:7.1f} {100 * errs / max(words, 1):6.1f} {rss:8.0f}", end="")
             print()
-        hark_secs = secs_by[("hark f16 + int8 logits (greedy, words)", set_name)]
+        hark_secs = secs_by[("hark f32/f16 (greedy, words)", set_name)]
         print(f"{'':32} {set_name:12} Hark/faster-whisper-f32 speed ratio = {ref_secs / hark_secs:.2f} (>1 means Hark is faster)")
     print(f"clips in {work}")
 

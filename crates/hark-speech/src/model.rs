@@ -124,10 +124,8 @@ pub struct Whisper {
     enc_layers: Vec<EncoderLayer>,
     enc_ln: LayerNorm,
     tok_emb: Vec<f32>,
-    /// The token embedding again in int8 with one scale per row, for the bandwidth-bound
-    /// logits product (20 MB read per token instead of 40 MB in f16).
-    tok_emb_i8: Vec<i8>,
-    tok_emb_scale: Vec<f32>,
+    /// The token embedding again in f16, for the bandwidth-bound logits product.
+    tok_emb_f16: Vec<u16>,
     dec_pos: Vec<f32>,
     dec_layers: Vec<DecoderLayer>,
     dec_ln: LayerNorm,
@@ -548,7 +546,7 @@ impl Whisper {
             )
         };
         let tok_emb = ld.checked(&emb, n_vocab * d)?;
-        let (tok_emb_i8, tok_emb_scale) = kernels::quantize_rows_i8(&tok_emb, d);
+        let tok_emb_f16 = tok_emb.iter().map(|v| f32_to_f16(*v)).collect();
         let enc_pos = match ld.checked(&enc_pos_name, n_audio_ctx * d) {
             Ok(v) => v,
             Err(_) => sinusoids(n_audio_ctx, d),
@@ -562,8 +560,7 @@ impl Whisper {
             enc_layers,
             enc_ln: ld.norm(&enc_ln_name, d)?,
             tok_emb,
-            tok_emb_i8,
-            tok_emb_scale,
+            tok_emb_f16,
             dec_pos: ld.checked(&dec_pos_name, n_text_ctx * d)?,
             dec_layers,
             dec_ln: ld.norm(&dec_ln_name, d)?,
@@ -926,13 +923,7 @@ impl DecoderState<'_> {
         self.len += 1;
         if want_logits {
             kernels::layer_norm(&self.x, d, &m.dec_ln.gamma, &m.dec_ln.beta, &mut self.h);
-            kernels::logits_i8(
-                &self.h,
-                &m.tok_emb_i8,
-                &m.tok_emb_scale,
-                dims.n_vocab,
-                &mut self.logits,
-            );
+            kernels::logits_f16(&self.h, &m.tok_emb_f16, dims.n_vocab, &mut self.logits);
         }
         Ok(())
     }
