@@ -137,10 +137,12 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        let env = Env::prefixed("HARK_")
-            .split("__")
-            .ignore(&["MASTER_KEY_FILE", "DATABASE_URL_FILE"])
-            .filter(|k| !k.as_str().starts_with("test_"));
+        // HARK_* variables that are not configuration: log filter, secret-file
+        // pointers (read below), and the scripts' and tests' own settings.
+        let env = Env::prefixed("HARK_").split("__").filter(|k| {
+            let k = k.as_str().to_ascii_lowercase();
+            !NOT_CONFIG_ENV.contains(&k.as_str()) && !k.starts_with("test_")
+        });
         figment = figment.merge(env);
         let mut config: Config = figment
             .extract()
@@ -223,6 +225,15 @@ pub const KNOWN_ASSEMBLYAI_MODELS: &[&str] = &[
     "default",
 ];
 
+const NOT_CONFIG_ENV: &[&str] = &[
+    "log",
+    "master_key_file",
+    "database_url_file",
+    "venv",
+    "model_cache",
+    "fixtures_force",
+];
+
 fn read_secret_file(var: &str) -> Result<Option<String>, ConfigError> {
     let Ok(path) = std::env::var(var) else {
         return Ok(None);
@@ -234,6 +245,8 @@ fn read_secret_file(var: &str) -> Result<Option<String>, ConfigError> {
 }
 
 #[cfg(test)]
+// figment::Jail's closures must return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
@@ -248,6 +261,8 @@ mod tests {
             jail.set_env("HARK_RATE_LIMIT__WINDOW_SECS", "9");
             jail.create_file("key", "ab".repeat(32).as_str())?;
             jail.set_env("HARK_MASTER_KEY_FILE", "key");
+            jail.set_env("HARK_LOG", "debug");
+            jail.set_env("HARK_VENV", "/tmp/venv");
             let c = Config::load(Some(Path::new("hark.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(c.workers, 7);
             assert_eq!(c.bind, "127.0.0.1:1");

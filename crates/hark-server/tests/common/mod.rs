@@ -183,7 +183,7 @@ impl SpeechEngine for ScriptedEngine {
     fn transcribe(&self, request: &TranscribeRequest) -> Result<Transcription, SpeechError> {
         let text = std::fs::read_to_string(&request.path)
             .map_err(|_| SpeechError::NotAudio("unknown".into()))?;
-        if !text.starts_with("SCRIPT\n") {
+        if !text.starts_with(SCRIPT_MAGIC) {
             return Err(SpeechError::NotAudio("text/plain".into()));
         }
         let mut words = Vec::new();
@@ -219,9 +219,13 @@ impl SpeechEngine for ScriptedEngine {
     }
 }
 
+/// Starts every script. Binary (a NUL byte), so the upload check, which refuses
+/// recognisable non-audio such as text, lets it through as it would unknown audio.
+pub const SCRIPT_MAGIC: &str = "\0HARK-SCRIPT\n";
+
 /// A script the ScriptedEngine reads: words 400 ms apart.
 pub fn script(words: &[&str]) -> Vec<u8> {
-    let mut s = String::from("SCRIPT\n");
+    let mut s = String::from(SCRIPT_MAGIC);
     for (i, w) in words.iter().enumerate() {
         s.push_str(&format!("{w} {} {}\n", i * 400, i * 400 + 300));
     }
