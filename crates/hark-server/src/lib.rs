@@ -273,6 +273,21 @@ pub async fn start(
         state.clone(),
         control::socket_path(&state.config.data_dir),
     )));
+    let sender = hark_outbound::WebhookSender::new(
+        state.store.clone(),
+        state.outbound.clone(),
+        state.master_key.clone(),
+        state.clock.clone(),
+        Arc::new(hark_outbound::StoreSigningSecrets {
+            store: state.store.clone(),
+            master_key: state.master_key.clone(),
+        }),
+        hark_outbound::WebhookConfig::default(),
+    );
+    let mut webhook_stop = shutdown_rx.clone();
+    tasks.push(tokio::spawn(sender.run(async move {
+        let _ = webhook_stop.wait_for(|stop| *stop).await;
+    })));
     let app = router(state.clone());
     let mut rx = shutdown_rx.clone();
     let http = tokio::spawn(async move {
