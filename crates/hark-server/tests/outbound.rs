@@ -90,7 +90,7 @@ async fn remote_audio_and_signed_webhook(db: Db) {
         .fetch_all(ts.store.pool())
         .await
         .unwrap();
-        for r in rows {
+        if let Some(r) = rows.first() {
             use sqlx::Row;
             panic!(
                 "webhook not delivered: state {:?} attempts {:?} status {:?} error {:?}",
