@@ -20,7 +20,7 @@ pub struct Config {
     pub public_base_url: String,
     /// Hex AES-256 key sealing revealable secrets; empty means `<data_dir>/master.key`.
     #[serde(skip_serializing)]
-    pub master_key: String,
+    pub master_key: hark_core::keys::Secret,
     pub max_upload_bytes: u64,
     pub max_json_bytes: usize,
     pub workers: usize,
@@ -70,7 +70,7 @@ impl Default for Config {
             database_url: String::new(),
             bind: "127.0.0.1:8080".into(),
             public_base_url: String::new(),
-            master_key: String::new(),
+            master_key: hark_core::keys::Secret::default(),
             max_upload_bytes: 2_200_000_000,
             max_json_bytes: 1 << 20,
             workers: 2,
@@ -148,7 +148,7 @@ impl Config {
             .extract()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if let Some(v) = read_secret_file("HARK_MASTER_KEY_FILE")? {
-            config.master_key = v;
+            config.master_key = hark_core::keys::Secret::new(v);
         }
         if let Some(v) = read_secret_file("HARK_DATABASE_URL_FILE")? {
             config.database_url = v;
@@ -267,7 +267,7 @@ mod tests {
             assert_eq!(c.workers, 7);
             assert_eq!(c.bind, "127.0.0.1:1");
             assert_eq!((c.rate_limit.requests, c.rate_limit.window_secs), (5, 9));
-            assert_eq!(c.master_key, "ab".repeat(32));
+            assert_eq!(c.master_key.expose(), "ab".repeat(32));
             assert_eq!(c.max_upload_bytes, 2_200_000_000);
             Ok(())
         });

@@ -157,7 +157,7 @@ pub async fn create(
     let id = TranscriptId::random();
     if let Some(value) = &request.webhook_auth_header_value {
         let context = hark_outbound::auth_header_seal_context(Some(id), who.project_id);
-        params.webhook_auth_header_sealed = Some(state.master_key.seal(value, &context));
+        params.webhook_auth_header_sealed = Some(state.master_key.seal(value.expose(), &context));
     }
     let stored = serde_json::to_string(&params).map_err(ApiError::internal)?;
     let transcript = state
@@ -398,13 +398,7 @@ pub async fn sentences(
     ApiPrincipal(who): ApiPrincipal,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let (t, r) = completed(&state, &who, &id).await?;
-    Ok(Json(segments_json(
-        &t,
-        &r,
-        "sentences",
-        views::sentences(&r.words),
-    )))
+    segments(&state, &who, &id, "sentences", views::sentences).await
 }
 
 /// `GET /v2/transcript/{id}/paragraphs`.
@@ -413,13 +407,18 @@ pub async fn paragraphs(
     ApiPrincipal(who): ApiPrincipal,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let (t, r) = completed(&state, &who, &id).await?;
-    Ok(Json(segments_json(
-        &t,
-        &r,
-        "paragraphs",
-        views::paragraphs(&r.words),
-    )))
+    segments(&state, &who, &id, "paragraphs", views::paragraphs).await
+}
+
+async fn segments(
+    state: &AppState,
+    who: &hark_store::KeyPrincipal,
+    id: &str,
+    key: &str,
+    split: fn(&[hark_core::speech::Word]) -> Vec<views::Segment>,
+) -> ApiResult<Json<Value>> {
+    let (t, r) = completed(state, who, id).await?;
+    Ok(Json(segments_json(&t, &r, key, split(&r.words))))
 }
 
 /// `GET /v2/transcript/{id}/word-search?words=a,b`.

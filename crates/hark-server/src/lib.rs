@@ -107,7 +107,7 @@ pub enum StartError {
 /// that file (mode 0600) on first start.
 pub fn load_master_key(config: &Config) -> Result<MasterKey, StartError> {
     if !config.master_key.is_empty() {
-        return MasterKey::from_hex(&config.master_key)
+        return MasterKey::from_hex(config.master_key.expose())
             .map_err(|e| StartError::Config(e.to_string()));
     }
     let path = config.data_dir.join("master.key");

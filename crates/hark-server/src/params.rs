@@ -20,7 +20,7 @@ pub struct CreateTranscript {
     pub audio_end_at: Option<i64>,
     pub webhook_url: Option<String>,
     pub webhook_auth_header_name: Option<String>,
-    pub webhook_auth_header_value: Option<String>,
+    pub webhook_auth_header_value: Option<hark_core::keys::Secret>,
     pub custom_spelling: Option<Vec<CustomSpelling>>,
     pub temperature: Option<f64>,
     #[serde(flatten)]
@@ -220,7 +220,7 @@ impl CreateTranscript {
                     "webhook_auth_header_name is not a valid header name",
                 ))
             }
-            (Some(_), Some(v)) if axum::http::HeaderValue::from_str(v).is_err() => {
+            (Some(_), Some(v)) if axum::http::HeaderValue::from_str(v.expose()).is_err() => {
                 return Err(ApiError::bad_request(
                     "webhook_auth_header_value is not a valid header value",
                 ))
@@ -327,5 +327,19 @@ mod tests {
             let err = validate(body).unwrap_err();
             assert!(err.contains(needle), "{body}: {err}");
         }
+    }
+
+    #[test]
+    fn webhook_header_value_never_shows_in_debug() {
+        let body = r#"{"audio_url":"u","webhook_auth_header_name":"X","webhook_auth_header_value":"hunter2"}"#;
+        let parsed = parse_body(body.as_bytes()).unwrap();
+        assert_eq!(
+            parsed
+                .webhook_auth_header_value
+                .as_ref()
+                .map(|v| v.expose()),
+            Some("hunter2")
+        );
+        assert!(!format!("{parsed:?}").contains("hunter2"));
     }
 }
