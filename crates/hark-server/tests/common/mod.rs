@@ -45,6 +45,16 @@ impl TestServer {
         engine: Option<Arc<dyn SpeechEngine>>,
         tweak: impl FnOnce(&mut Config),
     ) -> Self {
+        Self::start_with_clock(db, engine, Arc::new(SystemClock), tweak).await
+    }
+
+    /// As [`start_with`], on an injected clock (e.g. a `ManualClock`) for expiry tests.
+    pub async fn start_with_clock(
+        db: Db,
+        engine: Option<Arc<dyn SpeechEngine>>,
+        clock: Arc<dyn Clock>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let database = match db {
             Db::Sqlite => TestDatabase::sqlite().await,
@@ -57,7 +67,6 @@ impl TestServer {
             ..Config::default()
         };
         tweak(&mut config);
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let server = hark_server::start(config.clone(), engine, clock.clone())
             .await
             .expect("server starts");
