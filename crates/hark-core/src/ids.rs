@@ -57,9 +57,18 @@ id_type!(
     TranscriptId,
     UploadId,
     AuditId,
+    StreamTokenId,
+    /// Streaming session ids are random (v4): clients see them in `Begin`.
+    StreamSessionId,
 );
 
 impl TranscriptId {
+    pub fn random() -> Self {
+        Self(Uuid::new_v4())
+    }
+}
+
+impl StreamSessionId {
     pub fn random() -> Self {
         Self(Uuid::new_v4())
     }

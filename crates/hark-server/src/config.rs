@@ -28,6 +28,37 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub outbound: OutboundConfig,
     pub models: ModelConfig,
+    pub streaming: StreamingSettings,
+    pub tls: TlsConfig,
+}
+
+/// Live `/v3/ws` sessions.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamingSettings {
+    /// Session cap for sessions opened with an API key (tokens carry their own).
+    pub max_session_secs: i64,
+    /// How far ahead of real time a client may send audio before it is refused (3007).
+    pub realtime_tolerance_ms: u64,
+    /// Ping interval; a client that answers nothing for `client_timeout_secs` is gone.
+    pub ping_interval_secs: u64,
+    pub client_timeout_secs: u64,
+    /// Lease of this process's session rows; renewed every third of it.
+    pub node_lease_secs: u64,
+    /// How often a session's progress (audio, final turns) is saved while audio flows.
+    pub progress_interval_secs: u64,
+}
+
+/// Built-in HTTPS/WSS (both official SDKs stream only over TLS).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain; with `key`, the server speaks only TLS.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+    /// Make (once) and use a development certificate in `<data_dir>/tls/`.
+    pub self_signed: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -78,6 +109,21 @@ impl Default for Config {
             rate_limit: RateLimitConfig::default(),
             outbound: OutboundConfig::default(),
             models: ModelConfig::default(),
+            streaming: StreamingSettings::default(),
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+impl Default for StreamingSettings {
+    fn default() -> Self {
+        Self {
+            max_session_secs: 10_800,
+            realtime_tolerance_ms: 5_000,
+            ping_interval_secs: 10,
+            client_timeout_secs: 30,
+            node_lease_secs: 30,
+            progress_interval_secs: 15,
         }
     }
 }
@@ -191,10 +237,27 @@ impl Config {
         if !self.public_base_url.is_empty() {
             return self.public_base_url.trim_end_matches('/').to_string();
         }
+        let scheme = if self.tls_enabled() { "https" } else { "http" };
         match bound {
-            Some(addr) => format!("http://{addr}"),
-            None => format!("http://{}", self.bind),
+            Some(addr) => format!("{scheme}://{addr}"),
+            None => format!("{scheme}://{}", self.bind),
         }
+    }
+
+    pub fn tls_enabled(&self) -> bool {
+        self.tls.self_signed || self.tls.cert.is_some()
+    }
+
+    /// The installed model a streaming model name refers to: the alias table, then
+    /// AssemblyAI's streaming names (the default model), then installed names as given.
+    pub fn resolve_streaming_model(&self, requested: &str) -> String {
+        if let Some(m) = self.models.aliases.get(requested) {
+            return m.clone();
+        }
+        if crate::streaming::params::STREAMING_MODELS.contains(&requested) {
+            return self.models.default.clone();
+        }
+        self.resolve_model(requested)
     }
 
     /// The installed model an AssemblyAI (or local) model name refers to.

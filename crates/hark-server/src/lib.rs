@@ -13,6 +13,8 @@ pub mod params;
 pub mod provisioning;
 mod remote;
 pub mod render;
+pub mod streaming;
+pub mod tls;
 mod worker;
 
 use crate::auth::{AccountRateLimiter, AuthCache};
@@ -49,6 +51,11 @@ pub struct AppStateInner {
     pub tmp_dir: PathBuf,
     pub jobs_available: Notify,
     pub outbound: hark_outbound::OutboundClient,
+    /// This process's identity in the streaming session lease.
+    pub node_id: String,
+    pub sessions: streaming::SessionTracker,
+    /// Flips to true when the server begins to stop.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 #[derive(Clone)]
@@ -166,6 +173,8 @@ pub fn router(state: AppState) -> Router {
             get(data_plane::word_search),
         )
         .route("/v2/transcript/{id}/{format}", get(data_plane::subtitles))
+        .route("/v3/token", get(streaming::token))
+        .route("/v3/ws", get(streaming::ws))
         .route(
             "/health",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
@@ -181,6 +190,8 @@ pub fn router(state: AppState) -> Router {
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub state: AppState,
+    /// The certificate and key in use when serving TLS.
+    pub tls: Option<tls::TlsFiles>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -191,6 +202,8 @@ impl RunningServer {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.http.await;
+        // Live streaming sessions end (and bill) on their own once told to stop.
+        self.state.sessions.drained(Duration::from_secs(35)).await;
         for task in self.tasks {
             task.abort();
             let _ = task.await;
@@ -228,6 +241,8 @@ pub async fn start(
             source,
         })?;
     }
+    let tls_files = tls::resolve_files(&config)?;
+    let tls = tls_files.as_ref().map(tls::server_config).transpose()?;
     let listener = tokio::net::TcpListener::bind(&config.bind)
         .await
         .map_err(|source| StartError::Io {
@@ -238,6 +253,7 @@ pub async fn start(
         path: PathBuf::from(&config.bind),
         source,
     })?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
     let state = AppState(Arc::new(AppStateInner {
         public_base_url: config.effective_public_base_url(Some(addr)),
         rate_limiter: AccountRateLimiter::new(
@@ -253,10 +269,25 @@ pub async fn start(
         tmp_dir,
         jobs_available: Notify::new(),
         outbound,
+        node_id: uuid::Uuid::new_v4().to_string(),
+        sessions: streaming::SessionTracker::default(),
+        shutdown: shutdown_rx.clone(),
         config,
     }));
-    let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    // Registered before the first session opens, so no other node takes this one's
+    // sessions for lost.
+    state
+        .store
+        .heartbeat_stream_node(
+            &state.node_id,
+            (state.config.streaming.node_lease_secs.max(3) * 1000) as i64,
+        )
+        .await?;
+    tasks.push(tokio::spawn(streaming::upkeep(
+        state.clone(),
+        shutdown_rx.clone(),
+    )));
     for i in 0..state.config.workers {
         let id = format!("{}-{}", uuid::Uuid::new_v4().simple(), i);
         tasks.push(tokio::spawn(worker::run_worker(
@@ -290,17 +321,33 @@ pub async fn start(
     })));
     let app = router(state.clone());
     let mut rx = shutdown_rx.clone();
-    let http = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|stop| *stop).await;
+    let stopped = async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let http = match tls {
+        Some(tls_config) => {
+            let listener =
+                tls::TlsListener::new(listener, tls_config).map_err(|source| StartError::Io {
+                    path: PathBuf::from(&state.config.bind),
+                    source,
+                })?;
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
             })
-            .await
-    });
+        }
+        None => tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+        }),
+    };
     tracing::info!(%addr, base_url = %state.public_base_url, "hark listening");
     Ok(RunningServer {
         addr,
         state,
+        tls: tls_files,
         shutdown,
         tasks,
         http,

@@ -105,6 +105,14 @@ impl SpeechEngine for GatedEngine {
         ScriptedEngine.models()
     }
 
+    fn open_stream(
+        self: Arc<Self>,
+        model: &str,
+        config: hark_core::speech::StreamingConfig,
+    ) -> Result<Box<dyn hark_core::speech::SpeechStream>, SpeechError> {
+        Arc::new(ScriptedEngine).open_stream(model, config)
+    }
+
     fn transcribe(&self, request: &TranscribeRequest) -> Result<Transcription, SpeechError> {
         let result = ScriptedEngine.transcribe(request)?;
         let label = result

@@ -5,9 +5,11 @@
 use crate::decode::{transcribe_samples, DecodeOptions, LoadedModel, RawTranscript};
 use crate::error::ModelError;
 use crate::registry::ModelRegistry;
+use crate::streaming::StreamingSession;
 use crate::text::shape_word;
 use hark_core::speech::{
-    SpeechEngine, SpeechError, TranscribeRequest, Transcription, Word, SAMPLE_RATE,
+    SpeechEngine, SpeechError, SpeechStream, StreamingConfig, TranscribeRequest, Transcription,
+    Word, SAMPLE_RATE,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -252,5 +254,14 @@ impl SpeechEngine for WhisperEngine {
         self.registry.model_path(&request.model)?;
         let audio = self.decode_audio(&request.path)?;
         self.transcribe_decoded(request, &audio)
+    }
+
+    fn open_stream(
+        self: Arc<Self>,
+        model: &str,
+        config: StreamingConfig,
+    ) -> Result<Box<dyn SpeechStream>, SpeechError> {
+        let loaded = self.load(model)?;
+        Ok(Box::new(StreamingSession::new(self, loaded, config)))
     }
 }

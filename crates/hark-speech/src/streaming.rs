@@ -7,69 +7,13 @@
 use crate::decode::{DecodeOptions, LoadedModel};
 use crate::engine::WhisperEngine;
 use crate::error::ModelError;
-use hark_core::speech::Word;
+use hark_core::speech::{SpeechError, SpeechStream, StreamingUpdate};
+pub use hark_core::speech::{StreamEvent, StreamingConfig, Turn};
 use std::sync::Arc;
 
 const RATE: usize = 16_000;
 /// VAD frame: 20 ms.
 const FRAME: usize = 320;
-
-/// Turn-detection and decoding settings of one session.
-#[derive(Debug, Clone)]
-pub struct StreamingConfig {
-    /// Speech probability (0..1) above which a frame counts as speech.
-    pub vad_threshold: f32,
-    /// Silence that ends a turn whose text looks complete (ends with . ? !).
-    pub min_turn_silence_ms: u64,
-    /// Silence that ends a turn in any case.
-    pub max_turn_silence_ms: u64,
-    /// A turn this long is finalised even without silence (Whisper's window is 30 s).
-    pub max_turn_secs: f64,
-    /// Minimum new audio between two partial transcripts.
-    pub partial_interval_ms: u64,
-    /// Audio kept before the first speech frame of a turn.
-    pub pre_roll_ms: u64,
-    pub language: Option<String>,
-    pub punctuate: bool,
-    pub format_text: bool,
-}
-
-impl Default for StreamingConfig {
-    fn default() -> Self {
-        StreamingConfig {
-            vad_threshold: 0.5,
-            min_turn_silence_ms: 400,
-            max_turn_silence_ms: 1280,
-            max_turn_secs: 28.0,
-            partial_interval_ms: 1000,
-            pre_roll_ms: 200,
-            language: None,
-            punctuate: true,
-            format_text: true,
-        }
-    }
-}
-
-/// A turn's transcript; times in ms from the start of the session.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Turn {
-    /// 0, 1, 2 … in session order; partials of a turn share its order.
-    pub turn_order: u32,
-    pub text: String,
-    pub words: Vec<Word>,
-    pub start_ms: u64,
-    pub end_ms: u64,
-    /// Mean word confidence.
-    pub confidence: f64,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum StreamEvent {
-    /// The current turn so far; later events supersede it.
-    Partial(Turn),
-    /// The turn is over; its text will not change.
-    Final(Turn),
-}
 
 /// One live session. Not shared between threads; the model and engine are.
 pub struct StreamingSession {
@@ -186,9 +130,9 @@ impl StreamingSession {
         }
         let silence_ms = (self.silence_run * 1000 / RATE) as u64;
         let turn_secs = self.turn_audio.len() as f64 / RATE as f64;
-        let sentence_done = self.last_text.trim_end().ends_with(['.', '?', '!']);
         if silence_ms >= self.config.max_turn_silence_ms
-            || (silence_ms >= self.config.min_turn_silence_ms && sentence_done)
+            || (silence_ms >= self.config.min_turn_silence_ms
+                && self.end_of_turn_confidence() >= self.config.end_of_turn_confidence_threshold)
             || turn_secs >= self.config.max_turn_secs
         {
             events.extend(self.finish_turn()?);
@@ -201,14 +145,25 @@ impl StreamingSession {
                     == (self.config.min_turn_silence_ms as usize * RATE / 1000).div_ceil(FRAME)
                         * FRAME)
         {
-            let turn = self.decode_turn()?;
+            let mut turn = self.decode_turn()?;
             self.samples_at_last_partial = self.turn_audio.len();
             self.last_text = turn.text.clone();
+            turn.end_of_turn_confidence = self.end_of_turn_confidence();
             if !turn.words.is_empty() {
                 events.push(StreamEvent::Partial(turn));
             }
         }
         Ok(())
+    }
+
+    /// How likely the speaker is done: high when the text so far ends a sentence, rising
+    /// with the silence since the last speech towards `max_turn_silence_ms`.
+    fn end_of_turn_confidence(&self) -> f64 {
+        let sentence_done = self.last_text.trim_end().ends_with(['.', '?', '!']);
+        let base = if sentence_done { 0.8 } else { 0.3 };
+        let silence_ms = (self.silence_run * 1000 / RATE) as f64;
+        let towards_max = (silence_ms / self.config.max_turn_silence_ms.max(1) as f64).min(1.0);
+        (base + 0.2 * towards_max).min(1.0)
     }
 
     fn decode_turn(&self) -> Result<Turn, ModelError> {
@@ -239,6 +194,7 @@ impl StreamingSession {
             start_ms,
             end_ms,
             confidence: t.confidence,
+            end_of_turn_confidence: 0.0,
         })
     }
 
@@ -246,7 +202,9 @@ impl StreamingSession {
         if !self.in_turn {
             return Ok(None);
         }
-        let turn = self.decode_turn()?;
+        let mut turn = self.decode_turn()?;
+        self.last_text = turn.text.clone();
+        turn.end_of_turn_confidence = self.end_of_turn_confidence();
         self.in_turn = false;
         self.turn_audio.clear();
         self.silence_run = 0;
@@ -275,5 +233,27 @@ impl StreamingSession {
         }
         events.extend(self.finish_turn()?);
         Ok(events)
+    }
+}
+
+impl SpeechStream for StreamingSession {
+    fn push_audio(&mut self, pcm: &[f32]) -> Result<Vec<StreamEvent>, SpeechError> {
+        Ok(StreamingSession::push_audio(self, pcm)?)
+    }
+
+    fn force_endpoint(&mut self) -> Result<Vec<StreamEvent>, SpeechError> {
+        Ok(StreamingSession::force_endpoint(self)?)
+    }
+
+    fn finish(&mut self) -> Result<Vec<StreamEvent>, SpeechError> {
+        Ok(StreamingSession::finish(self)?)
+    }
+
+    fn update(&mut self, update: &StreamingUpdate) {
+        self.config.apply(update);
+    }
+
+    fn audio_ms(&self) -> u64 {
+        StreamingSession::audio_ms(self)
     }
 }

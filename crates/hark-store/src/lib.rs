@@ -9,6 +9,7 @@ mod jobs;
 mod ledger;
 pub mod model;
 mod sql;
+mod streaming;
 mod tenancy;
 pub mod testing;
 mod transcripts;
@@ -20,6 +21,7 @@ use hark_core::plan::LimitOverrides;
 use hark_core::{AccountId, ApiKeyId, Plan, ProjectId, TranscriptId, UploadId, UserId};
 pub use model::*;
 pub use sql::{Backend, SqlStore};
+pub use streaming::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -176,7 +178,14 @@ pub trait AuditStore: Send + Sync {
 
 /// Everything the server needs from storage.
 pub trait Store:
-    AccountStore + KeyStore + TranscriptStore + JobStore + WebhookStore + UsageStore + AuditStore
+    AccountStore
+    + KeyStore
+    + TranscriptStore
+    + JobStore
+    + WebhookStore
+    + UsageStore
+    + AuditStore
+    + StreamStore
 {
 }
 impl<
@@ -186,7 +195,8 @@ impl<
             + JobStore
             + WebhookStore
             + UsageStore
-            + AuditStore,
+            + AuditStore
+            + StreamStore,
     > Store for T
 {
 }

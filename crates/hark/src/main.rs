@@ -41,6 +41,15 @@ enum Command {
         /// Number of transcription workers in this process.
         #[arg(long)]
         workers: Option<usize>,
+        /// Serve HTTPS/WSS with this PEM certificate chain (needs --tls-key).
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key for --tls-cert.
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Serve HTTPS/WSS with a development certificate made in <data-dir>/tls/.
+        #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+        tls_self_signed: bool,
     },
     /// Apply pending database migrations and exit.
     Migrate,
@@ -101,7 +110,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             bind,
             public_base_url,
             workers,
+            tls_cert,
+            tls_key,
+            tls_self_signed,
         } => {
+            if tls_cert.is_some() {
+                config.tls.cert = tls_cert;
+                config.tls.key = tls_key;
+                config.tls.self_signed = false;
+            }
+            if tls_self_signed {
+                config.tls = hark_server::config::TlsConfig {
+                    self_signed: true,
+                    ..Default::default()
+                };
+            }
             if let Some(b) = bind {
                 config.bind = b;
             }
@@ -115,7 +138,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let server = hark_server::start(config, engine, clock)
                 .await
                 .context("starting the server")?;
-            eprintln!("hark listening on http://{}", server.addr);
+            if let Some(files) = &server.tls {
+                eprintln!("hark: TLS certificate {}", files.cert.display());
+            }
+            eprintln!("hark listening on {}", server.state.public_base_url);
             let state = server.state.clone();
             tokio::select! {
                 r = server.wait() => r.context("server stopped")?,

@@ -3,7 +3,10 @@
 #![allow(dead_code)]
 
 use hark_core::clock::{Clock, SystemClock};
-use hark_core::speech::{SpeechEngine, SpeechError, TranscribeRequest, Transcription, Word};
+use hark_core::speech::{
+    SpeechEngine, SpeechError, SpeechStream, StreamEvent, StreamingConfig, StreamingUpdate,
+    TranscribeRequest, Transcription, Turn, Word,
+};
 use hark_core::{AccountId, ApiKeyId, Plan, ProjectId, UserId};
 use hark_server::config::Config;
 use hark_server::RunningServer;
@@ -225,6 +228,121 @@ impl SpeechEngine for ScriptedEngine {
             language_confidence: None,
             model: request.model.clone(),
         })
+    }
+
+    fn open_stream(
+        self: Arc<Self>,
+        model: &str,
+        config: StreamingConfig,
+    ) -> Result<Box<dyn SpeechStream>, SpeechError> {
+        if !self.models().iter().any(|m| m == model) {
+            return Err(SpeechError::NoModel(model.into()));
+        }
+        Ok(Box::new(ScriptedStream {
+            config,
+            ..ScriptedStream::default()
+        }))
+    }
+}
+
+/// The streaming test double: each burst of loud audio (a tone) is one word, named
+/// `w<N>` in session order; a partial turn follows every word, and a turn ends after
+/// `min_turn_silence_ms` of quiet, on ForceEndpoint, or at the end of the stream.
+#[derive(Default)]
+pub struct ScriptedStream {
+    config: StreamingConfig,
+    samples: u64,
+    word_start: Option<u64>,
+    words: Vec<Word>,
+    words_total: u32,
+    silence_samples: u64,
+    turn_order: u32,
+}
+
+impl ScriptedStream {
+    fn ms(samples: u64) -> u64 {
+        samples * 1000 / 16_000
+    }
+
+    fn turn(&self, eot: f64) -> Turn {
+        Turn {
+            turn_order: self.turn_order,
+            text: hark_core::views::plain_text(&self.words),
+            words: self.words.clone(),
+            start_ms: self.words.first().map_or(0, |w| w.start),
+            end_ms: self.words.last().map_or(0, |w| w.end),
+            confidence: 0.9,
+            end_of_turn_confidence: eot,
+        }
+    }
+
+    fn end_turn(&mut self) -> Vec<StreamEvent> {
+        if let Some(start) = self.word_start.take() {
+            self.close_word(start);
+        }
+        if self.words.is_empty() {
+            return Vec::new();
+        }
+        let turn = self.turn(1.0);
+        self.words.clear();
+        self.turn_order += 1;
+        vec![StreamEvent::Final(turn)]
+    }
+
+    fn close_word(&mut self, start: u64) {
+        self.words_total += 1;
+        self.words.push(Word {
+            text: format!("w{}", self.words_total),
+            start: Self::ms(start),
+            end: Self::ms(self.samples),
+            confidence: 0.9,
+        });
+    }
+}
+
+impl SpeechStream for ScriptedStream {
+    fn push_audio(&mut self, pcm: &[f32]) -> Result<Vec<StreamEvent>, SpeechError> {
+        let mut events = Vec::new();
+        for frame in pcm.chunks(320) {
+            let level = frame.iter().map(|s| s.abs()).sum::<f32>() / frame.len() as f32;
+            let loud = level > 0.05;
+            if loud {
+                self.silence_samples = 0;
+                if self.word_start.is_none() {
+                    self.word_start = Some(self.samples);
+                }
+            }
+            self.samples += frame.len() as u64;
+            if !loud {
+                self.silence_samples += frame.len() as u64;
+                if let Some(start) = self.word_start.take() {
+                    self.close_word(start);
+                    events.push(StreamEvent::Partial(self.turn(0.2)));
+                }
+                if !self.words.is_empty()
+                    && Self::ms(self.silence_samples) >= self.config.min_turn_silence_ms
+                {
+                    events.extend(self.end_turn());
+                }
+            }
+        }
+        Ok(events)
+    }
+
+    fn force_endpoint(&mut self) -> Result<Vec<StreamEvent>, SpeechError> {
+        Ok(self.end_turn())
+    }
+
+    fn finish(&mut self) -> Result<Vec<StreamEvent>, SpeechError> {
+        Ok(self.end_turn())
+    }
+
+    fn update(&mut self, update: &StreamingUpdate) {
+        self.config.apply(update);
+    }
+
+    fn audio_ms(&self) -> u64 {
+        Self::ms(self.samples)
     }
 }
 
