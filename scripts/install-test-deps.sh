@@ -4,11 +4,15 @@
 #   - Debian packages: sox (+ all format handlers), ffmpeg, espeak-ng
 #   - a Python venv at ${HARK_VENV:-$HOME/.cache/hark/venv} with assemblyai and pytest
 #     (the official SDK tests). faster-whisper is for bench/ only and is not installed.
+#   - Node.js and the official Node SDK (npm `assemblyai`, major 4) in
+#     ${HARK_NODE_DIR:-$HOME/.cache/hark/node} (the streaming SDK tests).
 set -euo pipefail
 
 APT_PACKAGES=(sox libsox-fmt-all ffmpeg espeak-ng)
 PY_PACKAGES=(assemblyai pytest)
 VENV="${HARK_VENV:-$HOME/.cache/hark/venv}"
+NODE_DIR="${HARK_NODE_DIR:-$HOME/.cache/hark/node}"
+NODE_SDK="assemblyai@4"
 
 log() { printf 'install-test-deps: %s\n' "$*"; }
 
@@ -24,6 +28,9 @@ fi
 is_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
 }
+
+command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs)
+command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(npm)
 
 # python3 -m venv needs ensurepip, which Debian ships separately.
 if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
@@ -43,7 +50,7 @@ else
     log "apt: already present: ${APT_PACKAGES[*]}"
 fi
 
-for tool in sox soxi ffmpeg espeak-ng; do
+for tool in sox soxi ffmpeg espeak-ng node npm; do
     command -v "$tool" >/dev/null 2>&1 || { log "ERROR: $tool still missing after install"; exit 1; }
 done
 
@@ -67,4 +74,13 @@ else
     log "pip: already present: ${PY_PACKAGES[*]}"
 fi
 
-log "done (venv python: $VENV/bin/python)"
+if [ ! -f "$NODE_DIR/node_modules/assemblyai/package.json" ]; then
+    log "npm: installing $NODE_SDK into $NODE_DIR"
+    mkdir -p "$NODE_DIR"
+    npm install --prefix "$NODE_DIR" --silent --no-audit --no-fund "$NODE_SDK"
+    log "npm: installed $NODE_SDK"
+else
+    log "npm: already present: $NODE_SDK in $NODE_DIR"
+fi
+
+log "done (venv python: $VENV/bin/python, node modules: $NODE_DIR/node_modules)"

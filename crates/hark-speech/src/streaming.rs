@@ -32,6 +32,8 @@ pub struct StreamingSession {
     pending_frame: Vec<f32>,
     noise_db: f32,
     samples_at_last_partial: usize,
+    /// A partial is owed at the end of the current push.
+    partial_due: bool,
     last_text: String,
 }
 
@@ -54,6 +56,7 @@ impl StreamingSession {
             pending_frame: Vec::with_capacity(FRAME),
             noise_db: -60.0,
             samples_at_last_partial: 0,
+            partial_due: false,
             last_text: String::new(),
         }
     }
@@ -94,6 +97,9 @@ impl StreamingSession {
                 self.pending_frame = frame;
                 self.pending_frame.clear();
             }
+        }
+        if self.partial_due && self.in_turn {
+            self.emit_partial(&mut events)?;
         }
         Ok(events)
     }
@@ -139,19 +145,28 @@ impl StreamingSession {
             return Ok(());
         }
         let interval = self.config.partial_interval_ms as usize * RATE / 1000;
-        if self.turn_audio.len() >= self.samples_at_last_partial + interval
-            || (silence_ms >= self.config.min_turn_silence_ms
-                && self.silence_run
-                    == (self.config.min_turn_silence_ms as usize * RATE / 1000).div_ceil(FRAME)
-                        * FRAME)
-        {
-            let mut turn = self.decode_turn()?;
-            self.samples_at_last_partial = self.turn_audio.len();
-            self.last_text = turn.text.clone();
-            turn.end_of_turn_confidence = self.end_of_turn_confidence();
-            if !turn.words.is_empty() {
-                events.push(StreamEvent::Partial(turn));
-            }
+        let at_min_silence = silence_ms >= self.config.min_turn_silence_ms
+            && self.silence_run
+                == (self.config.min_turn_silence_ms as usize * RATE / 1000).div_ceil(FRAME) * FRAME;
+        if at_min_silence {
+            // The end-of-turn decision needs the text now.
+            self.emit_partial(events)?;
+        } else if self.turn_audio.len() >= self.samples_at_last_partial + interval {
+            // Decoded once at the end of this push: a client catching up after a stall
+            // gets one fresh partial instead of a series of stale ones.
+            self.partial_due = true;
+        }
+        Ok(())
+    }
+
+    fn emit_partial(&mut self, events: &mut Vec<StreamEvent>) -> Result<(), ModelError> {
+        self.partial_due = false;
+        let mut turn = self.decode_turn()?;
+        self.samples_at_last_partial = self.turn_audio.len();
+        self.last_text = turn.text.clone();
+        turn.end_of_turn_confidence = self.end_of_turn_confidence();
+        if !turn.words.is_empty() {
+            events.push(StreamEvent::Partial(turn));
         }
         Ok(())
     }
@@ -206,6 +221,7 @@ impl StreamingSession {
         self.last_text = turn.text.clone();
         turn.end_of_turn_confidence = self.end_of_turn_confidence();
         self.in_turn = false;
+        self.partial_due = false;
         self.turn_audio.clear();
         self.silence_run = 0;
         self.last_text.clear();

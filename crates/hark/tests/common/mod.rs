@@ -182,8 +182,14 @@ impl Install {
     /// Starts `hark serve --bind 127.0.0.1:0` with extra environment and waits until
     /// `/health` answers.
     pub fn serve(&self, envs: &[(&str, &str)]) -> Server {
+        self.serve_with(&[], envs)
+    }
+
+    /// As [`Self::serve`], with extra `hark serve` arguments (e.g. `--tls-self-signed`).
+    pub fn serve_with(&self, args: &[&str], envs: &[(&str, &str)]) -> Server {
         let mut cmd = self.command();
         cmd.args(["serve", "--bind", "127.0.0.1:0"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in envs {
@@ -299,6 +305,8 @@ impl Server {
     fn wait_healthy(&mut self, limit: Duration) {
         let deadline = Instant::now() + limit;
         let url = format!("{}/health", self.base_url);
+        // Over TLS the plain client cannot ask; an accepted connection will do.
+        let tls_addr = self.base_url.strip_prefix("https://").map(str::to_string);
         loop {
             if let Some(child) = self.child.0.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
@@ -308,8 +316,17 @@ impl Server {
                     );
                 }
             }
-            if let Ok((200, _)) = http_get(&url, None) {
-                return;
+            match &tls_addr {
+                Some(addr) => {
+                    if std::net::TcpStream::connect(addr).is_ok() {
+                        return;
+                    }
+                }
+                None => {
+                    if let Ok((200, _)) = http_get(&url, None) {
+                        return;
+                    }
+                }
             }
             if Instant::now() > deadline {
                 panic!(
