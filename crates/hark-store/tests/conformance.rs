@@ -50,6 +50,8 @@ conformance!(
     webhook_outbox_retries_and_records,
     audit_chain_detects_tampering,
     usage_is_idempotent,
+    stream_token_redeems_exactly_once,
+    stream_rate_limit_and_lost_sessions,
 );
 
 async fn new_account(store: &SqlStore, plan: Plan) -> Bootstrap {
@@ -659,4 +661,210 @@ async fn usage_is_idempotent(c: Ctx) {
     let events = c.store.usage_events(a.account.id).await.unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].event, e);
+}
+
+fn open_with(credential: StreamCredential, node: &str) -> OpenStreamSession {
+    OpenStreamSession {
+        id: hark_core::StreamSessionId::random(),
+        credential,
+        model: "whisper-tiny.en".into(),
+        default_max_session_secs: 10_800,
+        node_id: node.into(),
+        webhook_url: None,
+        webhook_auth_header_name: None,
+        webhook_auth_header_sealed: None,
+    }
+}
+
+async fn stream_token_redeems_exactly_once(c: Ctx) {
+    let boot = new_account(&c.store, Plan::Payg).await;
+    let key = c
+        .store
+        .create_api_key(new_key(boot.project.id, "k1"), &Actor::Operator)
+        .await
+        .unwrap();
+    let token = |secret: &str, ttl_ms: i64| NewStreamToken {
+        id: hark_core::StreamTokenId::new(),
+        digest_hex: hark_core::keys::SecretDigest::of(secret).to_hex(),
+        account_id: boot.account.id,
+        project_id: boot.project.id,
+        api_key_id: key.id,
+        expires_at: T0 + ttl_ms,
+        max_session_secs: 120,
+    };
+    c.store
+        .create_stream_token(token("t1", 60_000))
+        .await
+        .unwrap();
+    let by_token = |secret: &str| StreamCredential::Token {
+        digest_hex: hark_core::keys::SecretDigest::of(secret).to_hex(),
+    };
+    c.store.heartbeat_stream_node("n1", 30_000).await.unwrap();
+    let attempts = (0..50).map(|_| {
+        let store = c.store.clone();
+        let open = open_with(by_token("t1"), "n1");
+        tokio::spawn(async move { store.open_stream_session(open).await.unwrap() })
+    });
+    let results: Vec<_> = futures::future::join_all(attempts)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let won: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(won.len(), 1);
+    assert!(results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .all(|e| *e == StreamRefusal::TokenUsed));
+    // The session carries the token's cap and is attributed to the minting key.
+    assert_eq!(won[0].expires_at, T0 + 120_000);
+    assert_eq!(won[0].api_key_id, key.id);
+    let refuse = |secret: &str| {
+        c.store
+            .open_stream_session(open_with(by_token(secret), "n1"))
+    };
+    assert_eq!(
+        refuse("unknown").await.unwrap(),
+        Err(StreamRefusal::TokenUnknown)
+    );
+    c.store
+        .create_stream_token(token("t2", 10_000))
+        .await
+        .unwrap();
+    c.clock.advance_ms(10_000);
+    assert_eq!(
+        refuse("t2").await.unwrap(),
+        Err(StreamRefusal::TokenExpired)
+    );
+    c.store
+        .create_stream_token(token("t3", 60_000))
+        .await
+        .unwrap();
+    c.store
+        .revoke_api_key(key.id, &Actor::Operator)
+        .await
+        .unwrap();
+    assert_eq!(refuse("t3").await.unwrap(), Err(StreamRefusal::KeyUnusable));
+    let direct = StreamCredential::ApiKey {
+        account_id: boot.account.id,
+        project_id: boot.project.id,
+        api_key_id: key.id,
+    };
+    assert_eq!(
+        c.store
+            .open_stream_session(open_with(direct, "n1"))
+            .await
+            .unwrap(),
+        Err(StreamRefusal::KeyUnusable)
+    );
+}
+
+async fn stream_rate_limit_and_lost_sessions(c: Ctx) {
+    let boot = new_account(&c.store, Plan::Free).await;
+    let key = c
+        .store
+        .create_api_key(new_key(boot.project.id, "k1"), &Actor::Operator)
+        .await
+        .unwrap();
+    let direct = StreamCredential::ApiKey {
+        account_id: boot.account.id,
+        project_id: boot.project.id,
+        api_key_id: key.id,
+    };
+    c.store.heartbeat_stream_node("n1", 30_000).await.unwrap();
+    let mut opened = Vec::new();
+    for _ in 0..5 {
+        opened.push(
+            c.store
+                .open_stream_session(open_with(direct.clone(), "n1"))
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    // Free: 5 per minute; a token is not consumed by a refused opening.
+    c.store
+        .create_stream_token(NewStreamToken {
+            id: hark_core::StreamTokenId::new(),
+            digest_hex: hark_core::keys::SecretDigest::of("tok").to_hex(),
+            account_id: boot.account.id,
+            project_id: boot.project.id,
+            api_key_id: key.id,
+            expires_at: T0 + 600_000,
+            max_session_secs: 600,
+        })
+        .await
+        .unwrap();
+    let tok = StreamCredential::Token {
+        digest_hex: hark_core::keys::SecretDigest::of("tok").to_hex(),
+    };
+    assert_eq!(
+        c.store
+            .open_stream_session(open_with(tok.clone(), "n1"))
+            .await
+            .unwrap(),
+        Err(StreamRefusal::RateLimited { per_minute: 5 })
+    );
+    c.clock.advance_ms(60_001);
+    assert!(c
+        .store
+        .open_stream_session(open_with(tok, "n1"))
+        .await
+        .unwrap()
+        .is_ok());
+    // One session closes normally: billed once, with its webhook.
+    let first = opened[0].id;
+    assert!(c
+        .store
+        .record_stream_progress(first, 4_000, "[]")
+        .await
+        .unwrap());
+    let close = CloseStreamSession {
+        audio_ms: 5_000,
+        final_turns_json: r#"[{"type":"Turn","transcript":"hi"}]"#.into(),
+        reason: "terminated".into(),
+    };
+    let closed = c
+        .store
+        .close_stream_session(first, close.clone())
+        .await
+        .unwrap();
+    assert!(closed.is_some());
+    assert!(c
+        .store
+        .close_stream_session(first, close)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(!c
+        .store
+        .record_stream_progress(first, 9_000, "[]")
+        .await
+        .unwrap());
+    // Process n1 stops renewing: its other sessions are closed by the reaper, once,
+    // billed up to its last renewal.
+    c.store.heartbeat_stream_node("n1", 30_000).await.unwrap();
+    let renewed_at = T0 + 60_001;
+    assert!(c
+        .store
+        .record_stream_progress(opened[1].id, 7_000, "[]")
+        .await
+        .unwrap());
+    c.clock.advance_ms(29_000);
+    assert_eq!(c.store.reap_stream_sessions().await.unwrap(), 0);
+    c.clock.advance_ms(2_000);
+    assert_eq!(c.store.reap_stream_sessions().await.unwrap(), 5);
+    assert_eq!(c.store.reap_stream_sessions().await.unwrap(), 0);
+    let events = c.store.usage_events(boot.account.id).await.unwrap();
+    assert_eq!(events.len(), 6);
+    let reaped = events
+        .iter()
+        .find(|e| e.event.idempotency_key == format!("stream:{}", opened[1].id))
+        .unwrap();
+    assert_eq!(reaped.event.audio_seconds, 7.0);
+    assert_eq!(
+        reaped.event.session_seconds,
+        Some((renewed_at - opened[1].started_at) as f64 / 1000.0)
+    );
+    assert!(events.iter().all(|e| e.event.product == "streaming"));
 }

@@ -1,0 +1,170 @@
+"""Streaming benchmark client for `hark serve` (plain ws://).
+
+live:  N concurrent sessions each send a speech programme (JFK + LibriVox clips with
+       pauses, 16 kHz s16le) in 100-ms chunks at real-time pace, as a microphone would;
+       reports final-turn latency = arrival of the final Turn - moment its last word was
+       spoken (wall clock at which the chunk holding that word's end was sent).
+idle:  opens K sessions that send nothing and reports the server's RSS before and after
+       (from /proc/<pid>/status), i.e. memory per idle session.
+
+Needs the `websockets` package (a dependency of the official `assemblyai` SDK).
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+import wave
+
+import websockets
+
+
+def load_programme(fixtures):
+    """The speech clips with 1.5 s of silence after each, as one PCM byte string."""
+    clips = [os.path.join(fixtures, "jfk.wav")]
+    libri = os.path.join(fixtures, "librivox")
+    clips += sorted(os.path.join(libri, f) for f in os.listdir(libri) if f.endswith(".wav"))
+    out = bytearray()
+    for path in clips:
+        with wave.open(path) as w:
+            assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (16000, 1, 2), path
+            out += w.readframes(w.getnframes())
+        out += b"\0\0" * 24000
+    return bytes(out)
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+async def live_session(url, key, programme, delay, results):
+    await asyncio.sleep(delay)
+    step = 3200  # 100 ms
+    sent_at = {}  # audio ms at the end of a chunk -> wall time it was sent
+    latencies, finals = [], []
+    async with websockets.connect(url, additional_headers={"Authorization": key}, max_size=None) as ws:
+        begin = json.loads(await ws.recv())
+        assert begin["type"] == "Begin", begin
+
+        async def reader():
+            async for raw in ws:
+                msg = json.loads(raw)
+                if msg.get("type") == "Turn" and msg["end_of_turn"] and not msg["turn_is_formatted"]:
+                    now = time.monotonic()
+                    if msg["words"]:
+                        end_ms = msg["words"][-1]["end"]
+                        # The chunk that carried the last word's end.
+                        chunk_end = ((end_ms + 99) // 100) * 100
+                        spoken = sent_at.get(chunk_end)
+                        if spoken is not None:
+                            latencies.append(now - spoken)
+                        finals.append(msg["transcript"])
+                elif msg.get("type") == "Termination":
+                    return
+
+        task = asyncio.create_task(reader())
+        t0 = time.monotonic()
+        for i in range(0, len(programme) - step + 1, step):
+            due = t0 + (i + step) / 32000
+            pause = due - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            await ws.send(programme[i : i + step])
+            sent_at[(i + step) // 32] = time.monotonic()
+        await ws.send(json.dumps({"type": "Terminate"}))
+        await asyncio.wait_for(task, 60)
+    results.append((latencies, finals))
+
+
+def percentile(values, p):
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    k = (len(values) - 1) * p
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+async def live(args):
+    programme = load_programme(args.fixtures)
+    url = f"{args.url}/v3/ws?sample_rate=16000"
+    for n in args.streams:
+        results = []
+        cpu0 = os.times()
+        started = time.monotonic()
+        await asyncio.gather(
+            *(live_session(url, args.key, programme, 0.7 * i, results) for i in range(n))
+        )
+        wall = time.monotonic() - started
+        lat = [x for r in results for x in r[0]]
+        turns = sum(len(r[1]) for r in results)
+        audio_s = n * len(programme) / 32000
+        print(
+            f"live streams={n} audio={audio_s:.0f}s wall={wall:.1f}s final_turns={turns} "
+            f"latency_p50={percentile(lat, 0.5):.3f}s latency_p95={percentile(lat, 0.95):.3f}s "
+            f"latency_max={max(lat) if lat else float('nan'):.3f}s",
+            flush=True,
+        )
+        if args.show_text and results:
+            print("  sample:", " | ".join(results[0][1][:4]))
+
+
+async def idle(args):
+    before = rss_kib(args.pid)
+    url = f"{args.url}/v3/ws?sample_rate=16000"
+    sockets = []
+    opened = 0
+    sem = asyncio.Semaphore(200)
+
+    async def open_one():
+        nonlocal opened
+        async with sem:
+            ws = await websockets.connect(
+                url, additional_headers={"Authorization": args.key}, max_size=None,
+                ping_interval=None, open_timeout=60,
+            )
+            msg = json.loads(await ws.recv())
+            assert msg["type"] == "Begin", msg
+            sockets.append(ws)
+            opened += 1
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(open_one() for _ in range(args.sessions)))
+    took = time.monotonic() - t0
+    await asyncio.sleep(3)
+    after = rss_kib(args.pid)
+    per = (after - before) * 1024 / max(opened, 1)
+    print(
+        f"idle sessions={opened} opened_in={took:.1f}s rss_before={before/1024:.1f}MiB "
+        f"rss_after={after/1024:.1f}MiB per_session={per/1024:.1f}KiB",
+        flush=True,
+    )
+    for ws in sockets:
+        await ws.close()
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--url", required=True, help="ws://host:port")
+    p.add_argument("--key", required=True)
+    sub = p.add_subparsers(dest="mode", required=True)
+    lv = sub.add_parser("live")
+    lv.add_argument("--fixtures", required=True)
+    lv.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4])
+    lv.add_argument("--show-text", action="store_true")
+    idl = sub.add_parser("idle")
+    idl.add_argument("--pid", type=int, required=True)
+    idl.add_argument("--sessions", type=int, default=10000)
+    args = p.parse_args()
+    asyncio.run(live(args) if args.mode == "live" else idle(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Streaming capacity of one `hark serve` (release build, SQLite, the tiny.en model,
+# plain ws:// on loopback):
+#   1. live: for each N in STREAMS, N concurrent sessions send a 45-s speech programme
+#      (JFK + LibriVox clips with pauses) at real-time pace in 100-ms chunks; prints the
+#      final-turn latency p50/p95/max (end of speech -> final Turn received).
+#   2. idle: opens IDLE_SESSIONS sessions that send nothing; prints the server's RSS
+#      before and after and the memory per idle session.
+# Goals (issue): >= 4 live streams with p95 <= 1 s; <= 50 KB per idle session.
+#
+# Needs: fixtures (scripts/test-fixtures.sh), the test venv (scripts/install-test-deps.sh:
+# its `websockets` comes with the SDK).
+# Usage: bench/streaming/run.sh        Settings: STREAMS="1 2 4 6" IDLE_SESSIONS=10000
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root="$(pwd)"
+STREAMS=${STREAMS:-"1 2 4 6"}
+IDLE_SESSIONS=${IDLE_SESSIONS:-10000}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hark/target}"
+VENV="${HARK_VENV:-$HOME/.cache/hark/venv}"
+eval "$(bash scripts/test-fixtures.sh)"
+
+cargo build --release --locked -p hark >&2
+HARK="$CARGO_TARGET_DIR/release/hark"
+data="$(mktemp -d)"
+trap 'kill "$server" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$data"' EXIT
+
+"$HARK" --data-dir "$data" models install "$HARK_TEST_MODEL_DIR" >/dev/null
+init="$("$HARK" --data-dir "$data" admin init --email bench@example.com --account-name bench --json)"
+key="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])' <<<"$init")"
+account="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["account_id"])' <<<"$init")"
+"$HARK" --data-dir "$data" admin account set-plan "$account" enterprise \
+    --limit streaming_sessions_per_minute=1000000 >/dev/null
+
+# 10,000 sessions need as many sockets on each side.
+ulimit -n 65536
+port=$((20000 + RANDOM % 20000))
+HARK_LOG=warn "$HARK" --data-dir "$data" serve --bind "127.0.0.1:$port" 2>"$data/serve.log" &
+server=$!
+for _ in $(seq 1 100); do
+    grep -q "hark listening" "$data/serve.log" && break
+    sleep 0.1
+done
+grep -q "hark listening" "$data/serve.log" || { cat "$data/serve.log" >&2; exit 1; }
+echo "hark $(git rev-parse --short HEAD) pid=$server cores=$(nproc) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+
+# shellcheck disable=SC2086
+"$VENV/bin/python" bench/streaming/bench.py --url "ws://127.0.0.1:$port" --key "$key" \
+    live --fixtures "$HARK_TEST_FIXTURES" --streams $STREAMS --show-text
+"$VENV/bin/python" bench/streaming/bench.py --url "ws://127.0.0.1:$port" --key "$key" \
+    idle --pid "$server" --sessions "$IDLE_SESSIONS"
