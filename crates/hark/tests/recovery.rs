@@ -1,6 +1,7 @@
 //! Crash recovery: `kill -9` a server mid-transcription, start it again on the same data
 //! (and database), and the job is picked up again once its lease expires, completes with
-//! the real transcript, and is billed exactly once.
+//! the real transcript, and is billed exactly once. Likewise a live streaming session:
+//! after `kill -9` the restarted server closes it and bills it exactly once.
 
 mod common;
 
@@ -10,7 +11,7 @@ use common::{
 };
 use hark_core::clock::{Clock, SystemClock};
 use hark_core::{AccountId, ProjectId, TranscriptId};
-use hark_store::{SqlStore, TranscriptStatus, TranscriptStore, UsageStore};
+use hark_store::{SqlStore, StreamStore, TranscriptStatus, TranscriptStore, UsageStore};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -208,4 +209,124 @@ fn kill9_mid_transcription_recovers_on_sqlite() {
 #[test]
 fn kill9_mid_transcription_recovers_on_postgres() {
     with_database(true, kill9_mid_job_recovers_and_bills_once);
+}
+
+/// A streaming client that sends real speech at real-time pace and then keeps the
+/// connection open without a word, so the session is live when the server dies.
+const STREAM_CLIENT: &str = r#"
+import json, sys, time, wave, websockets.sync.client as ws
+url, key, wav = sys.argv[1:4]
+with wave.open(wav) as w:
+    audio = w.readframes(w.getnframes())
+conn = ws.connect(url, additional_headers={"Authorization": key})
+print(json.loads(conn.recv())["id"], flush=True)
+start = time.monotonic()
+for i in range(0, len(audio) - 3200 + 1, 3200):
+    time.sleep(max(0.0, start + (i + 3200) / 32000 - time.monotonic()))
+    conn.send(audio[i : i + 3200])
+print("sent", flush=True)
+time.sleep(600)
+"#;
+
+fn kill9_mid_stream_bills_once(database_url: Option<String>) {
+    use std::io::BufRead;
+    let install = Install::new(database_url);
+    let tenant = install.admin_init();
+    install.install_model();
+    let env = [
+        ("HARK_STREAMING__NODE_LEASE_SECS", "3"),
+        ("HARK_STREAMING__PROGRESS_INTERVAL_SECS", "1"),
+    ];
+    let mut first = install.serve(&env);
+    let python = std::env::var("HARK_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/hark/venv")
+        })
+        .join("bin/python");
+    let ws_url = format!(
+        "{}/v3/ws?sample_rate=16000",
+        first.base_url.replacen("http", "ws", 1)
+    );
+    let mut client = common::ChildGuard(Some(
+        Command::new(&python)
+            .args(["-c", STREAM_CLIENT, &ws_url, &tenant.api_key])
+            .arg(fixture_path("HARK_TEST_JFK_WAV"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting the streaming client"),
+    ));
+    let stdout = client
+        .0
+        .as_mut()
+        .and_then(|c| c.stdout.take())
+        .expect("client stdout");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let session = lines
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| panic!("the client got no Begin; server:\n{}", first.log()));
+    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("sent"));
+    // Progress is saved every second while audio flows.
+    std::thread::sleep(Duration::from_millis(1_500));
+    first.kill9();
+    client.kill();
+
+    let rt = runtime();
+    let url = install.effective_database_url();
+    let account = AccountId::parse(&tenant.account_id).expect("account id");
+    let id = hark_core::StreamSessionId::parse(&session).expect("session id");
+    let open_at_crash = rt.block_on(async {
+        let store = open_store(&url).await;
+        let row = store.get_stream_session(id).await.expect("session row");
+        store.close().await;
+        row.expect("the session row exists")
+    });
+    assert!(open_at_crash.ended_at.is_none(), "{open_at_crash:?}");
+
+    let second = install.serve(&env);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (row, events) = loop {
+        let (row, events) = rt.block_on(async {
+            let store = open_store(&url).await;
+            let row = store.get_stream_session(id).await.expect("row");
+            let events = store.usage_events(account).await.expect("usage");
+            store.close().await;
+            (row.expect("row"), events)
+        });
+        if row.ended_at.is_some() || std::time::Instant::now() > deadline {
+            break (row, events);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        row.ended_at.is_some(),
+        "the restarted server did not close the session: {row:?}\n{}",
+        second.log()
+    );
+    assert!(
+        row.end_reason.as_deref().unwrap_or("").starts_with("lost"),
+        "{row:?}"
+    );
+    let ours: Vec<_> = events
+        .iter()
+        .filter(|e| e.event.idempotency_key == format!("stream:{session}"))
+        .collect();
+    assert_eq!(ours.len(), 1, "{events:#?}");
+    let e = &ours[0].event;
+    assert_eq!(e.product, "streaming");
+    // The JFK clip is 11 s; progress was saved within the last second before the kill.
+    assert!((9.5..=11.1).contains(&e.audio_seconds), "{e:?}");
+    assert!(e.session_seconds.unwrap_or(0.0) >= 9.0, "{e:?}");
+    drop(second);
+}
+
+#[test]
+fn kill9_mid_stream_session_is_billed_once_on_sqlite() {
+    with_database(false, kill9_mid_stream_bills_once);
+}
+
+#[test]
+fn kill9_mid_stream_session_is_billed_once_on_postgres() {
+    with_database(true, kill9_mid_stream_bills_once);
 }
