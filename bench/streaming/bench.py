@@ -1,4 +1,4 @@
-"""Streaming benchmark client for `hark serve` (plain ws://).
+"""Streaming benchmark client for `hark serve` (ws://, or wss:// with --cafile).
 
 live:  N concurrent sessions each send a speech programme (JFK + LibriVox clips with
        pauses, 16 kHz s16le) in 100-ms chunks at real-time pace, as a microphone would;
@@ -14,7 +14,7 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
+import ssl
 import sys
 import time
 import wave
@@ -49,7 +49,9 @@ async def live_session(url, key, programme, delay, results):
     step = 3200  # 100 ms
     sent_at = {}  # audio ms at the end of a chunk -> wall time it was sent
     latencies, finals = [], []
-    async with websockets.connect(url, additional_headers={"Authorization": key}, max_size=None) as ws:
+    async with websockets.connect(
+        url, additional_headers={"Authorization": key}, max_size=None, ssl=SSL
+    ) as ws:
         begin = json.loads(await ws.recv())
         assert begin["type"] == "Begin", begin
 
@@ -128,7 +130,7 @@ async def idle(args):
         async with sem:
             ws = await websockets.connect(
                 url, additional_headers={"Authorization": args.key}, max_size=None,
-                ping_interval=None, open_timeout=60,
+                ping_interval=None, open_timeout=60, ssl=SSL,
             )
             msg = json.loads(await ws.recv())
             assert msg["type"] == "Begin", msg
@@ -150,10 +152,15 @@ async def idle(args):
         await ws.close()
 
 
+SSL = None
+
+
 def main():
+    global SSL
     p = argparse.ArgumentParser()
-    p.add_argument("--url", required=True, help="ws://host:port")
+    p.add_argument("--url", required=True, help="ws://host:port or wss://host:port")
     p.add_argument("--key", required=True)
+    p.add_argument("--cafile", help="trust this certificate (for wss://)")
     sub = p.add_subparsers(dest="mode", required=True)
     lv = sub.add_parser("live")
     lv.add_argument("--fixtures", required=True)
@@ -163,6 +170,8 @@ def main():
     idl.add_argument("--pid", type=int, required=True)
     idl.add_argument("--sessions", type=int, default=10000)
     args = p.parse_args()
+    if args.cafile:
+        SSL = ssl.create_default_context(cafile=args.cafile)
     asyncio.run(live(args) if args.mode == "live" else idle(args))
 
 

@@ -10,12 +10,14 @@
 #
 # Needs: fixtures (scripts/test-fixtures.sh), the test venv (scripts/install-test-deps.sh:
 # its `websockets` comes with the SDK).
-# Usage: bench/streaming/run.sh        Settings: STREAMS="1 2 4 6" IDLE_SESSIONS=10000
+# Usage: bench/streaming/run.sh
+# Settings: STREAMS="1 2 4 6" IDLE_SESSIONS=10000 TLS=0 (1: --tls-self-signed and wss://)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$(pwd)"
 STREAMS=${STREAMS:-"1 2 4 6"}
 IDLE_SESSIONS=${IDLE_SESSIONS:-10000}
+TLS=${TLS:-0}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hark/target}"
 VENV="${HARK_VENV:-$HOME/.cache/hark/venv}"
 eval "$(bash scripts/test-fixtures.sh)"
@@ -23,6 +25,7 @@ eval "$(bash scripts/test-fixtures.sh)"
 cargo build --release --locked -p hark >&2
 HARK="$CARGO_TARGET_DIR/release/hark"
 data="$(mktemp -d)"
+server=""
 trap 'kill "$server" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$data"' EXIT
 
 "$HARK" --data-dir "$data" models install "$HARK_TEST_MODEL_DIR" >/dev/null
@@ -32,20 +35,30 @@ account="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["account_id"]
 "$HARK" --data-dir "$data" admin account set-plan "$account" enterprise \
     --limit streaming_sessions_per_minute=1000000 >/dev/null
 
-# 10,000 sessions need as many sockets on each side.
-ulimit -n 65536
+# 10,000 sessions need as many sockets on each side (each process has its own limit).
+hard=$(ulimit -Hn)
+if [ "$hard" = unlimited ] || [ "$hard" -gt 65536 ]; then hard=65536; fi
+ulimit -n "$hard"
 port=$((20000 + RANDOM % 20000))
-HARK_LOG=warn "$HARK" --data-dir "$data" serve --bind "127.0.0.1:$port" 2>"$data/serve.log" &
+tls_args=()
+scheme=ws
+client_tls=()
+if [ "$TLS" = 1 ]; then
+    tls_args=(--tls-self-signed)
+    scheme=wss
+    client_tls=(--cafile "$data/tls/cert.pem")
+fi
+HARK_LOG=warn "$HARK" --data-dir "$data" serve --bind "127.0.0.1:$port" "${tls_args[@]}" 2>"$data/serve.log" &
 server=$!
 for _ in $(seq 1 100); do
     grep -q "hark listening" "$data/serve.log" && break
     sleep 0.1
 done
 grep -q "hark listening" "$data/serve.log" || { cat "$data/serve.log" >&2; exit 1; }
-echo "hark $(git rev-parse --short HEAD) pid=$server cores=$(nproc) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+echo "hark $(git rev-parse --short HEAD) tls=$TLS pid=$server cores=$(nproc) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
 
 # shellcheck disable=SC2086
-"$VENV/bin/python" bench/streaming/bench.py --url "ws://127.0.0.1:$port" --key "$key" \
+"$VENV/bin/python" bench/streaming/bench.py --url "$scheme://127.0.0.1:$port" --key "$key" "${client_tls[@]}" \
     live --fixtures "$HARK_TEST_FIXTURES" --streams $STREAMS --show-text
-"$VENV/bin/python" bench/streaming/bench.py --url "ws://127.0.0.1:$port" --key "$key" \
+"$VENV/bin/python" bench/streaming/bench.py --url "$scheme://127.0.0.1:$port" --key "$key" "${client_tls[@]}" \
     idle --pid "$server" --sessions "$IDLE_SESSIONS"

@@ -117,6 +117,11 @@ pub struct DecodeOptions {
     pub logprob_threshold: f64,
     /// Most tokens sampled per window.
     pub sample_len: usize,
+    /// Encode audio shorter than a window over a shorter context (live turns), not
+    /// padded to 30 s: several times faster, at some risk to accuracy on long turns.
+    pub short_context: bool,
+    /// The shortest context `short_context` uses, in encoder positions (50 per second).
+    pub min_short_context: usize,
 }
 
 impl Default for DecodeOptions {
@@ -127,6 +132,8 @@ impl Default for DecodeOptions {
             no_speech_threshold: 0.6,
             logprob_threshold: -1.0,
             sample_len: 224,
+            short_context: false,
+            min_short_context: 500,
         }
     }
 }
@@ -195,6 +202,18 @@ struct WindowResult {
     align_frames: usize,
 }
 
+/// The encoder positions for audio of `content_frames` mel frames: the model's full
+/// window, or with `short_context` a shorter one for short audio (the speech plus a
+/// margin, rounded up, never below `min_short_context`).
+fn audio_context(n_audio_ctx: usize, content_frames: usize, opts: &DecodeOptions) -> usize {
+    if !opts.short_context || content_frames >= 2 * n_audio_ctx {
+        return n_audio_ctx;
+    }
+    const STEP: usize = 50; // one second of encoder positions
+    let needed = (content_frames / 2 + STEP).div_ceil(STEP) * STEP;
+    needed.clamp(opts.min_short_context.min(n_audio_ctx), n_audio_ctx)
+}
+
 /// Transcribe 16-kHz mono samples. Runs on the current rayon pool.
 pub fn transcribe_samples(
     model: &LoadedModel,
@@ -202,12 +221,12 @@ pub fn transcribe_samples(
     opts: &DecodeOptions,
 ) -> Result<RawTranscript, ModelError> {
     let dims = &model.whisper.dims;
-    let window_frames = 2 * dims.n_audio_ctx;
     let mut stats = DecodeStats::default();
     let clock = std::time::Instant::now();
     let (mel, frames) = model.frontend.log_mel(samples, SAMPLES_PER_WINDOW);
     stats.mel_secs = clock.elapsed().as_secs_f64();
     let content_frames = samples.len() / HOP;
+    let window_frames = 2 * audio_context(dims.n_audio_ctx, content_frames, opts);
     let tok = &model.tokenizer;
     let (language, language_probability) = if tok.is_multilingual() {
         match opts
@@ -259,7 +278,7 @@ pub fn transcribe_samples(
         let time_offset = seek as f64 * HOP as f64 / 16_000.0;
         let window = mel_window(&mel, dims.n_mels, frames, seek, segment_size, window_frames);
         let clock = std::time::Instant::now();
-        let encoded = model.whisper.encode(&window)?;
+        let encoded = model.whisper.encode_ctx(&window, window_frames / 2)?;
         let cross = model.whisper.cross_kv(&encoded);
         drop(encoded);
         out.stats.encode_secs += clock.elapsed().as_secs_f64();
@@ -326,7 +345,9 @@ fn snap_words_to_energy(words: &mut [TimedWord], samples: &[f32]) {
 }
 
 fn detect_language(model: &LoadedModel, window: &[f32]) -> Result<(String, f64), ModelError> {
-    let encoded = model.whisper.encode(window)?;
+    let encoded = model
+        .whisper
+        .encode_ctx(window, window.len() / (2 * model.whisper.dims.n_mels))?;
     let cross = model.whisper.cross_kv(&encoded);
     let mut state = model.whisper.new_decoder_state(&cross);
     let mut sink = Vec::new();
@@ -364,7 +385,10 @@ fn decode_window(
     let n_vocab = model.whisper.dims.n_vocab;
     let ts_begin = sp.timestamp_begin as usize;
     let eot = sp.eot as usize;
-    let align_frames = (segment_size / 2).clamp(1, model.whisper.dims.n_audio_ctx);
+    let t_audio = cross.first().map_or(model.whisper.dims.n_audio_ctx, |kv| {
+        kv.len() / (2 * model.whisper.dims.d_model)
+    });
+    let align_frames = (segment_size / 2).clamp(1, t_audio);
     let heads = &model.alignment_heads;
     let mut align_rows = Vec::with_capacity(heads.len() * align_frames * 64);
     let mut state = model.whisper.new_decoder_state(cross);

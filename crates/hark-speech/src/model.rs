@@ -571,12 +571,22 @@ impl Whisper {
     /// Encode one window of log-mel features (`[n_mels, 2·n_audio_ctx]`, channel-major)
     /// into `[n_audio_ctx, d]` states.
     pub fn encode(&self, mel: &[f32]) -> Result<Vec<f32>, ModelError> {
+        self.encode_ctx(mel, self.dims.n_audio_ctx)
+    }
+
+    /// As [`Self::encode`] over the first `n_audio_ctx` positions only (`mel` is
+    /// `[n_mels, 2·n_audio_ctx]`): a shorter window for short audio, at a fraction of the
+    /// cost (the positional embedding's prefix; the decoder attends to what is there).
+    pub fn encode_ctx(&self, mel: &[f32], n_audio_ctx: usize) -> Result<Vec<f32>, ModelError> {
         let Dims {
-            n_mels,
-            n_audio_ctx,
-            d_model: d,
-            ..
+            n_mels, d_model: d, ..
         } = self.dims;
+        if n_audio_ctx == 0 || n_audio_ctx > self.dims.n_audio_ctx {
+            return Err(ModelError::Invalid(format!(
+                "audio context {n_audio_ctx} outside 1..={}",
+                self.dims.n_audio_ctx
+            )));
+        }
         let frames = 2 * n_audio_ctx;
         if mel.len() != n_mels * frames {
             return Err(ModelError::Invalid(format!(
@@ -715,7 +725,7 @@ impl Whisper {
 
     /// Cross-attention keys and values for every decoder layer, from the encoder output.
     pub fn cross_kv(&self, encoded: &[f32]) -> Vec<Vec<f32>> {
-        let t = self.dims.n_audio_ctx;
+        let t = encoded.len() / self.dims.d_model;
         self.dec_layers
             .iter()
             .map(|layer| {
@@ -836,7 +846,8 @@ impl DecoderState<'_> {
         for i in 0..d {
             self.x[i] = m.tok_emb[token * d + i] + m.dec_pos[pos * d + i];
         }
-        let t_audio = dims.n_audio_ctx;
+        // The window's encoder length (shorter than n_audio_ctx for short audio).
+        let t_audio = self.cross.first().map_or(0, |kv| kv.len() / (2 * d));
         for (li, layer) in m.dec_layers.iter().enumerate() {
             // Causal self-attention over the cache.
             kernels::layer_norm(

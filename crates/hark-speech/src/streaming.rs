@@ -14,6 +14,10 @@ use std::sync::Arc;
 const RATE: usize = 16_000;
 /// VAD frame: 20 ms.
 const FRAME: usize = 320;
+/// Partial turns are decoded over a short encoder context of at least this many
+/// positions (50 per second); final turns over the full window, because on a truncated
+/// window the model's no-speech detection misses noise (it then "hears" e.g. "Thank you.").
+const SHORT_CONTEXT_MIN: usize = 500;
 
 /// One live session. Not shared between threads; the model and engine are.
 pub struct StreamingSession {
@@ -161,7 +165,7 @@ impl StreamingSession {
 
     fn emit_partial(&mut self, events: &mut Vec<StreamEvent>) -> Result<(), ModelError> {
         self.partial_due = false;
-        let mut turn = self.decode_turn()?;
+        let mut turn = self.decode_turn(true)?;
         self.samples_at_last_partial = self.turn_audio.len();
         self.last_text = turn.text.clone();
         turn.end_of_turn_confidence = self.end_of_turn_confidence();
@@ -181,9 +185,11 @@ impl StreamingSession {
         (base + 0.2 * towards_max).min(1.0)
     }
 
-    fn decode_turn(&self) -> Result<Turn, ModelError> {
+    fn decode_turn(&self, partial: bool) -> Result<Turn, ModelError> {
         let options = DecodeOptions {
             language: self.config.language.clone(),
+            short_context: partial,
+            min_short_context: SHORT_CONTEXT_MIN,
             ..DecodeOptions::default()
         };
         // Trailing silence beyond 300 ms adds nothing but decoding cost.
@@ -217,7 +223,7 @@ impl StreamingSession {
         if !self.in_turn {
             return Ok(None);
         }
-        let mut turn = self.decode_turn()?;
+        let mut turn = self.decode_turn(false)?;
         self.last_text = turn.text.clone();
         turn.end_of_turn_confidence = self.end_of_turn_confidence();
         self.in_turn = false;

@@ -31,8 +31,9 @@ pub const CLOSE_TOO_MANY_SESSIONS: u16 = 3009;
 
 /// Each audio frame must hold this much audio (ms, inclusive).
 const FRAME_MS_RANGE: (u64, u64) = (50, 1000);
-/// How often deadlines (cap, inactivity, liveness) are checked.
-const TICK: Duration = Duration::from_millis(200);
+/// How often deadlines (cap, inactivity, liveness) are checked: often enough for
+/// second-granular limits, rarely enough that thousands of idle sessions cost little.
+const TICK: Duration = Duration::from_millis(1000);
 /// How long to wait for the client's close reply before dropping the connection.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
