@@ -38,6 +38,9 @@ pub struct StreamingSession {
     samples_at_last_partial: usize,
     /// A partial is owed at the end of the current push.
     partial_due: bool,
+    /// The full-window decode made when the current pause began; the turn's final if no
+    /// speech follows.
+    settled: Option<Turn>,
     last_text: String,
 }
 
@@ -61,6 +64,7 @@ impl StreamingSession {
             noise_db: -60.0,
             samples_at_last_partial: 0,
             partial_due: false,
+            settled: None,
             last_text: String::new(),
         }
     }
@@ -103,7 +107,7 @@ impl StreamingSession {
             }
         }
         if self.partial_due && self.in_turn {
-            self.emit_partial(&mut events)?;
+            self.emit_partial(&mut events, false)?;
         }
         Ok(events)
     }
@@ -126,6 +130,7 @@ impl StreamingSession {
             self.turn_start_sample = self.samples_seen - self.turn_audio.len() as u64;
             if is_speech {
                 self.in_turn = true;
+                self.settled = None;
                 self.silence_run = 0;
                 self.samples_at_last_partial = 0;
                 self.last_text.clear();
@@ -135,6 +140,8 @@ impl StreamingSession {
         self.turn_audio.extend_from_slice(frame);
         if is_speech {
             self.silence_run = 0;
+            // Speech resumed: the pause's decode no longer covers the turn.
+            self.settled = None;
         } else {
             self.silence_run += frame.len();
         }
@@ -153,8 +160,10 @@ impl StreamingSession {
             && self.silence_run
                 == (self.config.min_turn_silence_ms as usize * RATE / 1000).div_ceil(FRAME) * FRAME;
         if at_min_silence {
-            // The end-of-turn decision needs the text now.
-            self.emit_partial(events)?;
+            // The end-of-turn decision needs the text now. Decoded over the full window:
+            // unless speech resumes, this is also the turn's final (no second decode
+            // between the end of speech and the final turn).
+            self.emit_partial(events, true)?;
         } else if self.turn_audio.len() >= self.samples_at_last_partial + interval {
             // Decoded once at the end of this push: a client catching up after a stall
             // gets one fresh partial instead of a series of stale ones.
@@ -163,9 +172,16 @@ impl StreamingSession {
         Ok(())
     }
 
-    fn emit_partial(&mut self, events: &mut Vec<StreamEvent>) -> Result<(), ModelError> {
+    fn emit_partial(
+        &mut self,
+        events: &mut Vec<StreamEvent>,
+        as_final: bool,
+    ) -> Result<(), ModelError> {
         self.partial_due = false;
-        let mut turn = self.decode_turn(true)?;
+        let mut turn = self.decode_turn(!as_final)?;
+        if as_final {
+            self.settled = Some(turn.clone());
+        }
         self.samples_at_last_partial = self.turn_audio.len();
         self.last_text = turn.text.clone();
         turn.end_of_turn_confidence = self.end_of_turn_confidence();
@@ -223,7 +239,11 @@ impl StreamingSession {
         if !self.in_turn {
             return Ok(None);
         }
-        let mut turn = self.decode_turn(false)?;
+        // Only silence since the decode at the start of the pause: the same audio.
+        let mut turn = match self.settled.take() {
+            Some(turn) => turn,
+            None => self.decode_turn(false)?,
+        };
         self.last_text = turn.text.clone();
         turn.end_of_turn_confidence = self.end_of_turn_confidence();
         self.in_turn = false;
