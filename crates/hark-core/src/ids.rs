@@ -64,3 +64,9 @@ impl TranscriptId {
         Self(Uuid::new_v4())
     }
 }
+
+id_type!(
+    /// A login session of a person (management API / dashboard).
+    LoginSessionId,
+    InviteId,
+);

@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod data_plane;
 pub mod error;
+pub mod management;
 pub mod params;
 pub mod provisioning;
 mod remote;
@@ -166,6 +167,7 @@ pub fn router(state: AppState) -> Router {
             get(data_plane::word_search),
         )
         .route("/v2/transcript/{id}/{format}", get(data_plane::subtitles))
+        .nest("/api/v1", management::routes())
         .route(
             "/health",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
@@ -291,11 +293,14 @@ pub async fn start(
     let app = router(state.clone());
     let mut rx = shutdown_rx.clone();
     let http = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            })
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        })
+        .await
     });
     tracing::info!(%addr, base_url = %state.public_base_url, "hark listening");
     Ok(RunningServer {

@@ -7,19 +7,27 @@
 
 mod jobs;
 mod ledger;
+mod manage;
+mod members;
 pub mod model;
 mod sql;
 mod tenancy;
 pub mod testing;
 mod transcripts;
+mod users;
 mod webhooks;
 
 use async_trait::async_trait;
 use hark_core::clock::Millis;
 use hark_core::plan::LimitOverrides;
 use hark_core::{AccountId, ApiKeyId, Plan, ProjectId, TranscriptId, UploadId, UserId};
+pub use manage::{AuditFilter, Deleted, ManageStore};
+pub use members::{
+    Accepted, AccountMembership, Invite, Mail, MemberRow, MemberStore, NewInvite, OutboxEntry,
+};
 pub use model::*;
 pub use sql::{Backend, SqlStore};
+pub use users::{normalize_email, LoginSession, NewSession, TotpRecord, User, UserStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -176,7 +184,16 @@ pub trait AuditStore: Send + Sync {
 
 /// Everything the server needs from storage.
 pub trait Store:
-    AccountStore + KeyStore + TranscriptStore + JobStore + WebhookStore + UsageStore + AuditStore
+    AccountStore
+    + KeyStore
+    + TranscriptStore
+    + JobStore
+    + WebhookStore
+    + UsageStore
+    + AuditStore
+    + UserStore
+    + MemberStore
+    + ManageStore
 {
 }
 impl<
@@ -186,7 +203,10 @@ impl<
             + JobStore
             + WebhookStore
             + UsageStore
-            + AuditStore,
+            + AuditStore
+            + UserStore
+            + MemberStore
+            + ManageStore,
     > Store for T
 {
 }

@@ -83,6 +83,7 @@ fn new_key(project: ProjectId, secret: &str) -> NewApiKey {
         masked: "masked".into(),
         created_by: "operator".into(),
         expires_at: None,
+        scopes: vec![],
     }
 }
 
