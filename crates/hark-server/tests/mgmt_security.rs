@@ -6,7 +6,7 @@
 mod common;
 use common::mgmt::*;
 use common::*;
-use hark_core::{totp, Clock, Plan, Role};
+use hark_core::{totp, Plan, Role};
 use hark_store::UserStore;
 use serde_json::json;
 use std::io::Write;
