@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod data_plane;
 pub mod error;
+pub mod mailer;
 pub mod management;
 pub mod params;
 pub mod provisioning;
@@ -221,6 +222,8 @@ pub async fn start(
         .map_err(|e| StartError::Config(e.to_string()))?;
     let outbound = hark_outbound::OutboundClient::new(policy)
         .map_err(|e| StartError::Config(e.to_string()))?;
+    let mailer = mailer::SmtpMailer::from_config(&config.smtp)
+        .map_err(|e| StartError::Config(e.to_string()))?;
     let store = open_store(&config, clock.clone()).await?;
     let uploads_dir = config.data_dir.join("uploads");
     let tmp_dir = config.data_dir.join("tmp");
@@ -286,6 +289,14 @@ pub async fn start(
         }),
         hark_outbound::WebhookConfig::default(),
     );
+    if let Some(mailer) = mailer {
+        tasks.push(tokio::spawn(mailer::run_outbox_sender(
+            state.store.clone(),
+            mailer,
+            Duration::from_secs(state.config.smtp.interval_secs.max(1)),
+            shutdown_rx.clone(),
+        )));
+    }
     let mut webhook_stop = shutdown_rx.clone();
     tasks.push(tokio::spawn(sender.run(async move {
         let _ = webhook_stop.wait_for(|stop| *stop).await;

@@ -229,7 +229,9 @@ async fn invites_expire_and_revoke(db: Db) {
     assert_eq!(r.status, 201);
     let token = mailed_token(&ts, &e2).await;
     clock.advance_ms(7 * 86_400_000 + 1);
-    // The Owner's session (12 h) is long gone: sign in again.
+    // The Owner's session (12 h) has expired: sign in again.
+    let stale = call(&ts, "GET", "/me", Some(&a.owner.token), None).await;
+    assert_eq!((stale.status, stale.code()), (401, "unauthenticated"));
     let owner = login_ok(&ts, &a.owner.email).await;
     let listed = call(
         &ts,

@@ -7,7 +7,7 @@ mod common;
 use common::mgmt::*;
 use common::*;
 use hark_core::{totp, Plan, Role};
-use hark_store::UserStore;
+use hark_store::{AccountStore, UserStore};
 use serde_json::json;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -314,7 +314,59 @@ async fn no_secret_in_database_or_logs(db: Db) {
     }
 }
 
+/// Behind TLS (an https public URL) the session cookie is also `Secure`.
+async fn cookies_are_secure_behind_tls(db: Db) {
+    let ts = TestServer::start_with(db, None, |c| {
+        c.public_base_url = "https://hark.example".into();
+    })
+    .await;
+    let a = org_on(&ts).await;
+    let addr = ts.server.as_ref().expect("server").addr;
+    let r = send(
+        ts.http
+            .post(format!("http://{addr}/api/v1/auth/login"))
+            .json(&json!({"email": a, "password": PASSWORD})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(cookie_pair(&r, "hark_session").contains("; Secure"));
+    assert!(cookie_pair(&r, "hark_csrf").contains("; Secure"));
+    ts.stop().await;
+}
+
+/// An Owner with a password, without signing in (the harness's login goes to the
+/// public URL, which is not reachable here).
+async fn org_on(ts: &TestServer) -> String {
+    let email = unique_email("owner");
+    let boot = ts
+        .store
+        .create_account(
+            hark_store::NewAccount {
+                id: hark_core::AccountId::new(),
+                name: "Org".into(),
+                plan: Plan::Payg,
+                owner_id: hark_core::UserId::new(),
+                owner_email: email.clone(),
+                project: hark_server::provisioning::new_project(&ts.master_key(), "default"),
+            },
+            &hark_store::Actor::Operator,
+        )
+        .await
+        .expect("account");
+    ts.store
+        .set_password(
+            boot.owner,
+            &password_hash(),
+            None,
+            &hark_store::Actor::Operator,
+        )
+        .await
+        .expect("password");
+    email
+}
+
 both_databases!(
+    cookies_are_secure_behind_tls,
     csrf_is_required_for_cookie_sessions,
     no_session_fixation,
     login_throttling_without_enumeration,
