@@ -54,6 +54,9 @@ pub struct TotpRecord {
     pub last_step: i64,
 }
 
+/// Failed-login records older than this are deleted (throttling windows are shorter).
+pub const FAILURE_RETENTION_MS: Millis = 24 * 3_600_000;
+
 /// Normal form of an email address for storage and lookup.
 pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
@@ -296,6 +299,11 @@ impl UserStore for SqlStore {
     ) -> StoreResult<()> {
         let now = self.now();
         let mut tx = self.begin_write().await?;
+        // Only recent failures matter for throttling; older ones are dropped here.
+        sqlx::query("DELETE FROM login_failures WHERE created_at < $1")
+            .bind(now - FAILURE_RETENTION_MS)
+            .execute(&mut *tx)
+            .await?;
         for subject in subjects {
             sqlx::query("INSERT INTO login_failures (id, subject, created_at) VALUES ($1, $2, $3)")
                 .bind(uuid::Uuid::now_v7().to_string())
@@ -336,6 +344,11 @@ impl UserStore for SqlStore {
     ) -> StoreResult<LoginSession> {
         let now = self.now();
         let mut tx = self.begin_write().await?;
+        // Expired sessions are useless; remove them as new ones are made.
+        sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "INSERT INTO sessions (id, user_id, digest, csrf_digest, current_account_id, created_at, expires_at, last_seen_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $6)",
