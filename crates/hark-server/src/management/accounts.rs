@@ -2,11 +2,11 @@
 //! billing details, members (role change, removal) and invites (create, list,
 //! revoke, accept).
 
-use super::principal::{authorize, require_recent_reauth, JsonBody, UserCtx};
+use super::principal::{authorize, require_recent_reauth, JsonBody, QueryParams, UserCtx};
 use super::sessions::{hash_password, password_matches};
 use super::{opt_ts, ts, MgmtError, MgmtResult, PageQuery, INVITE_TTL_MS};
 use crate::AppState;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use hark_core::keys::{self, Secret, SecretDigest, SecretKind};
@@ -61,7 +61,7 @@ pub async fn remove_files(state: &AppState, paths: &[String], project_dirs: &[Pa
 pub async fn list_accounts(
     State(state): State<AppState>,
     ctx: UserCtx,
-    Query(page): Query<PageQuery>,
+    QueryParams(page): QueryParams<PageQuery>,
 ) -> MgmtResult<Json<Value>> {
     let accounts = state.store.accounts_of_user(ctx.user.id).await?;
     let items: Vec<Value> = accounts
@@ -173,7 +173,7 @@ pub async fn list_members(
     State(state): State<AppState>,
     ctx: UserCtx,
     Path(account): Path<String>,
-    Query(page): Query<PageQuery>,
+    QueryParams(page): QueryParams<PageQuery>,
 ) -> MgmtResult<Json<Value>> {
     let auth = authorize(&state, &ctx, &account, Permission::ViewMembers).await?;
     let members = state.store.member_list(auth.account.id).await?;
@@ -234,7 +234,7 @@ pub async fn list_invites(
     State(state): State<AppState>,
     ctx: UserCtx,
     Path(account): Path<String>,
-    Query(page): Query<PageQuery>,
+    QueryParams(page): QueryParams<PageQuery>,
 ) -> MgmtResult<Json<Value>> {
     let auth = authorize(&state, &ctx, &account, Permission::ViewMembers).await?;
     let items: Vec<Value> = state

@@ -1,10 +1,10 @@
 //! The account's audit log for Owners and Admins (filters, cursor pagination, NDJSON
 //! export) and its usage summary.
 
-use super::principal::{authorize, UserCtx};
+use super::principal::{authorize, QueryParams, UserCtx};
 use super::{ts, MgmtError, MgmtResult, DEFAULT_PAGE, MAX_PAGE};
 use crate::AppState;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -64,7 +64,7 @@ pub async fn list(
     State(state): State<AppState>,
     ctx: UserCtx,
     Path(account): Path<String>,
-    Query(q): Query<AuditQuery>,
+    QueryParams(q): QueryParams<AuditQuery>,
 ) -> MgmtResult<Json<Value>> {
     let auth = authorize(&state, &ctx, &account, Permission::ViewAuditLog).await?;
     let limit = match q.limit {
@@ -99,7 +99,7 @@ pub async fn export(
     State(state): State<AppState>,
     ctx: UserCtx,
     Path(account): Path<String>,
-    Query(q): Query<AuditQuery>,
+    QueryParams(q): QueryParams<AuditQuery>,
 ) -> MgmtResult<Response> {
     let auth = authorize(&state, &ctx, &account, Permission::ViewAuditLog).await?;
     let mut filter = q.filter(1000)?;

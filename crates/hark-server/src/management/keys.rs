@@ -4,11 +4,13 @@
 //! period; optional expiry and scopes.
 
 use super::accounts::{remove_files, validate_name};
-use super::principal::{authorize, require_recent_reauth, Authorized, JsonBody, UserCtx};
+use super::principal::{
+    authorize, require_recent_reauth, Authorized, JsonBody, QueryParams, UserCtx,
+};
 use super::{opt_ts, ts, MgmtError, MgmtResult, PageQuery, MAX_ROTATION_GRACE_SECS};
 use crate::provisioning;
 use crate::AppState;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use hark_core::scope::Scope;
@@ -76,7 +78,7 @@ pub async fn list_projects(
     State(state): State<AppState>,
     ctx: UserCtx,
     Path(account): Path<String>,
-    Query(page): Query<PageQuery>,
+    QueryParams(page): QueryParams<PageQuery>,
 ) -> MgmtResult<Json<Value>> {
     let auth = authorize(&state, &ctx, &account, Permission::ViewProjects).await?;
     let items: Vec<Value> = state
@@ -174,7 +176,7 @@ pub async fn list_transcripts(
     State(state): State<AppState>,
     ctx: UserCtx,
     Path((account, project)): Path<(String, String)>,
-    Query(page): Query<PageQuery>,
+    QueryParams(page): QueryParams<PageQuery>,
 ) -> MgmtResult<Json<Value>> {
     let auth = authorize(&state, &ctx, &account, Permission::ViewTranscripts).await?;
     let p = project_in(&state, &auth, &project).await?;
@@ -224,7 +226,7 @@ pub async fn list_keys(
     State(state): State<AppState>,
     ctx: UserCtx,
     Path((account, project)): Path<(String, String)>,
-    Query(page): Query<PageQuery>,
+    QueryParams(page): QueryParams<PageQuery>,
 ) -> MgmtResult<Json<Value>> {
     let auth = authorize(&state, &ctx, &account, Permission::ViewApiKeys).await?;
     let p = project_in(&state, &auth, &project).await?;

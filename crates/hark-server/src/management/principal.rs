@@ -131,6 +131,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// Query parameters whose rejection speaks the management envelope.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = MgmtError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> MgmtResult<Self> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(QueryParams(v)),
+            Err(rejection) => Err(MgmtError::Invalid(rejection.body_text())),
+        }
+    }
+}
+
 /// An account the caller may act on, with their role in it.
 #[derive(Debug, Clone)]
 pub struct Authorized {
