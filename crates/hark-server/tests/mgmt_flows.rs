@@ -1022,7 +1022,344 @@ async fn openapi_documents_every_route(db: Db) {
     ts.stop().await;
 }
 
+/// Checks `value` against the document's schema `schema` (following `$ref`s): every
+/// object has exactly the properties the schema lists, with the listed JSON types.
+fn conforms(
+    doc: &serde_json::Value,
+    schema: &serde_json::Value,
+    value: &serde_json::Value,
+    at: &str,
+) {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.trim_start_matches("#/components/schemas/");
+        let target = &doc["components"]["schemas"][name];
+        assert!(target.is_object(), "{at}: no schema {name}");
+        return conforms(doc, target, value, at);
+    }
+    if value.is_null() {
+        assert_eq!(
+            schema["nullable"], true,
+            "{at}: null where {schema} is not nullable"
+        );
+        return;
+    }
+    match schema["type"].as_str() {
+        Some("object") => {
+            let obj = value
+                .as_object()
+                .unwrap_or_else(|| panic!("{at}: not an object: {value}"));
+            if let Some(props) = schema["properties"].as_object() {
+                let mut want: Vec<&String> = props.keys().collect();
+                let mut got: Vec<&String> = obj.keys().collect();
+                // `permission` in Error is optional; all others are required.
+                want.retain(|k| {
+                    schema["required"]
+                        .as_array()
+                        .is_some_and(|r| r.iter().any(|x| x == *k))
+                        || obj.contains_key(*k)
+                });
+                want.sort();
+                got.sort();
+                assert_eq!(got, want, "{at}: properties differ");
+                for (k, v) in obj {
+                    conforms(doc, &props[k], v, &format!("{at}.{k}"));
+                }
+            }
+        }
+        Some("array") => {
+            for (i, item) in value
+                .as_array()
+                .unwrap_or_else(|| panic!("{at}: not an array"))
+                .iter()
+                .enumerate()
+            {
+                conforms(doc, &schema["items"], item, &format!("{at}[{i}]"));
+            }
+        }
+        Some("string") => assert!(value.is_string(), "{at}: not a string: {value}"),
+        Some("boolean") => assert!(value.is_boolean(), "{at}: not a boolean: {value}"),
+        Some("integer") => assert!(
+            value.is_i64() || value.is_u64(),
+            "{at}: not an integer: {value}"
+        ),
+        Some("number") => assert!(value.is_number(), "{at}: not a number: {value}"),
+        _ => {}
+    }
+}
+
+/// The success schema the document gives for `method path`.
+fn success_schema(doc: &serde_json::Value, method: &str, path: &str) -> serde_json::Value {
+    let responses = &doc["paths"][format!("/api/v1{path}")][method]["responses"];
+    let (_, ok) = responses
+        .as_object()
+        .and_then(|r| r.iter().find(|(code, _)| code.starts_with('2')))
+        .unwrap_or_else(|| panic!("{method} {path} is not documented"));
+    ok["content"]["application/json"]["schema"].clone()
+}
+
+async fn openapi_schemas_match_responses(db: Db) {
+    let ts = TestServer::start(db).await;
+    let doc = call(&ts, "GET", "/openapi.json", None, None)
+        .await
+        .ok()
+        .clone();
+    let a = org(&ts, Plan::Payg).await;
+    let t = Some(a.owner.token.as_str());
+    let acc = format!("/accounts/{}", a.account);
+    let proj = format!("{acc}/projects/{}", a.project);
+    let check = |method: &str, templ: &str, v: &serde_json::Value| {
+        conforms(
+            &doc,
+            &success_schema(&doc, method, templ),
+            v,
+            &format!("{method} {templ}"),
+        );
+    };
+    let login = login(&ts, &a.owner.email, PASSWORD).await;
+    check("post", "/auth/login", login.ok());
+    check("get", "/me", call(&ts, "GET", "/me", t, None).await.ok());
+    check(
+        "post",
+        "/me/account",
+        call(
+            &ts,
+            "POST",
+            "/me/account",
+            t,
+            Some(json!({"account_id": a.account})),
+        )
+        .await
+        .ok(),
+    );
+    check(
+        "get",
+        "/accounts",
+        call(&ts, "GET", "/accounts", t, None).await.ok(),
+    );
+    check(
+        "get",
+        "/accounts/{account}",
+        call(&ts, "GET", &acc, t, None).await.ok(),
+    );
+    check(
+        "patch",
+        "/accounts/{account}",
+        call(&ts, "PATCH", &acc, t, Some(json!({"name": "N"})))
+            .await
+            .ok(),
+    );
+    check(
+        "get",
+        "/accounts/{account}/billing",
+        call(&ts, "GET", &format!("{acc}/billing"), t, None)
+            .await
+            .ok(),
+    );
+    check(
+        "get",
+        "/accounts/{account}/usage",
+        call(&ts, "GET", &format!("{acc}/usage"), t, None)
+            .await
+            .ok(),
+    );
+    let email = unique_email("c");
+    check(
+        "post",
+        "/accounts/{account}/invites",
+        call(
+            &ts,
+            "POST",
+            &format!("{acc}/invites"),
+            t,
+            Some(json!({"email": email})),
+        )
+        .await
+        .ok(),
+    );
+    check(
+        "get",
+        "/accounts/{account}/invites",
+        call(&ts, "GET", &format!("{acc}/invites"), t, None)
+            .await
+            .ok(),
+    );
+    let token = mailed_token(&ts, &email).await;
+    check(
+        "post",
+        "/invites/accept",
+        call(
+            &ts,
+            "POST",
+            "/invites/accept",
+            None,
+            Some(json!({"token": token, "password": PASSWORD})),
+        )
+        .await
+        .ok(),
+    );
+    check(
+        "get",
+        "/accounts/{account}/members",
+        call(&ts, "GET", &format!("{acc}/members"), t, None)
+            .await
+            .ok(),
+    );
+    check(
+        "post",
+        "/accounts/{account}/projects",
+        call(
+            &ts,
+            "POST",
+            &format!("{acc}/projects"),
+            t,
+            Some(json!({"name": "p2"})),
+        )
+        .await
+        .ok(),
+    );
+    check(
+        "get",
+        "/accounts/{account}/projects",
+        call(&ts, "GET", &format!("{acc}/projects"), t, None)
+            .await
+            .ok(),
+    );
+    check(
+        "get",
+        "/accounts/{account}/projects/{project}",
+        call(&ts, "GET", &proj, t, None).await.ok(),
+    );
+    check(
+        "patch",
+        "/accounts/{account}/projects/{project}",
+        call(&ts, "PATCH", &proj, t, Some(json!({"name": "p"})))
+            .await
+            .ok(),
+    );
+    let created = call(
+        &ts,
+        "POST",
+        &format!("{proj}/keys"),
+        t,
+        Some(json!({"name": "k", "scopes": ["streaming"]})),
+    )
+    .await;
+    check(
+        "post",
+        "/accounts/{account}/projects/{project}/keys",
+        created.ok(),
+    );
+    let kid = created.body["id"].as_str().expect("id").to_string();
+    let key = created.body["key"].as_str().expect("key").to_string();
+    assert_eq!(
+        ts.http
+            .get(ts.url("/v2/transcript"))
+            .header("authorization", &key)
+            .send()
+            .await
+            .expect("v2")
+            .status()
+            .as_u16(),
+        403
+    );
+    let rot = call(
+        &ts,
+        "POST",
+        &format!("{proj}/keys/{kid}/rotate"),
+        t,
+        Some(json!({"grace_seconds": 0})),
+    )
+    .await;
+    check(
+        "post",
+        "/accounts/{account}/projects/{project}/keys/{key}/rotate",
+        rot.ok(),
+    );
+    check(
+        "get",
+        "/accounts/{account}/projects/{project}/keys",
+        call(&ts, "GET", &format!("{proj}/keys"), t, None)
+            .await
+            .ok(),
+    );
+    check(
+        "post",
+        "/auth/reauth",
+        call(
+            &ts,
+            "POST",
+            "/auth/reauth",
+            t,
+            Some(json!({"password": PASSWORD})),
+        )
+        .await
+        .ok(),
+    );
+    check(
+        "post",
+        "/accounts/{account}/projects/{project}/keys/{key}/reveal",
+        call(&ts, "POST", &format!("{proj}/keys/{kid}/reveal"), t, None)
+            .await
+            .ok(),
+    );
+    check(
+        "delete",
+        "/accounts/{account}/projects/{project}/keys/{key}",
+        call(&ts, "DELETE", &format!("{proj}/keys/{kid}"), t, None)
+            .await
+            .ok(),
+    );
+    check(
+        "get",
+        "/accounts/{account}/projects/{project}/transcripts",
+        call(&ts, "GET", &format!("{proj}/transcripts"), t, None)
+            .await
+            .ok(),
+    );
+    check(
+        "get",
+        "/accounts/{account}/audit",
+        call(&ts, "GET", &format!("{acc}/audit"), t, None)
+            .await
+            .ok(),
+    );
+    let begin = call(&ts, "POST", "/me/mfa/totp", t, None).await;
+    check("post", "/me/mfa/totp", begin.ok());
+    let seed = begin.body["secret"].as_str().expect("seed");
+    let code = totp::current_code(seed, ts.clock.now_ms()).expect("code");
+    check(
+        "post",
+        "/me/mfa/totp/confirm",
+        call(
+            &ts,
+            "POST",
+            "/me/mfa/totp/confirm",
+            t,
+            Some(json!({"code": code})),
+        )
+        .await
+        .ok(),
+    );
+    // Errors: the envelope schema.
+    let err = call(
+        &ts,
+        "GET",
+        &format!("/accounts/{}", hark_core::AccountId::new()),
+        t,
+        None,
+    )
+    .await;
+    conforms(
+        &doc,
+        &json!({"$ref": "#/components/schemas/Error"}),
+        &err.body,
+        "error",
+    );
+    ts.stop().await;
+}
+
 both_databases!(
+    openapi_schemas_match_responses,
     invite_accept_switch,
     invites_expire_and_revoke,
     removed_member_is_refused_at_once,
