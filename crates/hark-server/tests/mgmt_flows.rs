@@ -654,8 +654,32 @@ async fn rotation_grace_and_revocation(db: Db) {
     let rows = listed.ok()["data"].as_array().expect("d").clone();
     assert!(
         rows.iter().all(|k| !k["last_used_at"].is_null()),
-        "both keys show traffic: {rows:?}"
+        "both keys show their last use: {rows:?}"
     );
+    // Traffic per key: the transcripts each created.
+    for (key, n) in [(&old, 2), (&new, 1)] {
+        for _ in 0..n {
+            let r = ts
+                .http
+                .post(ts.url("/v2/transcript"))
+                .header("authorization", key.as_str())
+                .json(&json!({"audio_url": "https://example.com/a.wav"}))
+                .send()
+                .await
+                .expect("create");
+            assert_eq!(r.status().as_u16(), 200);
+        }
+    }
+    let listed = call(&ts, "GET", &keys, Some(&a.owner.token), None).await;
+    let traffic = |id: &str| {
+        listed.body["data"]
+            .as_array()
+            .and_then(|d| d.iter().find(|k| k["id"] == id))
+            .map(|k| k["traffic"]["transcripts"].clone())
+    };
+    let new_id_s = rot.body["new"]["id"].as_str().expect("id");
+    assert_eq!(traffic(&old_id), Some(json!(2)));
+    assert_eq!(traffic(new_id_s), Some(json!(1)));
     clock.advance_ms(59_000);
     assert_eq!(v2(&ts, &old).await, 200);
     clock.advance_ms(1_001);

@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use hark_core::clock::Millis;
 use hark_core::plan::LimitOverrides;
 use hark_core::{AccountId, ApiKeyId, Plan, ProjectId, TranscriptId, UploadId, UserId};
-pub use manage::{AuditFilter, Deleted, ManageStore};
+pub use manage::{AuditFilter, Deleted, KeyTraffic, ManageStore};
 pub use members::{
     Accepted, AccountMembership, Invite, Mail, MemberRow, MemberStore, NewInvite, OutboxEntry,
 };

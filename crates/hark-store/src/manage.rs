@@ -20,6 +20,13 @@ pub struct AuditFilter {
     pub limit: u32,
 }
 
+/// A key's traffic: transcripts it created and the audio it was billed for.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct KeyTraffic {
+    pub transcripts: i64,
+    pub audio_seconds: f64,
+}
+
 /// What a deletion left for the caller to remove from disk.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Deleted {
@@ -54,6 +61,11 @@ pub trait ManageStore: Send + Sync {
         account: AccountId,
         filter: &AuditFilter,
     ) -> StoreResult<Vec<AuditEntry>>;
+    /// Traffic per key of the project.
+    async fn key_traffic(
+        &self,
+        project: ProjectId,
+    ) -> StoreResult<std::collections::HashMap<ApiKeyId, KeyTraffic>>;
 }
 
 async fn upload_paths(
@@ -297,6 +309,35 @@ impl ManageStore for SqlStore {
         .await?;
         tx.commit().await?;
         Ok(sealed)
+    }
+
+    async fn key_traffic(
+        &self,
+        project: ProjectId,
+    ) -> StoreResult<std::collections::HashMap<ApiKeyId, KeyTraffic>> {
+        let mut out: std::collections::HashMap<ApiKeyId, KeyTraffic> = Default::default();
+        let rows = sqlx::query(
+            "SELECT api_key_id, count(*) AS n FROM transcripts WHERE project_id = $1 GROUP BY api_key_id",
+        )
+        .bind(project.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &rows {
+            let id = crate::sql::parse_id(r, "api_key_id", ApiKeyId::parse)?;
+            out.entry(id).or_default().transcripts = r.try_get("n")?;
+        }
+        let rows = sqlx::query(
+            "SELECT api_key_id, sum(audio_seconds) AS s FROM usage_events WHERE project_id = $1 GROUP BY api_key_id",
+        )
+        .bind(project.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &rows {
+            let id = crate::sql::parse_id(r, "api_key_id", ApiKeyId::parse)?;
+            out.entry(id).or_default().audio_seconds =
+                r.try_get::<Option<f64>, _>("s")?.unwrap_or(0.0);
+        }
+        Ok(out)
     }
 
     async fn audit_query(

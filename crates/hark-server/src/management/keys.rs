@@ -233,12 +233,18 @@ pub async fn list_keys(
     // Pending last-use notes are written first so the list is current.
     state.auth.flush_last_used(state.store.as_ref()).await;
     let now = state.clock.now_ms();
+    let traffic = state.store.key_traffic(p.id).await?;
     let items: Vec<Value> = state
         .store
         .list_api_keys(p.id)
         .await?
         .iter()
-        .map(|k| key_json(k, now))
+        .map(|k| {
+            let t = traffic.get(&k.id).copied().unwrap_or_default();
+            let mut v = key_json(k, now);
+            v["traffic"] = json!({"transcripts": t.transcripts, "audio_seconds": t.audio_seconds});
+            v
+        })
         .collect();
     Ok(Json(json!(page.page(items, |v| v["id"]
         .as_str()

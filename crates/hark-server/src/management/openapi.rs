@@ -167,7 +167,7 @@ pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
             ep("get", "/accounts/{account}/projects/{project}/transcripts", "Transcripts of a project", Session, Some(ViewTranscripts)).returns("TranscriptSummary").paged(),
             get(keys::list_transcripts),
         ),
-        (ep("get", "/accounts/{account}/projects/{project}/keys", "API keys (masked)", Session, Some(ViewApiKeys)).returns("ApiKey").paged(), get(keys::list_keys)),
+        (ep("get", "/accounts/{account}/projects/{project}/keys", "API keys (masked), with last use and traffic", Session, Some(ViewApiKeys)).returns("ListedApiKey").paged(), get(keys::list_keys)),
         (
             ep("post", "/accounts/{account}/projects/{project}/keys", "Create an API key (the secret is returned once)", Session, Some(ManageApiKeys)).returns("NewApiKey")
                 .body(&[("name", "string", true), ("expires_in_seconds", "integer", false), ("scopes", "array", false)])
@@ -322,6 +322,14 @@ pub fn schemas() -> Value {
     ];
     let mut new_key = api_key.to_vec();
     new_key.push(("key", s()));
+    let mut listed_key = api_key.to_vec();
+    listed_key.push((
+        "traffic",
+        object(&[
+            ("transcripts", i()),
+            ("audio_seconds", json!({"type": "number"})),
+        ]),
+    ));
     let profile = [
         (
             "user",
@@ -379,6 +387,7 @@ pub fn schemas() -> Value {
             ("created_at", t()), ("completed_at", nt()), ("api_key_id", s()),
         ]),
         "ApiKey": object(&api_key),
+        "ListedApiKey": object(&listed_key),
         "NewApiKey": object(&new_key),
         "RevealedKey": object(&[("id", s()), ("key", s())]),
         "Rotation": object(&[("old", r("ApiKey")), ("new", r("NewApiKey"))]),
