@@ -82,6 +82,9 @@ impl SmtpMailer {
     }
 }
 
+/// How long a claimed entry is left to its sender before another may retry it.
+pub const CLAIM_LEASE_MS: i64 = 60_000;
+
 /// Sends the outbox every `interval` until shutdown.
 pub async fn run_outbox_sender(
     store: Arc<dyn hark_store::Store>,
@@ -103,6 +106,14 @@ pub async fn run_outbox_sender(
             }
         };
         for entry in entries {
+            match store.claim_mail(&entry.id, CLAIM_LEASE_MS).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, id = %entry.id, "could not claim mail");
+                    continue;
+                }
+            }
             match mailer.send(&entry.mail).await {
                 Ok(()) => {
                     if let Err(e) = store.mark_mail_sent(&entry.id).await {

@@ -173,6 +173,9 @@ pub trait MemberStore: Send + Sync {
     async fn enqueue_mail(&self, mail: Mail) -> StoreResult<()>;
     async fn outbox(&self, unsent_only: bool) -> StoreResult<Vec<OutboxEntry>>;
     async fn mark_mail_sent(&self, id: &str) -> StoreResult<()>;
+    /// Takes an unsent entry for delivery unless another sender took it in the last
+    /// `lease_ms`; true if this caller may send it.
+    async fn claim_mail(&self, id: &str, lease_ms: i64) -> StoreResult<bool>;
 }
 
 #[async_trait]
@@ -702,6 +705,19 @@ impl MemberStore for SqlStore {
                 })
             })
             .collect()
+    }
+
+    async fn claim_mail(&self, id: &str, lease_ms: i64) -> StoreResult<bool> {
+        let now = self.now();
+        let r = sqlx::query(
+            "UPDATE outbox SET claimed_at = $2 WHERE id = $1 AND sent_at IS NULL AND (claimed_at IS NULL OR claimed_at < $3)",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(now - lease_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     async fn mark_mail_sent(&self, id: &str) -> StoreResult<()> {

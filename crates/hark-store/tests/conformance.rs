@@ -816,11 +816,8 @@ mod management {
             }
         }
         assert_eq!((ok.len(), limited), (1, 49));
-        assert_eq!(
-            c.store.outbox(true).await.unwrap().len(),
-            1,
-            "only the created invite's mail"
-        );
+        let outbox = c.store.outbox(true).await.unwrap();
+        assert_eq!(outbox.len(), 1, "only the created invite's mail");
         // Accepting turns the pending invite into a member: the count stays at the limit.
         let i = ok[0].clone();
         let n: usize = i.email[1..].split('@').next().unwrap().parse().unwrap();
@@ -870,6 +867,27 @@ mod management {
             .create_invite(mk("more"), mail, &Actor::Operator)
             .await
             .unwrap();
+        let outbox = c.store.outbox(true).await.unwrap();
+        // One sender at a time: a claim holds for its lease.
+        assert!(c.store.claim_mail(&outbox[0].id, 60_000).await.unwrap());
+        assert!(!c.store.claim_mail(&outbox[0].id, 60_000).await.unwrap());
+        c.clock.advance_ms(60_001);
+        assert!(
+            c.store.claim_mail(&outbox[0].id, 60_000).await.unwrap(),
+            "a stale claim is retried"
+        );
+        c.store.mark_mail_sent(&outbox[0].id).await.unwrap();
+        assert!(
+            !c.store.claim_mail(&outbox[0].id, 0).await.unwrap(),
+            "sent mail is not sent again"
+        );
+        assert!(c
+            .store
+            .outbox(true)
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| m.id != outbox[0].id));
         // The Owner cannot be removed.
         assert!(matches!(
             c.store

@@ -56,6 +56,8 @@ CREATE TABLE outbox (
     subject TEXT NOT NULL,
     body TEXT NOT NULL,
     created_at BIGINT NOT NULL,
+    -- A sender holds an entry while it delivers it, so nodes do not send it twice.
+    claimed_at BIGINT,
     sent_at BIGINT
 );
 
