@@ -350,8 +350,8 @@ impl UserStore for SqlStore {
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO sessions (id, user_id, digest, csrf_digest, current_account_id, created_at, expires_at, last_seen_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $6)",
+            "INSERT INTO sessions (id, user_id, digest, csrf_digest, current_account_id, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(new.id.to_string())
         .bind(new.user_id.to_string())

@@ -12,7 +12,6 @@ CREATE TABLE sessions (
     current_account_id TEXT,
     created_at BIGINT NOT NULL,
     expires_at BIGINT NOT NULL,
-    last_seen_at BIGINT NOT NULL,
     reauth_at BIGINT
 );
 CREATE INDEX sessions_user ON sessions (user_id);
