@@ -350,6 +350,19 @@ async fn permission_table(db: Db) {
         }
     }
     assert_eq!(cells, ACTIONS.len() * 5);
+    // Signing in again does not bring a removed member back: the account is gone for them.
+    let again = login_ok(&ts, &removed.email).await;
+    let r = call(
+        &ts,
+        "GET",
+        &format!("/accounts/{}", org.account),
+        Some(&again.token),
+        None,
+    )
+    .await;
+    assert_eq!((r.status, r.code()), (404, "not_found"), "{}", r.text);
+    let me = call(&ts, "GET", "/me", Some(&again.token), None).await;
+    assert_eq!(me.ok()["accounts"].as_array().map(Vec::len), Some(0));
     ts.stop().await;
 }
 
