@@ -341,7 +341,7 @@ async fn mfa_enrol_replay_recovery_and_require(db: Db) {
     assert_eq!((r.status, r.code()), (401, "mfa_required"));
     // The code used to confirm cannot be replayed within its window.
     let body = |extra: serde_json::Value| {
-        let mut b = json!({"email": a.owner.email, "password": PASSWORD});
+        let mut b = json!({"email": a.owner.email, "password": PASSWORD, "return_token": true});
         b.as_object_mut()
             .expect("obj")
             .extend(extra.as_object().expect("obj").clone());

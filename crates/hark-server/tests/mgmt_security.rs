@@ -76,6 +76,17 @@ async fn csrf_is_required_for_cookie_sessions(db: Db) {
         csrf_cookie.split(';').next().expect("pair")
     );
     let csrf = l.body["csrf_token"].as_str().expect("csrf").to_string();
+    // A browser login (no return_token) gets the session only as the HttpOnly cookie.
+    let browser = call(
+        &ts,
+        "POST",
+        "/auth/login",
+        None,
+        Some(json!({"email": a.owner.email, "password": PASSWORD})),
+    )
+    .await;
+    assert!(browser.ok().get("token").is_none(), "{}", browser.text);
+    assert!(cookie_pair(&browser, "hark_session").contains("HttpOnly"));
     let url = ts.url(&format!("/api/v1/accounts/{}/projects", a.account));
     // Safe methods need no token.
     let r = send(ts.http.get(&url).header("cookie", &cookie)).await;
@@ -138,7 +149,7 @@ async fn no_session_fixation(db: Db) {
         ts.http
             .post(ts.url("/api/v1/auth/login"))
             .header("cookie", format!("hark_session={}", planted.expose()))
-            .json(&json!({"email": a.owner.email, "password": PASSWORD})),
+            .json(&json!({"email": a.owner.email, "password": PASSWORD, "return_token": true})),
     )
     .await;
     let issued = r.ok()["token"].as_str().expect("token").to_string();

@@ -80,7 +80,7 @@ pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
         (ep("get", "/openapi.json", "This OpenAPI document", Open, None), get(document)),
         (
             ep("post", "/auth/login", "Log in; returns a session token and sets the session and CSRF cookies", Open, None).returns("LoginResult")
-                .body(&[("email", "string", true), ("password", "string", true), ("totp_code", "string", false), ("recovery_code", "string", false)]),
+                .body(&[("email", "string", true), ("password", "string", true), ("totp_code", "string", false), ("recovery_code", "string", false), ("return_token", "boolean", false)]),
             post(sessions::login),
         ),
         (ep("post", "/auth/logout", "End this session", Session, None).status(204), post(sessions::logout)),
@@ -349,17 +349,19 @@ pub fn schemas() -> Value {
     ];
     let mut login = profile.to_vec();
     login.extend([
-        ("token", s()),
         ("csrf_token", s()),
         ("session_id", s()),
         ("expires_at", t()),
     ]);
+    let mut login = object(&login);
+    // Present only when the request set `return_token`.
+    login["properties"]["token"] = s();
     json!({
         "Error": {"type": "object", "required": ["error", "code"], "properties": {
             "error": s(), "code": s(), "permission": s()}},
         "AccountMembership": object(&[("id", s()), ("name", s()), ("role", role()), ("require_mfa", b())]),
         "Profile": object(&profile),
-        "LoginResult": object(&login),
+        "LoginResult": login,
         "Reauthenticated": object(&[("reauthenticated_at", t()), ("valid_until", t())]),
         "TotpEnrolment": object(&[("secret", s()), ("otpauth_uri", s()), ("digits", i()), ("period", i())]),
         "RecoveryCodes": object(&[("mfa_enabled", b()), ("recovery_codes", json!({"type": "array", "items": s()}))]),

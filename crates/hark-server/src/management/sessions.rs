@@ -26,6 +26,11 @@ pub struct LoginRequest {
     pub totp_code: Option<Secret>,
     #[serde(default)]
     pub recovery_code: Option<Secret>,
+    /// Scripts set this to get the session token in the body (for `Authorization:
+    /// Bearer`); browsers leave it out, so page scripts never see the token and the
+    /// HttpOnly cookie is the only copy.
+    #[serde(default)]
+    pub return_token: bool,
 }
 
 fn email_subject(email: &str) -> String {
@@ -187,7 +192,9 @@ pub async fn login(
         )
         .await?;
     let mut body = profile(&state, &user, first_account).await?;
-    body["token"] = json!(token.expose());
+    if req.return_token {
+        body["token"] = json!(token.expose());
+    }
     body["csrf_token"] = json!(csrf.expose());
     body["session_id"] = json!(session.id);
     body["expires_at"] = json!(ts(session.expires_at));

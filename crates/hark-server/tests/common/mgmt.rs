@@ -102,7 +102,7 @@ pub async fn login(ts: &TestServer, email: &str, password: &str) -> Answer {
         "POST",
         "/auth/login",
         None,
-        Some(json!({"email": email, "password": password})),
+        Some(json!({"email": email, "password": password, "return_token": true})),
     )
     .await
 }
