@@ -105,10 +105,14 @@ async fn invites_go_out_by_smtp(db: Db) {
     let mut sent = false;
     for _ in 0..50 {
         let out = ts.store.outbox(false).await.expect("outbox");
-        if out
+        if let Some(m) = out
             .iter()
-            .any(|m| m.mail.to == email && m.sent_at.is_some())
+            .find(|m| m.mail.to == email && m.sent_at.is_some())
         {
+            assert!(
+                !m.mail.body.contains("hark_tmp_"),
+                "a delivered body is cleared"
+            );
             sent = true;
             break;
         }

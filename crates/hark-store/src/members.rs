@@ -172,6 +172,7 @@ pub trait MemberStore: Send + Sync {
     ) -> StoreResult<Account>;
     async fn enqueue_mail(&self, mail: Mail) -> StoreResult<()>;
     async fn outbox(&self, unsent_only: bool) -> StoreResult<Vec<OutboxEntry>>;
+    /// Marks an entry delivered and clears its body (it may hold an invite token).
     async fn mark_mail_sent(&self, id: &str) -> StoreResult<()>;
     /// Takes an unsent entry for delivery unless another sender took it in the last
     /// `lease_ms`; true if this caller may send it.
@@ -721,7 +722,7 @@ impl MemberStore for SqlStore {
     }
 
     async fn mark_mail_sent(&self, id: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE outbox SET sent_at = $2 WHERE id = $1")
+        sqlx::query("UPDATE outbox SET sent_at = $2, body = '' WHERE id = $1")
             .bind(id)
             .bind(self.now())
             .execute(&self.pool)
