@@ -73,3 +73,8 @@ impl StreamSessionId {
         Self(Uuid::new_v4())
     }
 }
+id_type!(
+    /// A login session of a person (management API / dashboard).
+    LoginSessionId,
+    InviteId,
+);

@@ -4,9 +4,12 @@
 pub mod clock;
 pub mod ids;
 pub mod keys;
+pub mod password;
 pub mod plan;
+pub mod scope;
 pub mod seal;
 pub mod speech;
+pub mod totp;
 pub mod views;
 pub mod webhook_sign;
 

@@ -6,10 +6,12 @@ use crate::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::Method;
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use hark_core::clock::{Clock, Millis};
 use hark_core::keys::{self, SecretDigest, SecretKind};
+use hark_core::scope::Scope;
 use hark_core::{AccountId, ApiKeyId};
 use hark_store::{KeyPrincipal, Store};
 use std::collections::HashMap;
@@ -212,6 +214,19 @@ impl FromRequestParts<AppState> for ApiPrincipal {
                 state.clock.as_ref(),
             )
             .await?;
+        // Least privilege: a scoped key may only read or only write transcripts.
+        if parts.uri.path().starts_with("/v2/") {
+            let needed = if parts.method == Method::GET || parts.method == Method::HEAD {
+                Scope::TranscriptsRead
+            } else {
+                Scope::TranscriptsWrite
+            };
+            if !principal.allows(needed) {
+                return Err(ApiError::MissingScope(needed.as_str()));
+            }
+        } else if parts.uri.path().starts_with("/v3/") && !principal.allows(Scope::Streaming) {
+            return Err(ApiError::MissingScope(Scope::Streaming.as_str()));
+        }
         state.rate_limiter.check(principal.account_id)?;
         Ok(ApiPrincipal(principal))
     }

@@ -30,6 +30,7 @@ pub struct Config {
     pub models: ModelConfig,
     pub streaming: StreamingSettings,
     pub tls: TlsConfig,
+    pub smtp: SmtpConfig,
 }
 
 /// Live `/v3/ws` sessions.
@@ -59,6 +60,39 @@ pub struct TlsConfig {
     pub key: Option<PathBuf>,
     /// Make (once) and use a development certificate in `<data_dir>/tls/`.
     pub self_signed: bool,
+}
+
+/// Outgoing mail (invites, notices). With no `host`, mail waits in the database
+/// outbox for the operator (`hark admin outbox`); it is never dropped.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    /// `starttls` (default), `tls` (implicit TLS, usually port 465), or `none`
+    /// (plain text: only for a relay on the same host).
+    pub security: String,
+    pub username: String,
+    #[serde(skip_serializing)]
+    pub password: hark_core::keys::Secret,
+    /// The sender address, e.g. `Hark <hark@example.com>`.
+    pub from: String,
+    /// Seconds between outbox sweeps.
+    pub interval_secs: u64,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        Self {
+            host: String::new(),
+            port: 587,
+            security: "starttls".into(),
+            username: String::new(),
+            password: hark_core::keys::Secret::default(),
+            from: String::new(),
+            interval_secs: 5,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -111,6 +145,7 @@ impl Default for Config {
             models: ModelConfig::default(),
             streaming: StreamingSettings::default(),
             tls: TlsConfig::default(),
+            smtp: SmtpConfig::default(),
         }
     }
 }
@@ -198,6 +233,9 @@ impl Config {
         }
         if let Some(v) = read_secret_file("HARK_DATABASE_URL_FILE")? {
             config.database_url = v;
+        }
+        if let Some(v) = read_secret_file("HARK_SMTP_PASSWORD_FILE")? {
+            config.smtp.password = hark_core::keys::Secret::new(v);
         }
         Ok(config)
     }
@@ -291,6 +329,7 @@ pub const KNOWN_ASSEMBLYAI_MODELS: &[&str] = &[
 const NOT_CONFIG_ENV: &[&str] = &[
     "log",
     "master_key_file",
+    "smtp_password_file",
     "database_url_file",
     "venv",
     "model_cache",

@@ -26,6 +26,8 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{0}")]
     PayloadTooLarge(String),
+    #[error("This API key's scopes do not allow {0}")]
+    MissingScope(&'static str),
     #[error("Too Many Requests")]
     TooManyRequests { retry_after_secs: u64 },
     #[error("Internal Server Error")]
@@ -46,7 +48,7 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) | ApiError::TranscriptNotFound => StatusCode::BAD_REQUEST,
-            ApiError::UploadForbidden => StatusCode::FORBIDDEN,
+            ApiError::UploadForbidden | ApiError::MissingScope(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

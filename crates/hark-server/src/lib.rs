@@ -9,6 +9,8 @@ pub mod config;
 pub mod control;
 pub mod data_plane;
 pub mod error;
+pub mod mailer;
+pub mod management;
 pub mod params;
 pub mod provisioning;
 mod remote;
@@ -175,6 +177,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/transcript/{id}/{format}", get(data_plane::subtitles))
         .route("/v3/token", get(streaming::token))
         .route("/v3/ws", get(streaming::ws))
+        .nest("/api/v1", management::routes())
         .route(
             "/health",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
@@ -231,6 +234,8 @@ pub async fn start(
         .outbound_policy()
         .map_err(|e| StartError::Config(e.to_string()))?;
     let outbound = hark_outbound::OutboundClient::new(policy)
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let mailer = mailer::SmtpMailer::from_config(&config.smtp)
         .map_err(|e| StartError::Config(e.to_string()))?;
     let store = open_store(&config, clock.clone()).await?;
     let uploads_dir = config.data_dir.join("uploads");
@@ -315,6 +320,14 @@ pub async fn start(
         }),
         hark_outbound::WebhookConfig::default(),
     );
+    if let Some(mailer) = mailer {
+        tasks.push(tokio::spawn(mailer::run_outbox_sender(
+            state.store.clone(),
+            mailer,
+            Duration::from_secs(state.config.smtp.interval_secs.max(1)),
+            shutdown_rx.clone(),
+        )));
+    }
     let mut webhook_stop = shutdown_rx.clone();
     tasks.push(tokio::spawn(sender.run(async move {
         let _ = webhook_stop.wait_for(|stop| *stop).await;
@@ -332,15 +345,21 @@ pub async fn start(
                     source,
                 })?;
             tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stopped)
-                    .await
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<tls::PeerAddr>(),
+                )
+                .with_graceful_shutdown(stopped)
+                .await
             })
         }
         None => tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
-                .await
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<tls::PeerAddr>(),
+            )
+            .with_graceful_shutdown(stopped)
+            .await
         }),
     };
     tracing::info!(%addr, base_url = %state.public_base_url, "hark listening");

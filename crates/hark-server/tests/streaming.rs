@@ -872,6 +872,59 @@ async fn lost_process_sessions_are_closed_once(db: Db) {
     ts.stop().await;
 }
 
+async fn key_scopes_govern_streaming(db: Db) {
+    use hark_core::scope::Scope;
+    let ts = scripted(db).await;
+    let t = ts.tenant(Plan::Payg).await;
+    let scoped = |scopes: &'static [Scope]| {
+        let ts = &ts;
+        async move {
+            hark_server::provisioning::issue_scoped_api_key(
+                &ts.store,
+                &ts.master_key(),
+                ts.clock.as_ref(),
+                t.project,
+                "scoped",
+                None,
+                scopes,
+                &hark_store::Actor::Operator,
+            )
+            .await
+            .unwrap()
+            .1
+            .into_inner()
+        }
+    };
+    let streaming_only = scoped(&[Scope::Streaming]).await;
+    let transcripts_only = scoped(&[Scope::TranscriptsRead, Scope::TranscriptsWrite]).await;
+    // A streaming-only key streams and mints, but cannot read transcripts.
+    let tok = token(&ts, &streaming_only, "expires_in_seconds=60").await;
+    let mut ws = connect(&ts, &format!("token={tok}"), None).await;
+    expect_message(&mut ws, "Begin").await;
+    drop(ws);
+    let mut ws = connect(&ts, "", Some(&streaming_only)).await;
+    expect_message(&mut ws, "Begin").await;
+    drop(ws);
+    assert_eq!(
+        support::get(&ts, &streaming_only, "/v2/transcript")
+            .await
+            .status,
+        403
+    );
+    // A transcripts-only key can neither mint nor stream.
+    let r = mint(&ts, &transcripts_only, "expires_in_seconds=60").await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("streaming"),
+        "{}",
+        r.text
+    );
+    let r = refused(&ts, "", Some(&transcripts_only)).await;
+    assert_eq!(r.close_code(), 1008, "{r:?}");
+    assert!(r.close_reason().contains("streaming"), "{r:?}");
+    ts.stop().await;
+}
+
 async fn plain_http_to_ws_is_refused(db: Db) {
     let ts = scripted(db).await;
     let t = ts.tenant(Plan::Payg).await;
@@ -896,4 +949,5 @@ both_databases!(
     session_webhook,
     lost_process_sessions_are_closed_once,
     plain_http_to_ws_is_refused,
+    key_scopes_govern_streaming,
 );

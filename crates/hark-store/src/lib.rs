@@ -7,21 +7,29 @@
 
 mod jobs;
 mod ledger;
+mod manage;
+mod members;
 pub mod model;
 mod sql;
 mod streaming;
 mod tenancy;
 pub mod testing;
 mod transcripts;
+mod users;
 mod webhooks;
 
 use async_trait::async_trait;
 use hark_core::clock::Millis;
 use hark_core::plan::LimitOverrides;
 use hark_core::{AccountId, ApiKeyId, Plan, ProjectId, TranscriptId, UploadId, UserId};
+pub use manage::{AuditFilter, Deleted, KeyTraffic, ManageStore};
+pub use members::{
+    Accepted, AccountMembership, Invite, Mail, MemberRow, MemberStore, NewInvite, OutboxEntry,
+};
 pub use model::*;
 pub use sql::{Backend, SqlStore};
 pub use streaming::*;
+pub use users::{normalize_email, LoginSession, NewSession, TotpRecord, User, UserStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -186,6 +194,9 @@ pub trait Store:
     + UsageStore
     + AuditStore
     + StreamStore
+    + UserStore
+    + MemberStore
+    + ManageStore
 {
 }
 impl<
@@ -196,7 +207,10 @@ impl<
             + WebhookStore
             + UsageStore
             + AuditStore
-            + StreamStore,
+            + StreamStore
+            + UserStore
+            + MemberStore
+            + ManageStore,
     > Store for T
 {
 }

@@ -2,6 +2,7 @@
 
 use hark_core::clock::Millis;
 use hark_core::plan::LimitOverrides;
+use hark_core::scope::Scope;
 use hark_core::{
     AccountId, ApiKeyId, Plan, PlanLimits, ProjectId, Role, TranscriptId, UploadId, UserId,
 };
@@ -46,6 +47,10 @@ pub struct ApiKeyRecord {
     pub expires_at: Option<Millis>,
     pub revoked_at: Option<Millis>,
     pub last_used_at: Option<Millis>,
+    /// Least-privilege scopes; empty means every scope.
+    pub scopes: Vec<Scope>,
+    /// Set when the key was rotated: its successor (the old key works until `expires_at`).
+    pub replaced_by: Option<ApiKeyId>,
 }
 
 /// What a presented API key authenticates as.
@@ -57,9 +62,16 @@ pub struct KeyPrincipal {
     pub expires_at: Option<Millis>,
     pub revoked_at: Option<Millis>,
     pub limits: PlanLimits,
+    /// Least-privilege scopes; empty means every scope.
+    pub scopes: Vec<Scope>,
 }
 
 impl KeyPrincipal {
+    /// Whether this key may act under `scope` (the data plane asks before each action).
+    pub fn allows(&self, scope: Scope) -> bool {
+        hark_core::scope::allows(&self.scopes, scope)
+    }
+
     pub fn is_usable_at(&self, now: Millis) -> bool {
         self.revoked_at.is_none() && self.expires_at.is_none_or(|e| now < e)
     }
@@ -76,6 +88,7 @@ pub struct NewApiKey {
     pub masked: String,
     pub created_by: String,
     pub expires_at: Option<Millis>,
+    pub scopes: Vec<Scope>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

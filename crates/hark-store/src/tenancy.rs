@@ -12,7 +12,7 @@ use sqlx::Row;
 
 const PROJECT_COLUMNS: &str = "id, account_id, name, created_at";
 const KEY_COLUMNS: &str =
-    "id, account_id, project_id, name, masked, created_by, created_at, expires_at, revoked_at, last_used_at";
+    "id, account_id, project_id, name, masked, created_by, created_at, expires_at, revoked_at, last_used_at, scopes, replaced_by";
 
 fn project_from_row(row: &AnyRow) -> StoreResult<Project> {
     Ok(Project {
@@ -35,7 +35,14 @@ fn key_from_row(row: &AnyRow) -> StoreResult<ApiKeyRecord> {
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
         last_used_at: row.try_get("last_used_at")?,
+        scopes: scopes_from_row(row)?,
+        replaced_by: crate::sql::parse_opt_id(row, "replaced_by", ApiKeyId::parse)?,
     })
+}
+
+pub(crate) fn scopes_from_row(row: &AnyRow) -> StoreResult<Vec<hark_core::scope::Scope>> {
+    let stored: String = row.try_get("scopes")?;
+    hark_core::scope::decode(&stored).map_err(StoreError::Corrupt)
 }
 
 impl SqlStore {
@@ -282,9 +289,9 @@ impl KeyStore for SqlStore {
             .await?
             .ok_or(StoreError::NotFound("project"))?;
         let (mut tx, acct) = self.begin_for_account(project.account_id).await?;
-        // Revoked keys no longer count against the limit.
+        // Revoked keys, and rotated ones in their grace period, no longer count.
         let count: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM api_keys WHERE account_id = $1 AND revoked_at IS NULL",
+            "SELECT count(*) FROM api_keys WHERE account_id = $1 AND revoked_at IS NULL AND replaced_by IS NULL",
         )
         .bind(project.account_id.to_string())
         .fetch_one(&mut *tx)
@@ -297,8 +304,8 @@ impl KeyStore for SqlStore {
             });
         }
         let inserted = sqlx::query(
-            "INSERT INTO api_keys (id, account_id, project_id, name, digest, sealed, masked, created_by, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO api_keys (id, account_id, project_id, name, digest, sealed, masked, created_by, created_at, expires_at, scopes) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(new.id.to_string())
         .bind(project.account_id.to_string())
@@ -310,6 +317,7 @@ impl KeyStore for SqlStore {
         .bind(&new.created_by)
         .bind(now)
         .bind(new.expires_at)
+        .bind(hark_core::scope::encode(&new.scopes))
         .execute(&mut *tx)
         .await;
         if let Err(e) = inserted {
@@ -325,7 +333,7 @@ impl KeyStore for SqlStore {
             actor,
             "api_key.create",
             &new.id.to_string(),
-            json!({"project_id": new.project_id, "name": new.name, "masked": new.masked, "expires_at": new.expires_at}),
+            json!({"project_id": new.project_id, "name": new.name, "masked": new.masked, "expires_at": new.expires_at, "scopes": hark_core::scope::encode(&new.scopes)}),
             now,
         )
         .await?;
@@ -341,6 +349,8 @@ impl KeyStore for SqlStore {
             expires_at: new.expires_at,
             revoked_at: None,
             last_used_at: None,
+            scopes: new.scopes,
+            replaced_by: None,
         })
     }
 
@@ -396,7 +406,7 @@ impl KeyStore for SqlStore {
 
     async fn principal_by_digest(&self, digest_hex: &str) -> StoreResult<Option<KeyPrincipal>> {
         let row = sqlx::query(
-            "SELECT k.id, k.account_id, k.project_id, k.digest, k.expires_at, k.revoked_at, a.max_projects, a.max_api_keys, \
+            "SELECT k.id, k.account_id, k.project_id, k.digest, k.expires_at, k.revoked_at, k.scopes, a.max_projects, a.max_api_keys, \
              a.max_members, a.max_concurrent_jobs, a.max_stream_sessions_per_minute \
              FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.digest = $1",
         )
@@ -423,6 +433,7 @@ impl KeyStore for SqlStore {
             expires_at: row.try_get("expires_at")?,
             revoked_at: row.try_get("revoked_at")?,
             limits: limits_from_row(&row)?,
+            scopes: scopes_from_row(&row)?,
         }))
     }
 

@@ -85,6 +85,7 @@ fn new_key(project: ProjectId, secret: &str) -> NewApiKey {
         masked: "masked".into(),
         created_by: "operator".into(),
         expires_at: None,
+        scopes: vec![],
     }
 }
 
@@ -661,6 +662,333 @@ async fn usage_is_idempotent(c: Ctx) {
     let events = c.store.usage_events(a.account.id).await.unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].event, e);
+}
+
+/// The management API's storage (issue 5): users, sessions, MFA, invites, rotation,
+/// deletion. Appended in its own module so the list above stays untouched.
+mod management {
+    use super::*;
+    use hark_core::keys::SecretDigest;
+    use hark_core::{Clock, InviteId, LoginSessionId, Role};
+
+    conformance!(
+        users_sessions_and_second_factors,
+        invites_count_against_member_limit_atomically,
+        rotation_and_deletion,
+    );
+
+    async fn users_sessions_and_second_factors(c: Ctx) {
+        let u = c
+            .store
+            .create_user(
+                UserId::new(),
+                " Ann@Example.com ",
+                Some("$argon2id$x"),
+                &Actor::Operator,
+            )
+            .await
+            .unwrap();
+        assert_eq!(u.email, "ann@example.com");
+        assert!(matches!(
+            c.store
+                .create_user(UserId::new(), "ann@example.com", None, &Actor::Operator)
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        let digest = SecretDigest::of("token").to_hex();
+        let s = c
+            .store
+            .create_session(
+                NewSession {
+                    id: LoginSessionId::new(),
+                    user_id: u.id,
+                    digest_hex: digest.clone(),
+                    csrf_digest_hex: SecretDigest::of("csrf").to_hex(),
+                    current_account: None,
+                    expires_at: T0 + 1000,
+                },
+                "email:ann@example.com",
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            c.store.session_by_digest(&digest).await.unwrap(),
+            Some(s.clone())
+        );
+        assert_eq!(
+            c.store
+                .session_by_digest(&SecretDigest::of("other").to_hex())
+                .await
+                .unwrap(),
+            None
+        );
+        // Failures per subject in a window.
+        c.store
+            .record_login_failure(&["email:x".into(), "addr:1.2.3.4".into()], None, "t")
+            .await
+            .unwrap();
+        c.clock.advance_ms(10);
+        c.store
+            .record_login_failure(&["email:x".into()], None, "t")
+            .await
+            .unwrap();
+        assert_eq!(
+            c.store.login_failures_since("email:x", T0).await.unwrap(),
+            2
+        );
+        assert_eq!(
+            c.store
+                .login_failures_since("email:x", T0 + 5)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            c.store
+                .login_failures_since("addr:1.2.3.4", T0)
+                .await
+                .unwrap(),
+            1
+        );
+        // TOTP: steps are accepted once, in increasing order; recovery codes once.
+        c.store.begin_totp(u.id, "sealed-seed").await.unwrap();
+        assert!(!c.store.get_user(u.id).await.unwrap().unwrap().mfa_enabled);
+        assert!(c
+            .store
+            .confirm_totp(u.id, 100, &["d1".into(), "d2".into()], &Actor::User(u.id))
+            .await
+            .unwrap());
+        assert!(c.store.get_user(u.id).await.unwrap().unwrap().mfa_enabled);
+        assert!(matches!(
+            c.store.begin_totp(u.id, "again").await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(
+            !c.store.accept_totp_step(u.id, 100).await.unwrap(),
+            "replay"
+        );
+        assert!(c.store.accept_totp_step(u.id, 101).await.unwrap());
+        assert!(
+            !c.store.accept_totp_step(u.id, 100).await.unwrap(),
+            "older step"
+        );
+        assert!(c.store.use_recovery_code(u.id, "d1").await.unwrap());
+        assert!(!c.store.use_recovery_code(u.id, "d1").await.unwrap());
+        assert!(!c.store.use_recovery_code(u.id, "nope").await.unwrap());
+        // Password change ends other sessions.
+        c.store
+            .set_password(u.id, "$argon2id$y", None, &Actor::User(u.id))
+            .await
+            .unwrap();
+        assert_eq!(c.store.session_by_digest(&digest).await.unwrap(), None);
+        assert!(c.store.verify_audit_chain(None).await.unwrap().is_ok());
+    }
+
+    async fn invites_count_against_member_limit_atomically(c: Ctx) {
+        // Free: 2 members; the Owner is one.
+        let b = new_account(&c.store, Plan::Free).await;
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let store = c.store.clone();
+                let invite = NewInvite {
+                    id: InviteId::new(),
+                    account_id: b.account.id,
+                    email: format!("p{i}@example.com"),
+                    role: Role::Reader,
+                    digest_hex: SecretDigest::of(&format!("invite{i}")).to_hex(),
+                    expires_at: T0 + 1000,
+                };
+                let mail = Mail {
+                    to: invite.email.clone(),
+                    subject: "s".into(),
+                    body: "b".into(),
+                };
+                tokio::spawn(
+                    async move { store.create_invite(invite, mail, &Actor::Operator).await },
+                )
+            })
+            .collect();
+        let mut ok = Vec::new();
+        let mut limited = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(inv) => ok.push(inv),
+                Err(StoreError::LimitReached { limit: 2, .. }) => limited += 1,
+                Err(e) => panic!("unexpected: {e}"),
+            }
+        }
+        assert_eq!((ok.len(), limited), (1, 49));
+        let outbox = c.store.outbox(true).await.unwrap();
+        assert_eq!(outbox.len(), 1, "only the created invite's mail");
+        // Accepting turns the pending invite into a member: the count stays at the limit.
+        let i = ok[0].clone();
+        let n: usize = i.email[1..].split('@').next().unwrap().parse().unwrap();
+        let digest = SecretDigest::of(&format!("invite{n}")).to_hex();
+        let acc = c
+            .store
+            .accept_invite(&digest, (UserId::new(), "h".into()))
+            .await
+            .unwrap();
+        assert!(acc.created_user);
+        assert!(matches!(
+            c.store
+                .accept_invite(&digest, (UserId::new(), "h".into()))
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(c.store.member_list(b.account.id).await.unwrap().len(), 2);
+        // Expired invites no longer count.
+        c.store
+            .remove_member(b.account.id, acc.user_id, &Actor::Operator)
+            .await
+            .unwrap();
+        let mk = |k: &str| NewInvite {
+            id: InviteId::new(),
+            account_id: b.account.id,
+            email: format!("{k}@example.com"),
+            role: Role::Admin,
+            digest_hex: SecretDigest::of(k).to_hex(),
+            expires_at: c.clock.now_ms() + 10,
+        };
+        let mail = Mail {
+            to: "x".into(),
+            subject: "s".into(),
+            body: "b".into(),
+        };
+        c.store
+            .create_invite(mk("late"), mail.clone(), &Actor::Operator)
+            .await
+            .unwrap();
+        assert!(c
+            .store
+            .create_invite(mk("more"), mail.clone(), &Actor::Operator)
+            .await
+            .is_err());
+        c.clock.advance_ms(11);
+        c.store
+            .create_invite(mk("more"), mail, &Actor::Operator)
+            .await
+            .unwrap();
+        let outbox = c.store.outbox(true).await.unwrap();
+        // One sender at a time: a claim holds for its lease.
+        assert!(c.store.claim_mail(&outbox[0].id, 60_000).await.unwrap());
+        assert!(!c.store.claim_mail(&outbox[0].id, 60_000).await.unwrap());
+        c.clock.advance_ms(60_001);
+        assert!(
+            c.store.claim_mail(&outbox[0].id, 60_000).await.unwrap(),
+            "a stale claim is retried"
+        );
+        c.store.mark_mail_sent(&outbox[0].id).await.unwrap();
+        assert!(
+            !c.store.claim_mail(&outbox[0].id, 0).await.unwrap(),
+            "sent mail is not sent again"
+        );
+        assert!(c
+            .store
+            .outbox(true)
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| m.id != outbox[0].id));
+        // The Owner cannot be removed.
+        assert!(matches!(
+            c.store
+                .remove_member(b.account.id, b.owner, &Actor::Operator)
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+
+    async fn rotation_and_deletion(c: Ctx) {
+        let b = new_account(&c.store, Plan::Free).await;
+        let k1 = c
+            .store
+            .create_api_key(new_key(b.project.id, "one"), &Actor::Operator)
+            .await
+            .unwrap();
+        c.store
+            .create_api_key(new_key(b.project.id, "two"), &Actor::Operator)
+            .await
+            .unwrap();
+        // At the limit (2), a rotation still works: the successor takes the old key's place.
+        let (old, new) = c
+            .store
+            .rotate_api_key(
+                k1.id,
+                new_key(b.project.id, "one-b"),
+                60_000,
+                &Actor::Operator,
+            )
+            .await
+            .unwrap();
+        assert_eq!(old.replaced_by, Some(new.id));
+        assert_eq!(old.expires_at, Some(T0 + 60_000));
+        assert!(c
+            .store
+            .rotate_api_key(k1.id, new_key(b.project.id, "x"), 0, &Actor::Operator)
+            .await
+            .is_err());
+        let p = c
+            .store
+            .principal_by_digest(&SecretDigest::of("one").to_hex())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(p.is_usable_at(T0 + 59_999) && !p.is_usable_at(T0 + 60_000));
+        assert!(c
+            .store
+            .create_api_key(new_key(b.project.id, "three"), &Actor::Operator)
+            .await
+            .is_err());
+        let sealed = c
+            .store
+            .reveal_api_key(new.id, &Actor::Operator)
+            .await
+            .unwrap();
+        assert_eq!(sealed, "sealed");
+        let t = new_transcript(&c.store, b.project.id, new.id).await;
+        // Deleting the project takes keys and transcripts with it.
+        let deleted = c
+            .store
+            .delete_project(b.project.id, &Actor::Operator)
+            .await
+            .unwrap();
+        assert!(deleted.upload_paths.is_empty());
+        assert!(c.store.get_api_key(new.id).await.unwrap().is_none());
+        assert!(c
+            .store
+            .get_transcript(b.project.id, t.id)
+            .await
+            .unwrap()
+            .is_none());
+        c.store
+            .delete_account(b.account.id, &Actor::Operator)
+            .await
+            .unwrap();
+        assert!(c.store.get_account(b.account.id).await.unwrap().is_none());
+        let actions: Vec<String> = c
+            .store
+            .audit_entries(Some(b.account.id))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        assert!(
+            actions.ends_with(&[
+                "api_key.reveal".into(),
+                "project.delete".into(),
+                "account.delete".into()
+            ]),
+            "{actions:?}"
+        );
+        assert!(c
+            .store
+            .verify_audit_chain(Some(b.account.id))
+            .await
+            .unwrap()
+            .is_ok());
+    }
 }
 
 fn open_with(credential: StreamCredential, node: &str) -> OpenStreamSession {

@@ -6,7 +6,10 @@ use clap::{Args, Subcommand};
 use hark_core::plan::LimitOverrides;
 use hark_core::{AccountId, ApiKeyId, Clock, Plan, ProjectId, UserId};
 use hark_server::config::Config;
-use hark_store::{AccountStore, Actor, AuditStore, KeyStore, NewAccount, NewProject, SqlStore};
+use hark_store::{
+    AccountStore, Actor, AuditStore, KeyStore, MemberStore, NewAccount, NewProject, SqlStore,
+    UserStore,
+};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -38,6 +41,25 @@ pub enum AdminCommand {
     Key(KeyCommand),
     #[command(subcommand)]
     Audit(AuditCommand),
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Mail waiting for delivery (invites, ownership notices) when SMTP is not configured.
+    Outbox {
+        /// Only mail not yet marked sent.
+        #[arg(long)]
+        unsent: bool,
+        /// Mark these outbox entries as delivered by hand.
+        #[arg(long = "mark-sent", value_name = "ID")]
+        mark_sent: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Support: change a user's email address.
+    ChangeEmail { old: String, new: String },
+    /// Set a user's password, read from the first line of standard input.
+    SetPassword { email: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -51,6 +73,13 @@ pub enum AccountCommand {
     },
     Show {
         account: AccountId,
+    },
+    /// Support: make a member the Owner; the previous Owner becomes Admin, and billing
+    /// notices go to the new Owner.
+    TransferOwnership {
+        account: AccountId,
+        #[arg(long)]
+        to: String,
     },
 }
 
@@ -379,6 +408,81 @@ async fn execute(config: &Config, ops: &Ops, args: AdminArgs) -> anyhow::Result<
                         account
                             .map(|a| a.to_string())
                             .unwrap_or_else(|| "the installation".into())
+                    );
+                }
+            }
+        }
+        AdminCommand::Account(AccountCommand::TransferOwnership { account, to }) => {
+            let new_owner = store
+                .transfer_ownership(account, &to, &Actor::Operator)
+                .await?;
+            print(
+                j,
+                json!({"account_id": account, "owner_id": new_owner, "owner_email": hark_store::normalize_email(&to)}),
+                |v| {
+                    format!(
+                        "{} is now the Owner of {account}; the previous Owner is an Admin",
+                        v["owner_email"].as_str().unwrap_or_default()
+                    )
+                },
+            );
+        }
+        AdminCommand::User(UserCommand::ChangeEmail { old, new }) => {
+            if !new.contains('@') {
+                bail!("'{new}' is not an email address");
+            }
+            let user = store.change_email(&old, &new, &Actor::Operator).await?;
+            print(j, json!({"user_id": user.id, "email": user.email}), |v| {
+                format!(
+                    "user {} is now {}",
+                    v["user_id"].as_str().unwrap_or_default(),
+                    v["email"].as_str().unwrap_or_default()
+                )
+            });
+        }
+        AdminCommand::User(UserCommand::SetPassword { email }) => {
+            let user = store
+                .user_by_email(&email)
+                .await?
+                .ok_or_else(|| anyhow!("no user {email}"))?;
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from standard input")?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            hark_core::password::validate(password)?;
+            let hash = hark_core::password::hash(password)?;
+            store
+                .set_password(user.id, &hash, None, &Actor::Operator)
+                .await?;
+            print(j, json!({"user_id": user.id, "email": user.email}), |v| {
+                format!(
+                    "password set for {}",
+                    v["email"].as_str().unwrap_or_default()
+                )
+            });
+        }
+        AdminCommand::Outbox { unsent, mark_sent } => {
+            for id in &mark_sent {
+                store.mark_mail_sent(id).await?;
+            }
+            for m in store.outbox(unsent).await? {
+                let v = json!({"id": m.id, "to": m.mail.to, "subject": m.mail.subject, "body": m.mail.body,
+                    "created_at": m.created_at, "sent_at": m.sent_at});
+                if j {
+                    println!("{v}");
+                } else {
+                    println!(
+                        "--- {} to {} ({})\nSubject: {}\n\n{}",
+                        m.id,
+                        m.mail.to,
+                        if m.sent_at.is_some() {
+                            "sent"
+                        } else {
+                            "unsent"
+                        },
+                        m.mail.subject,
+                        m.mail.body
                     );
                 }
             }

@@ -289,6 +289,9 @@ async fn authenticate(state: &AppState, presented: &str) -> Result<StreamCredent
         .verify(presented, state.store.as_ref(), state.clock.as_ref())
         .await
     {
+        Ok(principal) if !principal.allows(hark_core::scope::Scope::Streaming) => {
+            Err("Unauthorized Connection: this API key's scopes do not include streaming".into())
+        }
         Ok(principal) => Ok(StreamCredential::ApiKey {
             account_id: principal.account_id,
             project_id: principal.project_id,

@@ -2,6 +2,8 @@
 //! PostgreSQL database and provisions accounts, projects and keys for tests.
 #![allow(dead_code)]
 
+pub mod mgmt;
+
 use hark_core::clock::{Clock, SystemClock};
 use hark_core::speech::{
     SpeechEngine, SpeechError, SpeechStream, StreamEvent, StreamingConfig, StreamingUpdate,
