@@ -19,11 +19,37 @@ use std::collections::HashMap;
 use tokio::io::AsyncWriteExt;
 
 /// `POST /v2/upload`: the raw body, streamed to disk.
+/// Reads and discards (a bounded part of) a refused upload's body before the refusal is
+/// sent: closing a connection with unread data resets it, and the client may then lose
+/// the 401/429 answer and see only "server disconnected".
+async fn drain_refused_body(body: Body) {
+    use futures::StreamExt;
+    const MAX_DRAIN_BYTES: usize = 16 << 20;
+    let mut stream = body.into_data_stream();
+    let mut seen = 0usize;
+    let drain = async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len();
+            if seen > MAX_DRAIN_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
+}
+
 pub async fn upload(
     State(state): State<AppState>,
-    ApiPrincipal(who): ApiPrincipal,
+    principal: Result<ApiPrincipal, ApiError>,
     body: Body,
 ) -> ApiResult<Json<Value>> {
+    let who = match principal {
+        Ok(ApiPrincipal(who)) => who,
+        Err(refusal) => {
+            drain_refused_body(body).await;
+            return Err(refusal);
+        }
+    };
     let id = UploadId::new();
     let dir = state.uploads_dir.join(who.project_id.to_string());
     tokio::fs::create_dir_all(&dir)

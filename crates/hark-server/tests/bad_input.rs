@@ -370,8 +370,33 @@ async fn oversized_empty_and_non_audio(db: Db) {
     ts.stop().await;
 }
 
+/// A large upload with a wrong key gets its 401 answer, not a reset connection: the
+/// server reads the refused body before it answers.
+async fn refused_large_upload_gets_its_answer(db: Db) {
+    let ts = server(db).await;
+    let body = vec![7u8; 4 << 20];
+    for _ in 0..5 {
+        let r = ts
+            .http
+            .post(ts.url("/v2/upload"))
+            .header("authorization", "hark_key_wrong")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("an answer, not a dropped connection");
+        assert_eq!(r.status(), 401);
+        let v: serde_json::Value = r.json().await.expect("json");
+        assert_eq!(
+            v["error"],
+            "Authentication error, API token missing/invalid"
+        );
+    }
+    ts.stop().await;
+}
+
 both_databases!(
     invalid_transcript_requests,
     absurd_query_values,
-    oversized_empty_and_non_audio
+    oversized_empty_and_non_audio,
+    refused_large_upload_gets_its_answer
 );
