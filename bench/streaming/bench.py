@@ -22,18 +22,24 @@ import wave
 import websockets
 
 
-def load_programme(fixtures):
-    """The speech clips with 1.5 s of silence after each, as one PCM byte string."""
+def load_clips(fixtures):
+    """The speech clips, each followed by 1.5 s of silence, as PCM byte strings."""
     clips = [os.path.join(fixtures, "jfk.wav")]
     libri = os.path.join(fixtures, "librivox")
     clips += sorted(os.path.join(libri, f) for f in os.listdir(libri) if f.endswith(".wav"))
-    out = bytearray()
+    out = []
     for path in clips:
         with wave.open(path) as w:
             assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (16000, 1, 2), path
-            out += w.readframes(w.getnframes())
-        out += b"\0\0" * 24000
-    return bytes(out)
+            out.append(w.readframes(w.getnframes()) + b"\0\0" * 24000)
+    return out
+
+
+def programme_for(clips, stream, rotate):
+    """All clips in order; with `rotate`, stream i starts at clip i, so streams do not
+    pause in step (live speakers do not)."""
+    k = stream % len(clips) if rotate else 0
+    return b"".join(clips[k:] + clips[:k])
 
 
 def rss_kib(pid):
@@ -95,21 +101,23 @@ def percentile(values, p):
 
 
 async def live(args):
-    programme = load_programme(args.fixtures)
+    clips = load_clips(args.fixtures)
     url = f"{args.url}/v3/ws?sample_rate=16000"
     for n in args.streams:
         results = []
-        cpu0 = os.times()
         started = time.monotonic()
         await asyncio.gather(
-            *(live_session(url, args.key, programme, 0.7 * i, results) for i in range(n))
+            *(
+                live_session(url, args.key, programme_for(clips, i, args.rotate), 0.7 * i, results)
+                for i in range(n)
+            )
         )
         wall = time.monotonic() - started
         lat = [x for r in results for x in r[0]]
         turns = sum(len(r[1]) for r in results)
-        audio_s = n * len(programme) / 32000
+        audio_s = n * sum(len(c) for c in clips) / 32000
         print(
-            f"live streams={n} audio={audio_s:.0f}s wall={wall:.1f}s final_turns={turns} "
+            f"live streams={n} {'rotated' if args.rotate else 'in-step'} audio={audio_s:.0f}s wall={wall:.1f}s final_turns={turns} "
             f"latency_p50={percentile(lat, 0.5):.3f}s latency_p95={percentile(lat, 0.95):.3f}s "
             f"latency_max={max(lat) if lat else float('nan'):.3f}s",
             flush=True,
@@ -166,6 +174,11 @@ def main():
     lv.add_argument("--fixtures", required=True)
     lv.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4])
     lv.add_argument("--show-text", action="store_true")
+    lv.add_argument(
+        "--rotate",
+        action="store_true",
+        help="stream i starts at clip i (otherwise all streams play the same programme 0.7 s apart)",
+    )
     idl = sub.add_parser("idle")
     idl.add_argument("--pid", type=int, required=True)
     idl.add_argument("--sessions", type=int, default=10000)

@@ -3,7 +3,9 @@
 # plain ws:// on loopback):
 #   1. live: for each N in STREAMS, N concurrent sessions send a 45-s speech programme
 #      (JFK + LibriVox clips with pauses) at real-time pace in 100-ms chunks; prints the
-#      final-turn latency p50/p95/max (end of speech -> final Turn received).
+#      final-turn latency p50/p95/max (end of speech -> final Turn received). Twice: all
+#      streams playing the programme in step (0.7 s apart: every stream pauses at nearly
+#      the same moment, the worst case), then rotated (stream i starts at clip i).
 #   2. idle: opens IDLE_SESSIONS sessions that send nothing; prints the server's RSS
 #      before and after and the memory per idle session.
 # Goals (issue): >= 4 live streams with p95 <= 1 s; <= 50 KB per idle session.
@@ -60,5 +62,8 @@ echo "hark $(git rev-parse --short HEAD) tls=$TLS pid=$server cores=$(nproc) $(g
 # shellcheck disable=SC2086
 "$VENV/bin/python" bench/streaming/bench.py --url "$scheme://127.0.0.1:$port" --key "$key" "${client_tls[@]}" \
     live --fixtures "$HARK_TEST_FIXTURES" --streams $STREAMS --show-text
+# shellcheck disable=SC2086
+"$VENV/bin/python" bench/streaming/bench.py --url "$scheme://127.0.0.1:$port" --key "$key" "${client_tls[@]}" \
+    live --fixtures "$HARK_TEST_FIXTURES" --streams $STREAMS --rotate
 "$VENV/bin/python" bench/streaming/bench.py --url "$scheme://127.0.0.1:$port" --key "$key" "${client_tls[@]}" \
     idle --pid "$server" --sessions "$IDLE_SESSIONS"

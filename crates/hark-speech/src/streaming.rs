@@ -17,7 +17,7 @@ const FRAME: usize = 320;
 /// Partial turns are decoded over a short encoder context of at least this many
 /// positions (50 per second); final turns over the full window, because on a truncated
 /// window the model's no-speech detection misses noise (it then "hears" e.g. "Thank you.").
-const SHORT_CONTEXT_MIN: usize = 500;
+const SHORT_CONTEXT_MIN: usize = 300;
 
 /// One live session. Not shared between threads; the model and engine are.
 pub struct StreamingSession {
