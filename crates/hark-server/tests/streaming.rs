@@ -861,13 +861,13 @@ async fn lost_process_sessions_are_closed_once(db: Db) {
     assert_eq!(usage[0].event.session_seconds, Some(20.0));
     let row = store.get_stream_session(opened.id).await.unwrap().unwrap();
     assert!(row.ended_at.is_some());
-    assert_eq!(store.reap_stream_sessions().await.unwrap(), 0);
+    assert_eq!(store.reap_stream_sessions("test-reaper").await.unwrap(), 0);
     // A session of the live server is left alone.
     let mut ws = connect(&ts, "", Some(&t.key)).await;
     expect_message(&mut ws, "Begin").await;
     clock.advance_ms(2_000);
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    assert_eq!(store.reap_stream_sessions().await.unwrap(), 0);
+    assert_eq!(store.reap_stream_sessions("test-reaper").await.unwrap(), 0);
     drop(ws);
     ts.stop().await;
 }

@@ -136,8 +136,9 @@ pub trait StreamStore: Send + Sync {
         close: CloseStreamSession,
     ) -> StoreResult<Option<StreamSessionRecord>>;
     /// Closes (and bills, up to their node's last heartbeat) the open sessions of
-    /// processes whose lease lapsed.
-    async fn reap_stream_sessions(&self) -> StoreResult<usize>;
+    /// processes whose lease lapsed, never those of `own_node`: a running process does
+    /// not take itself for dead, even if it stalled past its lease.
+    async fn reap_stream_sessions(&self, own_node: &str) -> StoreResult<usize>;
     async fn get_stream_session(
         &self,
         id: StreamSessionId,
@@ -483,16 +484,17 @@ impl StreamStore for SqlStore {
         Ok(closed)
     }
 
-    async fn reap_stream_sessions(&self) -> StoreResult<usize> {
+    async fn reap_stream_sessions(&self, own_node: &str) -> StoreResult<usize> {
         let now = self.now();
         // Sessions of dead processes, and of processes that never registered.
         let rows = sqlx::query(
             "SELECT s.id, s.started_at, s.expires_at, s.audio_ms, s.final_turns, n.last_seen_at \
              FROM stream_sessions s LEFT JOIN stream_nodes n ON n.id = s.node_id \
-             WHERE s.ended_at IS NULL AND (n.id IS NULL OR n.lease_expires_at < $1) \
+             WHERE s.ended_at IS NULL AND s.node_id <> $2 AND (n.id IS NULL OR n.lease_expires_at < $1) \
              ORDER BY s.started_at LIMIT 500",
         )
         .bind(now)
+        .bind(own_node)
         .fetch_all(&self.pool)
         .await?;
         let mut closed = 0;

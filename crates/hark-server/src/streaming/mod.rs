@@ -163,7 +163,7 @@ pub async fn upkeep(state: AppState, mut shutdown: watch::Receiver<bool>) {
         {
             tracing::warn!(error = %e, "could not renew the streaming lease");
         }
-        match state.store.reap_stream_sessions().await {
+        match state.store.reap_stream_sessions(&state.node_id).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(sessions = n, "closed sessions of a stopped process"),
             Err(e) => tracing::warn!(error = %e, "could not close lost sessions"),
