@@ -3,7 +3,6 @@
 //! filtered audit-log query the management API serves.
 
 use crate::ledger::append_audit;
-use crate::sql::is_unique_violation;
 use crate::*;
 use hark_core::clock::Millis;
 use serde_json::json;
@@ -231,30 +230,7 @@ impl ManageStore for SqlStore {
         }
         let grace_end = now + grace_ms.max(0);
         // The successor takes the old key's place in the count, so no limit check.
-        let inserted = sqlx::query(
-            "INSERT INTO api_keys (id, account_id, project_id, name, digest, sealed, masked, created_by, created_at, expires_at, scopes) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(new.id.to_string())
-        .bind(key.account_id.to_string())
-        .bind(key.project_id.to_string())
-        .bind(&new.name)
-        .bind(&new.digest_hex)
-        .bind(&new.sealed)
-        .bind(&new.masked)
-        .bind(&new.created_by)
-        .bind(now)
-        .bind(new.expires_at)
-        .bind(hark_core::scope::encode(&new.scopes))
-        .execute(&mut *tx)
-        .await;
-        if let Err(e) = inserted {
-            return Err(if is_unique_violation(&e) {
-                StoreError::Conflict("duplicate key".into())
-            } else {
-                e.into()
-            });
-        }
+        crate::tenancy::insert_api_key(&mut tx, &new, key.account_id, key.project_id, now).await?;
         sqlx::query(
             "UPDATE api_keys SET replaced_by = $2, expires_at = CASE WHEN expires_at IS NULL OR expires_at > $3 THEN $3 ELSE expires_at END WHERE id = $1",
         )

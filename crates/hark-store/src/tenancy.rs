@@ -280,6 +280,38 @@ impl AccountStore for SqlStore {
     }
 }
 
+/// Inserts a key row (a digest collision is a conflict, not a database error).
+pub(crate) async fn insert_api_key(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    new: &NewApiKey,
+    account: AccountId,
+    project: ProjectId,
+    now: Millis,
+) -> StoreResult<()> {
+    let inserted = sqlx::query(
+        "INSERT INTO api_keys (id, account_id, project_id, name, digest, sealed, masked, created_by, created_at, expires_at, scopes) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(new.id.to_string())
+    .bind(account.to_string())
+    .bind(project.to_string())
+    .bind(&new.name)
+    .bind(&new.digest_hex)
+    .bind(&new.sealed)
+    .bind(&new.masked)
+    .bind(&new.created_by)
+    .bind(now)
+    .bind(new.expires_at)
+    .bind(hark_core::scope::encode(&new.scopes))
+    .execute(&mut **tx)
+    .await;
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict("duplicate key".into())),
+        Err(e) => Err(e.into()),
+    }
+}
+
 #[async_trait]
 impl KeyStore for SqlStore {
     async fn create_api_key(&self, new: NewApiKey, actor: &Actor) -> StoreResult<ApiKeyRecord> {
@@ -303,30 +335,7 @@ impl KeyStore for SqlStore {
                 limit,
             });
         }
-        let inserted = sqlx::query(
-            "INSERT INTO api_keys (id, account_id, project_id, name, digest, sealed, masked, created_by, created_at, expires_at, scopes) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(new.id.to_string())
-        .bind(project.account_id.to_string())
-        .bind(new.project_id.to_string())
-        .bind(&new.name)
-        .bind(&new.digest_hex)
-        .bind(&new.sealed)
-        .bind(&new.masked)
-        .bind(&new.created_by)
-        .bind(now)
-        .bind(new.expires_at)
-        .bind(hark_core::scope::encode(&new.scopes))
-        .execute(&mut *tx)
-        .await;
-        if let Err(e) = inserted {
-            return Err(if is_unique_violation(&e) {
-                StoreError::Conflict("duplicate key".into())
-            } else {
-                e.into()
-            });
-        }
+        insert_api_key(&mut tx, &new, project.account_id, new.project_id, now).await?;
         append_audit(
             &mut tx,
             Some(project.account_id),
