@@ -148,6 +148,33 @@ pub(crate) async fn run(
         .await;
         return;
     }
+    // Built before the session opens, so a failure here consumes no token.
+    let encoding = match params.encoding {
+        Encoding::PcmS16le => PcmEncoding::PcmS16le,
+        Encoding::PcmMulaw => PcmEncoding::PcmMulaw,
+    };
+    let started = engine
+        .clone()
+        .open_stream(&model, params.engine.clone())
+        .map_err(|e| e.to_string())
+        .and_then(|stream| {
+            StreamResampler::new(params.sample_rate, encoding)
+                .map(|resampler| (stream, resampler))
+                .map_err(|e| e.to_string())
+        });
+    let (stream, resampler) = match started {
+        Ok(parts) => parts,
+        Err(e) => {
+            tracing::error!(error = %e, "could not start the streaming engine");
+            close_with(
+                &mut socket,
+                CLOSE_SERVER_ERROR,
+                "Session Cancelled: An error occurred",
+            )
+            .await;
+            return;
+        }
+    };
     let id = StreamSessionId::random();
     let opened = state
         .store
@@ -192,60 +219,6 @@ pub(crate) async fn run(
             tracing::error!(error = %e, "could not store the session's webhook header");
         }
     }
-    let stream = match engine.open_stream(&model, params.engine.clone()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "could not start the streaming engine");
-            let _ = state
-                .store
-                .close_stream_session(
-                    opened.id,
-                    CloseStreamSession {
-                        audio_ms: 0,
-                        final_turns_json: "[]".into(),
-                        reason: format!("engine failure: {e}"),
-                    },
-                )
-                .await;
-            close_with(
-                &mut socket,
-                CLOSE_SERVER_ERROR,
-                "Session Cancelled: An error occurred",
-            )
-            .await;
-            return;
-        }
-    };
-    let resampler = match StreamResampler::new(
-        params.sample_rate,
-        match params.encoding {
-            Encoding::PcmS16le => PcmEncoding::PcmS16le,
-            Encoding::PcmMulaw => PcmEncoding::PcmMulaw,
-        },
-    ) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "could not build the resampler");
-            let _ = state
-                .store
-                .close_stream_session(
-                    opened.id,
-                    CloseStreamSession {
-                        audio_ms: 0,
-                        final_turns_json: "[]".into(),
-                        reason: "resampler failure".into(),
-                    },
-                )
-                .await;
-            close_with(
-                &mut socket,
-                CLOSE_SERVER_ERROR,
-                "Session Cancelled: An error occurred",
-            )
-            .await;
-            return;
-        }
-    };
     let _tracked = state.sessions.enter();
     let now = state.clock.now_ms();
     let live = Live {
