@@ -122,6 +122,11 @@ pub struct DecodeOptions {
     pub short_context: bool,
     /// The shortest context `short_context` uses, in encoder positions (50 per second).
     pub min_short_context: usize,
+    /// Tokens the first window is expected to start with (e.g. the previous decode of
+    /// the same live turn, from [`RawTranscript::first_window_tokens`]). They are fed to
+    /// the decoder in one batch and kept while greedy decoding would have chosen them
+    /// anyway, so the result is the same as without a draft, only cheaper.
+    pub draft: Vec<u32>,
 }
 
 impl Default for DecodeOptions {
@@ -134,6 +139,7 @@ impl Default for DecodeOptions {
             sample_len: 224,
             short_context: false,
             min_short_context: 500,
+            draft: Vec::new(),
         }
     }
 }
@@ -161,6 +167,9 @@ pub struct RawTranscript {
     pub segments: Vec<Segment>,
     pub language: String,
     pub language_probability: Option<f64>,
+    /// The tokens sampled in the first window (without the prompt and end-of-text): a
+    /// draft for decoding the same audio again, extended.
+    pub first_window_tokens: Vec<u32>,
     pub stats: DecodeStats,
 }
 
@@ -173,6 +182,8 @@ pub struct DecodeStats {
     pub encode_secs: f64,
     pub decode_secs: f64,
     pub align_secs: f64,
+    /// Draft tokens kept (decoded in one batch instead of one step each).
+    pub draft_tokens_accepted: usize,
 }
 
 impl RawTranscript {
@@ -200,6 +211,8 @@ struct WindowResult {
     avg_logprob: f64,
     align_rows: Vec<f32>,
     align_frames: usize,
+    /// How many draft tokens greedy decoding confirmed.
+    draft_accepted: usize,
 }
 
 /// The encoder positions for audio of `content_frames` mel frames: the model's full
@@ -266,6 +279,7 @@ pub fn transcribe_samples(
         segments: Vec::new(),
         language,
         language_probability,
+        first_window_tokens: Vec::new(),
         stats,
     };
     let mut seek = 0usize;
@@ -283,8 +297,18 @@ pub fn transcribe_samples(
         drop(encoded);
         out.stats.encode_secs += clock.elapsed().as_secs_f64();
         let clock = std::time::Instant::now();
-        let result = decode_window(model, &cross, &prompt, segment_size, opts)?;
+        let draft: &[u32] = if seek == 0 { &opts.draft } else { &[] };
+        let result = decode_window(model, &cross, &prompt, segment_size, draft, opts)?;
         out.stats.decode_secs += clock.elapsed().as_secs_f64();
+        out.stats.draft_tokens_accepted += result.draft_accepted;
+        if seek == 0 {
+            out.first_window_tokens = result
+                .sampled
+                .iter()
+                .map(|s| s.token)
+                .filter(|t| *t != model.tokenizer.specials.eot)
+                .collect();
+        }
         out.stats.windows += 1;
         out.stats.tokens += result.sampled.len();
         if result.no_speech_prob > opts.no_speech_threshold
@@ -373,11 +397,15 @@ fn detect_language(model: &LoadedModel, window: &[f32]) -> Result<(String, f64),
     Ok(best)
 }
 
+/// Draft tokens verified per batch.
+const DRAFT_CHUNK: usize = 16;
+
 fn decode_window(
     model: &LoadedModel,
     cross: &[Vec<f32>],
     prompt: &[u32],
     segment_size: usize,
+    draft: &[u32],
     opts: &DecodeOptions,
 ) -> Result<WindowResult, ModelError> {
     let tok = &model.tokenizer;
@@ -428,12 +456,43 @@ fn decode_window(
         _ => 0.0,
     };
 
+    // The draft, fed in one batch: row i of `draft_logits` is what `state.logits` would
+    // hold after stepping draft[..=i]. A draft token is kept while greedy sampling picks
+    // it; at the first difference the state is cut back and decoding goes on step by step.
+    let prompt_len = state.len();
+    let draft_len = draft
+        .len()
+        .min(opts.sample_len.saturating_sub(1))
+        .min(model.whisper.dims.n_text_ctx.saturating_sub(prompt_len + 1));
+    let draft = if draft[..draft_len].iter().all(|t| (*t as usize) < n_vocab) {
+        &draft[..draft_len]
+    } else {
+        &[]
+    };
+    let align_base = align_rows.len();
+    // Verified a chunk at a time, so a draft that goes wrong early costs little.
+    let mut chunk_end = draft.len().min(DRAFT_CHUNK);
+    let mut chunk_logits =
+        state.step_batch(&draft[..chunk_end], heads, align_frames, &mut align_rows)?;
+    let align_per_step = (align_rows.len() - align_base)
+        .checked_div(chunk_end)
+        .unwrap_or(0);
+    let mut chunk_start = 0usize;
+    let mut in_draft = !draft.is_empty();
+    let mut accepted = 0usize;
+    // The logits for the next choice while inside the draft.
+    let mut draft_next = state.logits[..n_vocab].to_vec();
+
     let max_initial = ts_begin + (opts.max_initial_timestamp / TIME_PRECISION).round() as usize;
     let mut sampled: Vec<Sampled> = Vec::new();
     let mut sum_logprob = 0.0f64;
     let mut logits = vec![0.0f32; n_vocab];
     for _ in 0..opts.sample_len {
-        logits.copy_from_slice(&state.logits[..n_vocab]);
+        if in_draft {
+            logits.copy_from_slice(&draft_next);
+        } else {
+            logits.copy_from_slice(&state.logits[..n_vocab]);
+        }
         for (l, s) in logits.iter_mut().zip(&always_suppressed) {
             if *s {
                 *l = f32::NEG_INFINITY;
@@ -460,11 +519,40 @@ fn decode_window(
             prob: best_lp.exp(),
             step: step_index,
         });
+        if in_draft {
+            if accepted < draft.len() && best == draft[accepted] as usize {
+                // Already fed in the batch, with its alignment rows in place.
+                let row = accepted - chunk_start;
+                draft_next.copy_from_slice(&chunk_logits[row * n_vocab..(row + 1) * n_vocab]);
+                accepted += 1;
+                step_index += 1;
+                if accepted == chunk_end && chunk_end < draft.len() {
+                    chunk_start = chunk_end;
+                    chunk_end = draft.len().min(chunk_end + DRAFT_CHUNK);
+                    chunk_logits = state.step_batch(
+                        &draft[chunk_start..chunk_end],
+                        heads,
+                        align_frames,
+                        &mut align_rows,
+                    )?;
+                }
+                continue;
+            }
+            // Greedy leaves the draft here: forget the batch beyond the kept prefix.
+            state.truncate(prompt_len + accepted);
+            align_rows.truncate(align_base + accepted * align_per_step);
+            in_draft = false;
+        }
         if best == eot || state.is_full() {
             break;
         }
         state.step(best as u32, true, heads, align_frames, &mut align_rows)?;
         step_index += 1;
+    }
+    if in_draft {
+        // The sample limit ended decoding inside the draft.
+        state.truncate(prompt_len + accepted);
+        align_rows.truncate(align_base + accepted * align_per_step);
     }
     let n = sampled.len().max(1);
     Ok(WindowResult {
@@ -473,6 +561,7 @@ fn decode_window(
         avg_logprob: sum_logprob / n as f64,
         align_rows,
         align_frames,
+        draft_accepted: accepted,
     })
 }
 

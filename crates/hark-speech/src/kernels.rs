@@ -9,6 +9,7 @@ const PARALLEL_GEMM_MIN_WORK: usize = 4_000_000;
 
 /// `out[m, n] = x[m, k] · w[n, k]^T (+ bias[n])`, all row-major and contiguous.
 /// `w` is stored like a PyTorch `nn.Linear` weight (`[out_features, in_features]`).
+/// Large products are split across the current rayon pool.
 pub fn linear(
     x: &[f32],
     m: usize,
@@ -18,68 +19,53 @@ pub fn linear(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    debug_assert!(x.len() >= m * k && w.len() >= n * k && out.len() >= m * n);
+    if m == 0 || n == 0 || x.len() < m * k || w.len() < n * k || out.len() < m * n {
+        return;
+    }
     if m == 1 {
         matvec(&x[..k], w, n, bias, &mut out[..n]);
         return;
     }
     let threads = rayon::current_num_threads().max(1);
-    if threads > 1 && m * n * k >= PARALLEL_GEMM_MIN_WORK && m >= 2 * threads {
-        let rows_per_task = m.div_ceil(threads * 2).max(8);
-        out[..m * n]
-            .par_chunks_mut(rows_per_task * n)
-            .zip(x[..m * k].par_chunks(rows_per_task * k))
-            .for_each(|(out_rows, x_rows)| {
-                let rows = x_rows.len() / k;
-                linear_serial(x_rows, rows, k, w, n, bias, out_rows);
-            });
+    let parallelism = if threads > 1 && m * n * k >= PARALLEL_GEMM_MIN_WORK {
+        gemm::Parallelism::Rayon(threads)
     } else {
-        linear_serial(x, m, k, w, n, bias, out);
-    }
-}
-
-fn linear_serial(
-    x: &[f32],
-    m: usize,
-    k: usize,
-    w: &[f32],
-    n: usize,
-    bias: Option<&[f32]>,
-    out: &mut [f32],
-) {
-    let beta = match bias {
-        Some(b) => {
-            for row in out[..m * n].chunks_exact_mut(n) {
-                row.copy_from_slice(&b[..n]);
-            }
-            1.0
-        }
-        None => 0.0,
+        gemm::Parallelism::None
     };
-    // SAFETY: the slices are at least as long as the strides describe (checked by the
-    // callers' shapes: x is m×k, w is n×k, out is m×n, all row-major).
+    if let Some(b) = bias {
+        for row in out[..m * n].chunks_exact_mut(n) {
+            row.copy_from_slice(&b[..n]);
+        }
+    }
+    // SAFETY: x is m×k, w is n×k and out is m×n, row-major, checked above; the strides
+    // below stay inside them.
     unsafe {
-        matrixmultiply::sgemm(
+        gemm::gemm(
             m,
-            k,
             n,
-            1.0,
-            x.as_ptr(),
-            k as isize,
-            1,
-            w.as_ptr(),
-            1,
-            k as isize,
-            beta,
+            k,
             out.as_mut_ptr(),
-            n as isize,
             1,
+            n as isize,
+            bias.is_some(),
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
         );
     }
 }
 
-/// General strided GEMM `c = a · b (+ beta·c)` on raw strides, for attention heads that
-/// live inside a wider fused buffer.
+/// General strided GEMM `c = alpha · a · b` on raw strides, for attention heads that
+/// live inside a wider fused buffer. Runs on the calling thread.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_strided(
     m: usize,
@@ -104,21 +90,26 @@ pub fn gemm_strided(
     }
     // SAFETY: bounds of every strided access were checked just above.
     unsafe {
-        matrixmultiply::sgemm(
+        gemm::gemm(
             m,
-            k,
             n,
-            alpha,
-            a.as_ptr(),
-            a_row_stride as isize,
-            a_col_stride as isize,
-            b.as_ptr(),
-            b_row_stride as isize,
-            b_col_stride as isize,
-            0.0,
+            k,
             c.as_mut_ptr(),
-            c_row_stride as isize,
             1,
+            c_row_stride as isize,
+            false,
+            a.as_ptr(),
+            a_col_stride as isize,
+            a_row_stride as isize,
+            b.as_ptr(),
+            b_col_stride as isize,
+            b_row_stride as isize,
+            0.0,
+            alpha,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
         );
     }
 }
@@ -188,6 +179,73 @@ pub fn logits_f16(x: &[f32], table: &[u16], vocab: usize, out: &mut [f32]) {
                 *o = dot_f16(x, &table[v * d..(v + 1) * d]);
             }
         });
+}
+
+/// `out[r, v] = x[r, :] · w_f16[v, :] (+ bias[v])` for `rows` inputs at once: each weight
+/// row is read once for all inputs. Every element is the same `dot_f16` as
+/// [`matvec_f16`] / [`logits_f16`] computes one input at a time, so results are
+/// bit-identical to them (what lets draft tokens be verified in one batch).
+pub fn matmul_f16_rows(
+    x: &[f32],
+    rows: usize,
+    w: &[u16],
+    n_out: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    if rows == 0 || n_out == 0 {
+        return;
+    }
+    let k = x.len() / rows;
+    // Weight-row-major scratch (`[n_out, rows]`), split across the pool by weight rows.
+    let mut by_weight = vec![0.0f32; n_out * rows];
+    let chunk_rows = n_out
+        .div_ceil(rayon::current_num_threads().max(1) * 4)
+        .max(64);
+    by_weight
+        .par_chunks_mut(chunk_rows * rows)
+        .enumerate()
+        .for_each_init(
+            || vec![0.0f32; k],
+            |widened, (ci, chunk)| {
+                for (j, col) in chunk.chunks_exact_mut(rows).enumerate() {
+                    let v = ci * chunk_rows + j;
+                    dots_f16_row(x, rows, k, &w[v * k..(v + 1) * k], widened, col);
+                    if let Some(b) = bias {
+                        col.iter_mut().for_each(|o| *o += b[v]);
+                    }
+                }
+            },
+        );
+    for (r, orow) in out.chunks_exact_mut(n_out).take(rows).enumerate() {
+        for (v, o) in orow.iter_mut().enumerate() {
+            *o = by_weight[v * rows + r];
+        }
+    }
+}
+
+/// `out[r] = dot_f16(x[r, :], w_row)` for every input row, bit-identical to `dot_f16`
+/// but widening the weight row to f32 once (into `widened`) for all rows.
+fn dots_f16_row(
+    x: &[f32],
+    rows: usize,
+    k: usize,
+    w_row: &[u16],
+    widened: &mut [f32],
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if simd::has_avx2_fma_f16c() {
+            // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time); the
+            // slices hold `rows × k`, `k`, `k` and `rows` values.
+            unsafe { simd::dots_f16_row_avx2(x, rows, k, w_row, widened, out) };
+            return;
+        }
+    }
+    for (r, o) in out.iter_mut().take(rows).enumerate() {
+        *o = dot_f16(&x[r * k..(r + 1) * k], w_row);
+    }
 }
 
 /// Quantises a `[rows × d]` table to int8 with one scale per row (`max|w| / 127`,
@@ -322,6 +380,19 @@ pub fn f32_to_f16(value: f32) -> u16 {
 
 /// Layer norm over each row of `x` (`[rows, d]`), eps 1e-5 as in Whisper.
 pub fn layer_norm(x: &[f32], d: usize, gamma: &[f32], beta: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if simd::has_avx2_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+            unsafe { simd::layer_norm_avx2(x, d, gamma, beta, out) };
+            return;
+        }
+    }
+    layer_norm_portable(x, d, gamma, beta, out);
+}
+
+#[inline(always)]
+fn layer_norm_portable(x: &[f32], d: usize, gamma: &[f32], beta: &[f32], out: &mut [f32]) {
     for (row, orow) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
         let mean = row.iter().sum::<f32>() / d as f32;
         let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
@@ -342,6 +413,19 @@ pub fn layer_norm_par(x: &[f32], d: usize, gamma: &[f32], beta: &[f32], out: &mu
 /// GELU with the erf form (Whisper's), in place. erf uses Abramowitz–Stegun 7.1.26
 /// (|error| < 1.5e-7) on a branch-free f32 path so the loop vectorises.
 pub fn gelu(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if simd::has_avx2_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+            unsafe { simd::gelu_avx2(x) };
+            return;
+        }
+    }
+    gelu_portable(x);
+}
+
+#[inline(always)]
+fn gelu_portable(x: &mut [f32]) {
     for v in x.iter_mut() {
         let z = *v * std::f32::consts::FRAC_1_SQRT_2;
         let a = z.abs();
@@ -367,19 +451,34 @@ pub fn fast_exp(x: f32) -> f32 {
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUNDER: f32 = 12_582_912.0; // 1.5·2^23: adding and subtracting rounds to an integer
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUNDER) - ROUNDER;
+    let shifted = x * LOG2E + ROUNDER;
+    let n = shifted - ROUNDER;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    // 2^n from the bits of `shifted`, whose low mantissa bits hold n (|n| ≤ 126 here):
+    // integer arithmetic only, no float→int conversion, so loops over this vectorise.
+    let scale = f32::from_bits(shifted.to_bits().wrapping_add(127) << 23);
     p * scale
+}
+
+/// The largest value (NaN-ignoring, −∞ for an empty slice).
+pub fn max_value(row: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if simd::has_avx2_fma() {
+            // SAFETY: the CPU supports AVX2 (checked at run time).
+            return unsafe { simd::max_avx2(row) };
+        }
+    }
+    row.iter().copied().fold(f32::NEG_INFINITY, f32::max)
 }
 
 /// Softmax of one row in place.
 pub fn softmax(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = max_value(row);
     if !max.is_finite() {
         let n = row.len().max(1) as f32;
         row.iter_mut().for_each(|v| *v = 1.0 / n);
@@ -501,6 +600,46 @@ mod simd {
         }
     }
 
+    /// The portable GELU compiled for AVX2/FMA: its branch-free body vectorises.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn gelu_avx2(x: &mut [f32]) {
+        super::gelu_portable(x)
+    }
+
+    /// The portable layer norm compiled for AVX2/FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn layer_norm_avx2(
+        x: &[f32],
+        d: usize,
+        gamma: &[f32],
+        beta: &[f32],
+        out: &mut [f32],
+    ) {
+        super::layer_norm_portable(x, d, gamma, beta, out)
+    }
+
+    /// Maximum of a row, eight lanes at a time (`max_ps` returns its second operand
+    /// when either is NaN, so NaNs in the row are skipped as by `f32::max`).
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn max_avx2(row: &[f32]) -> f32 {
+        let n = row.len();
+        let p = row.as_ptr();
+        let mut acc = _mm256_set1_ps(f32::NEG_INFINITY);
+        let mut i = 0;
+        while i + 8 <= n {
+            acc = _mm256_max_ps(_mm256_loadu_ps(p.add(i)), acc);
+            i += 8;
+        }
+        let mut lanes = [0.0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+        let mut max = lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        while i < n {
+            max = max.max(*p.add(i));
+            i += 1;
+        }
+        max
+    }
+
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
@@ -567,6 +706,87 @@ mod simd {
             i += 1;
         }
         sum
+    }
+
+    /// [`dot_f16_avx2`] of each of `rows` inputs with one weight row, which is widened
+    /// once; four inputs share each weight load. Every input keeps `dot_f16_avx2`'s
+    /// exact accumulation order, so the sums are bit-identical to it.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dots_f16_row_avx2(
+        x: &[f32],
+        rows: usize,
+        k: usize,
+        w: &[u16],
+        widened: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let k = k.min(w.len()).min(widened.len());
+        if x.len() < rows * k || out.len() < rows {
+            return;
+        }
+        let pw = w.as_ptr();
+        let pv = widened.as_mut_ptr();
+        let mut i = 0;
+        while i + 8 <= k {
+            _mm256_storeu_ps(
+                pv.add(i),
+                _mm256_cvtph_ps(_mm_loadu_si128(pw.add(i) as *const __m128i)),
+            );
+            i += 8;
+        }
+        while i < k {
+            *pv.add(i) = super::f16_to_f32(*pw.add(i));
+            i += 1;
+        }
+        let px = x.as_ptr();
+        let tail = |r: usize, from: usize, mut sum: f32| {
+            for i in from..k {
+                sum += *px.add(r * k + i) * *pv.add(i);
+            }
+            sum
+        };
+        let mut r = 0;
+        while r + 4 <= rows {
+            let p = [
+                px.add(r * k),
+                px.add((r + 1) * k),
+                px.add((r + 2) * k),
+                px.add((r + 3) * k),
+            ];
+            let mut a0 = [_mm256_setzero_ps(); 4];
+            let mut a1 = [_mm256_setzero_ps(); 4];
+            let mut i = 0;
+            while i + 16 <= k {
+                let w0 = _mm256_loadu_ps(pv.add(i));
+                let w1 = _mm256_loadu_ps(pv.add(i + 8));
+                for q in 0..4 {
+                    a0[q] = _mm256_fmadd_ps(_mm256_loadu_ps(p[q].add(i)), w0, a0[q]);
+                    a1[q] = _mm256_fmadd_ps(_mm256_loadu_ps(p[q].add(i + 8)), w1, a1[q]);
+                }
+                i += 16;
+            }
+            for q in 0..4 {
+                out[r + q] = tail(r + q, i, hsum(_mm256_add_ps(a0[q], a1[q])));
+            }
+            r += 4;
+        }
+        while r < rows {
+            let p = px.add(r * k);
+            let mut a0 = _mm256_setzero_ps();
+            let mut a1 = _mm256_setzero_ps();
+            let mut i = 0;
+            while i + 16 <= k {
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(i)), _mm256_loadu_ps(pv.add(i)), a0);
+                a1 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(p.add(i + 8)),
+                    _mm256_loadu_ps(pv.add(i + 8)),
+                    a1,
+                );
+                i += 16;
+            }
+            out[r] = tail(r, i, hsum(_mm256_add_ps(a0, a1)));
+            r += 1;
+        }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]

@@ -62,6 +62,23 @@ impl Linear {
         }
     }
 
+    /// As [`Self::forward`] for `rows` inputs at once, reading the weights once; the
+    /// results are bit-identical to `rows` separate calls.
+    fn forward_rows(&self, x: &[f32], rows: usize, out: &mut [f32]) {
+        if self.weight_f16.is_empty() {
+            self.forward(x, rows, out);
+        } else {
+            kernels::matmul_f16_rows(
+                &x[..rows * self.n_in],
+                rows,
+                &self.weight_f16,
+                self.n_out,
+                self.bias.as_deref(),
+                &mut out[..rows * self.n_out],
+            );
+        }
+    }
+
     fn into_half(mut self) -> Self {
         self.weight_f16 = self.weight.iter().map(|v| f32_to_f16(*v)).collect();
         self.weight = Vec::new();
@@ -654,6 +671,8 @@ impl Whisper {
         let mut qkv = vec![0.0f32; t * 3 * d];
         let mut attn = vec![0.0f32; t * d];
         let mut proj = vec![0.0f32; t * d];
+        let d_ff = self.enc_layers.first().map_or(4 * d, |l| l.fc1.n_out);
+        let mut ff = vec![0.0f32; t * d_ff];
         for layer in &self.enc_layers {
             kernels::layer_norm_par(&x, d, &layer.attn_ln.gamma, &layer.attn_ln.beta, &mut h);
             layer.qkv.forward(&h, t, &mut qkv);
@@ -661,7 +680,6 @@ impl Whisper {
             layer.attn_out.forward(&attn, t, &mut proj);
             x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
             kernels::layer_norm_par(&x, d, &layer.ffn_ln.gamma, &layer.ffn_ln.beta, &mut h);
-            let mut ff = vec![0.0f32; t * layer.fc1.n_out];
             layer.fc1.forward(&h, t, &mut ff);
             kernels::gelu_par(&mut ff);
             layer.fc2.forward(&ff, t, &mut proj);
@@ -672,55 +690,62 @@ impl Whisper {
     }
 
     /// Full (non-causal) multi-head attention over `t` positions of a fused QKV buffer.
+    /// Done in blocks of query rows, every head of a block in turn, so a block's scores
+    /// (`ATTENTION_BLOCK × t`) stay in the core's cache instead of a `t × t` matrix per
+    /// head making round trips through memory; blocks run in parallel, each writing its
+    /// own rows of `out`.
     fn encoder_attention(&self, qkv: &[f32], t: usize, out: &mut [f32]) {
+        const ATTENTION_BLOCK: usize = 128;
         let d = self.dims.d_model;
         let hd = self.dims.head_dim();
+        let heads = self.dims.n_heads;
         let scale = 1.0 / (hd as f32).sqrt();
-        let heads: Vec<Vec<f32>> = (0..self.dims.n_heads)
-            .into_par_iter()
-            .map(|h| {
-                let mut scores = vec![0.0f32; t * t];
-                // scores = Q_h · K_h^T, both strided inside the [t, 3d] buffer.
-                kernels::gemm_strided(
-                    t,
-                    hd,
-                    t,
-                    scale,
-                    &qkv[h * hd..],
-                    3 * d,
-                    1,
-                    &qkv[d + h * hd..],
-                    1,
-                    3 * d,
-                    &mut scores,
-                    t,
-                );
-                for row in scores.chunks_exact_mut(t) {
-                    kernels::softmax(row);
-                }
-                let mut head_out = vec![0.0f32; t * hd];
-                kernels::gemm_strided(
-                    t,
-                    t,
-                    hd,
-                    1.0,
-                    &scores,
-                    t,
-                    1,
-                    &qkv[2 * d + h * hd..],
-                    3 * d,
-                    1,
-                    &mut head_out,
-                    hd,
-                );
-                head_out
-            })
-            .collect();
-        for (h, head_out) in heads.iter().enumerate() {
-            for (row, src) in out.chunks_exact_mut(d).zip(head_out.chunks_exact(hd)) {
-                row[h * hd..(h + 1) * hd].copy_from_slice(src);
-            }
-        }
+        out[..t * d]
+            .par_chunks_mut(ATTENTION_BLOCK * d)
+            .enumerate()
+            .for_each_init(
+                || vec![0.0f32; ATTENTION_BLOCK * t],
+                |scores, (block, out_rows)| {
+                    let rows = out_rows.len() / d;
+                    let first = block * ATTENTION_BLOCK;
+                    let scores = &mut scores[..rows * t];
+                    for h in 0..heads {
+                        // scores = Q_h · K_h^T for this block's queries, strided in [t, 3d].
+                        kernels::gemm_strided(
+                            rows,
+                            hd,
+                            t,
+                            scale,
+                            &qkv[first * 3 * d + h * hd..],
+                            3 * d,
+                            1,
+                            &qkv[d + h * hd..],
+                            1,
+                            3 * d,
+                            scores,
+                            t,
+                        );
+                        for row in scores.chunks_exact_mut(t) {
+                            kernels::softmax(row);
+                        }
+                        // out[:, h] = P · V_h, written straight into the head's columns.
+                        kernels::gemm_strided(
+                            rows,
+                            t,
+                            hd,
+                            1.0,
+                            scores,
+                            t,
+                            1,
+                            &qkv[2 * d + h * hd..],
+                            3 * d,
+                            1,
+                            &mut out_rows[h * hd..],
+                            d,
+                        );
+                    }
+                },
+            );
     }
 
     /// Cross-attention keys and values for every decoder layer, from the encoder output.
@@ -815,6 +840,181 @@ impl DecoderState<'_> {
 
     pub fn is_full(&self) -> bool {
         self.len >= self.model.dims.n_text_ctx
+    }
+
+    /// Forget every position from `len` on (they are recomputed when fed again).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Feed `tokens` at once, exactly as that many [`Self::step`] calls would (the same
+    /// kernels on the same values, so bit-identical results), but reading each weight
+    /// row and each cached key/value once for all of them. Returns the logits after
+    /// every token (`tokens.len() × n_vocab`); `self.logits` is left untouched. The
+    /// alignment rows are appended token by token, as `step` appends them.
+    pub fn step_batch(
+        &mut self,
+        tokens: &[u32],
+        align_heads: &AlignmentHeads,
+        align_frames: usize,
+        align_out: &mut Vec<f32>,
+    ) -> Result<Vec<f32>, ModelError> {
+        let m = self.model;
+        let dims = &m.dims;
+        let (d, hd, n_vocab) = (dims.d_model, dims.head_dim(), dims.n_vocab);
+        let n = tokens.len();
+        let pos0 = self.len;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        if pos0 + n > dims.n_text_ctx {
+            return Err(ModelError::Invalid("decoder context is full".into()));
+        }
+        if let Some(t) = tokens.iter().find(|t| **t as usize >= n_vocab) {
+            return Err(ModelError::Invalid(format!(
+                "token {t} outside the vocabulary"
+            )));
+        }
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut x = vec![0.0f32; n * d];
+        for (r, t) in tokens.iter().enumerate() {
+            let (t, pos) = (*t as usize, pos0 + r);
+            for i in 0..d {
+                x[r * d + i] = m.tok_emb[t * d + i] + m.dec_pos[pos * d + i];
+            }
+        }
+        let d_ff = self.ff.len();
+        let mut h = vec![0.0f32; n * d];
+        let mut qkv = vec![0.0f32; n * 3 * d];
+        let mut attn = vec![0.0f32; n * d];
+        let mut proj = vec![0.0f32; n * d];
+        let mut ff = vec![0.0f32; n * d_ff];
+        let t_audio = self.cross.first().map_or(0, |kv| kv.len() / (2 * d));
+        let mut scores = vec![0.0f32; n * t_audio.max(pos0 + n)];
+        let mut align_rows: Vec<Vec<f32>> = vec![Vec::new(); n];
+        for (li, layer) in m.dec_layers.iter().enumerate() {
+            // Causal self-attention: token r sees the cache up to its own position.
+            for r in 0..n {
+                kernels::layer_norm(
+                    &x[r * d..(r + 1) * d],
+                    d,
+                    &layer.self_ln.gamma,
+                    &layer.self_ln.beta,
+                    &mut h[r * d..(r + 1) * d],
+                );
+            }
+            layer.self_qkv.forward_rows(&h, n, &mut qkv);
+            let cache = &mut self.self_kv[li];
+            for r in 0..n {
+                let at = (pos0 + r) * 2 * d;
+                cache[at..at + 2 * d].copy_from_slice(&qkv[r * 3 * d + d..(r + 1) * 3 * d]);
+            }
+            for r in 0..n {
+                let keys = pos0 + r + 1;
+                for head in 0..dims.n_heads {
+                    let q = &qkv[r * 3 * d + head * hd..r * 3 * d + (head + 1) * hd];
+                    let s = &mut scores[..keys];
+                    for (j, v) in s.iter_mut().enumerate() {
+                        *v = kernels::dot(
+                            q,
+                            &cache[j * 2 * d + head * hd..j * 2 * d + (head + 1) * hd],
+                        ) * scale;
+                    }
+                    kernels::softmax(s);
+                    let out = &mut attn[r * d + head * hd..r * d + (head + 1) * hd];
+                    out.iter_mut().for_each(|v| *v = 0.0);
+                    for (j, p) in s.iter().enumerate() {
+                        kernels::axpy(
+                            *p,
+                            &cache[j * 2 * d + d + head * hd..j * 2 * d + d + (head + 1) * hd],
+                            out,
+                        );
+                    }
+                }
+            }
+            layer.self_out.forward_rows(&attn, n, &mut proj);
+            x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+
+            // Cross-attention: every token's scores against each encoder position in
+            // turn, so each key and value is read once for all tokens.
+            for r in 0..n {
+                kernels::layer_norm(
+                    &x[r * d..(r + 1) * d],
+                    d,
+                    &layer.cross_ln.gamma,
+                    &layer.cross_ln.beta,
+                    &mut h[r * d..(r + 1) * d],
+                );
+            }
+            let q = &mut qkv[..n * d];
+            layer.cross_q.forward_rows(&h, n, q);
+            let kv = &self.cross[li];
+            for head in 0..dims.n_heads {
+                for j in 0..t_audio {
+                    let k = &kv[j * 2 * d + head * hd..j * 2 * d + (head + 1) * hd];
+                    for r in 0..n {
+                        scores[r * t_audio + j] =
+                            kernels::dot(&q[r * d + head * hd..r * d + (head + 1) * hd], k) * scale;
+                    }
+                }
+                let record = align_heads.contains(&(li, head));
+                for r in 0..n {
+                    let s = &mut scores[r * t_audio..(r + 1) * t_audio];
+                    if record {
+                        align_rows[r].extend_from_slice(&s[..align_frames.min(t_audio)]);
+                    }
+                    kernels::softmax(s);
+                    attn[r * d + head * hd..r * d + (head + 1) * hd]
+                        .iter_mut()
+                        .for_each(|v| *v = 0.0);
+                }
+                for j in 0..t_audio {
+                    let v = &kv[j * 2 * d + d + head * hd..j * 2 * d + d + (head + 1) * hd];
+                    for r in 0..n {
+                        kernels::axpy(
+                            scores[r * t_audio + j],
+                            v,
+                            &mut attn[r * d + head * hd..r * d + (head + 1) * hd],
+                        );
+                    }
+                }
+            }
+            layer.cross_out.forward_rows(&attn, n, &mut proj);
+            x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+
+            // Feed-forward.
+            for r in 0..n {
+                kernels::layer_norm(
+                    &x[r * d..(r + 1) * d],
+                    d,
+                    &layer.ffn_ln.gamma,
+                    &layer.ffn_ln.beta,
+                    &mut h[r * d..(r + 1) * d],
+                );
+            }
+            layer.fc1.forward_rows(&h, n, &mut ff);
+            for row in ff.chunks_exact_mut(d_ff) {
+                kernels::gelu(row);
+            }
+            layer.fc2.forward_rows(&ff, n, &mut proj);
+            x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+        }
+        self.len += n;
+        for r in 0..n {
+            kernels::layer_norm(
+                &x[r * d..(r + 1) * d],
+                d,
+                &m.dec_ln.gamma,
+                &m.dec_ln.beta,
+                &mut h[r * d..(r + 1) * d],
+            );
+        }
+        let mut logits = vec![0.0f32; n * n_vocab];
+        kernels::matmul_f16_rows(&h, n, &m.tok_emb_f16, n_vocab, None, &mut logits);
+        for rows in align_rows {
+            align_out.extend(rows);
+        }
+        Ok(logits)
     }
 
     /// Feed one token. When `want_logits`, fills `self.logits`. The raw (scaled,

@@ -442,3 +442,63 @@ fn missing_model_and_bad_audio_are_client_errors() {
     let err = engine.transcribe(&request(&text)).unwrap_err();
     assert!(err.is_client_facing(), "{err:?}");
 }
+
+#[test]
+fn draft_tokens_change_the_cost_not_the_result() {
+    let engine = engine();
+    let model = engine.load(MODEL_NAME).unwrap();
+    let samples = read_wav_16k(&fixtures().join("jfk.wav"));
+    for short_context in [false, true] {
+        let options = DecodeOptions {
+            short_context,
+            ..DecodeOptions::default()
+        };
+        let plain = engine.transcribe_pcm(&model, &samples, &options).unwrap();
+        assert!(plain.first_window_tokens.len() > 20);
+        assert_eq!(plain.stats.draft_tokens_accepted, 0);
+        // An earlier decode of the first 7 s: right at first, then wrong where the
+        // audio was cut (what a live partial gives the next decode of its turn).
+        let earlier = engine
+            .transcribe_pcm(&model, &samples[..7 * 16_000], &options)
+            .unwrap();
+        let drafts: [(&str, Vec<u32>); 4] = [
+            ("the same decode", plain.first_window_tokens.clone()),
+            ("an earlier decode", earlier.first_window_tokens.clone()),
+            ("nonsense", (0..40).map(|i| 1_000 + 37 * i).collect()),
+            (
+                "out of the vocabulary",
+                vec![plain.first_window_tokens[0], u32::MAX],
+            ),
+        ];
+        for (name, draft) in drafts {
+            let with = engine
+                .transcribe_pcm(
+                    &model,
+                    &samples,
+                    &DecodeOptions {
+                        draft: draft.clone(),
+                        ..options.clone()
+                    },
+                )
+                .unwrap();
+            // Bit-identical: same words, same times, same probabilities.
+            assert_eq!(with.words, plain.words, "{name} (short {short_context})");
+            assert_eq!(with.segments, plain.segments, "{name}");
+            assert_eq!(
+                with.first_window_tokens, plain.first_window_tokens,
+                "{name}"
+            );
+            let accepted = with.stats.draft_tokens_accepted;
+            match name {
+                "the same decode" => assert_eq!(accepted, draft.len(), "{name}"),
+                "an earlier decode" => {
+                    assert!(
+                        accepted >= 5 && accepted < draft.len(),
+                        "{name}: {accepted}"
+                    )
+                }
+                _ => assert_eq!(accepted, 0, "{name}"),
+            }
+        }
+    }
+}
