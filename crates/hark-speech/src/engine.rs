@@ -41,6 +41,7 @@ impl Default for EngineOptions {
 
 /// A counting semaphore (std has none).
 struct Permits {
+    total: usize,
     free: Mutex<usize>,
     freed: Condvar,
 }
@@ -55,6 +56,16 @@ impl Permits {
         }
         *free -= 1;
         Permit(self)
+    }
+
+    /// A permit only when no inference is in flight (and so nobody is waiting).
+    fn try_acquire_idle(&self) -> Option<Permit<'_>> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if *free < self.total {
+            return None;
+        }
+        *free -= 1;
+        Some(Permit(self))
     }
 }
 
@@ -98,6 +109,7 @@ impl WhisperEngine {
             loading: Mutex::new(()),
             pool,
             permits: Permits {
+                total: options.max_concurrent.max(1),
                 free: Mutex::new(options.max_concurrent.max(1)),
                 freed: Condvar::new(),
             },
@@ -156,6 +168,22 @@ impl WhisperEngine {
         let _permit = self.permits.acquire();
         self.pool
             .install(|| transcribe_samples(model, samples, options))
+    }
+
+    /// As [`Self::transcribe_pcm`], but only if the engine is idle; `None` when another
+    /// inference is running. For best-effort work (streaming partials) that must not
+    /// delay work someone is waiting for (final turns, batch jobs).
+    pub fn transcribe_pcm_if_idle(
+        &self,
+        model: &LoadedModel,
+        samples: &[f32],
+        options: &DecodeOptions,
+    ) -> Option<Result<RawTranscript, ModelError>> {
+        let _permit = self.permits.try_acquire_idle()?;
+        Some(
+            self.pool
+                .install(|| transcribe_samples(model, samples, options)),
+        )
     }
 
     /// Decode a file with hark-audio, within the engine's duration limit.

@@ -18,6 +18,16 @@ const FRAME: usize = 320;
 /// positions (50 per second); final turns over the full window, because on a truncated
 /// window the model's no-speech detection misses noise (it then "hears" e.g. "Thank you.").
 const SHORT_CONTEXT_MIN: usize = 300;
+/// Silence after which the turn is decoded for its final (when `min_turn_silence_ms` is
+/// longer): the decode then overlaps the rest of the wait instead of following it.
+/// Decodes keep at most `TRAILING_SILENCE_KEEP_MS` of trailing silence, so a final
+/// decoded here has all but at most 100 ms of the silence a later decode would see.
+const SETTLE_SILENCE_MS: u64 = 300;
+const TRAILING_SILENCE_KEEP_MS: usize = 300;
+/// Frames this many dB below the recent speech level are not speech.
+const SPEECH_TAIL_DB: f32 = 15.0;
+/// A partial waits for an idle engine, but no longer than this many partial intervals.
+const PARTIAL_MAX_DEFER: usize = 3;
 
 /// One live session. Not shared between threads; the model and engine are.
 pub struct StreamingSession {
@@ -35,6 +45,8 @@ pub struct StreamingSession {
     silence_run: usize,
     pending_frame: Vec<f32>,
     noise_db: f32,
+    /// Typical level of recent speech frames (an asymmetric moving average).
+    speech_db: f32,
     samples_at_last_partial: usize,
     /// A partial is owed at the end of the current push.
     partial_due: bool,
@@ -42,6 +54,8 @@ pub struct StreamingSession {
     /// speech follows.
     settled: Option<Turn>,
     last_text: String,
+    /// Tokens of the current turn's latest decode: the draft for its next decode.
+    draft: Vec<u32>,
 }
 
 impl StreamingSession {
@@ -62,10 +76,12 @@ impl StreamingSession {
             silence_run: 0,
             pending_frame: Vec::with_capacity(FRAME),
             noise_db: -60.0,
+            speech_db: -90.0,
             samples_at_last_partial: 0,
             partial_due: false,
             settled: None,
             last_text: String::new(),
+            draft: Vec::new(),
         }
     }
 
@@ -87,7 +103,17 @@ impl StreamingSession {
         if db < -55.0 {
             return 0.0;
         }
-        1.0 / (1.0 + (-(above - 9.0) / 2.0).exp())
+        let p = 1.0 / (1.0 + (-(above - 9.0) / 2.0).exp());
+        // Far below the level of the speech just heard is a tail (reverb, breath, room
+        // tone), not speech: without this, a speaker's decaying tail delays the turn's end.
+        if db < self.speech_db - SPEECH_TAIL_DB {
+            return p.min(0.1);
+        }
+        if p >= 0.5 {
+            let rate = if db > self.speech_db { 0.3 } else { 0.05 };
+            self.speech_db += rate * (db - self.speech_db);
+        }
+        p
     }
 
     /// Feed PCM (16 kHz mono, -1..1). Returns any partial/final turns it produced.
@@ -134,6 +160,7 @@ impl StreamingSession {
                 self.silence_run = 0;
                 self.samples_at_last_partial = 0;
                 self.last_text.clear();
+                self.draft.clear();
             }
             return Ok(());
         }
@@ -156,15 +183,19 @@ impl StreamingSession {
             return Ok(());
         }
         let interval = self.config.partial_interval_ms as usize * RATE / 1000;
-        let at_min_silence = silence_ms >= self.config.min_turn_silence_ms
-            && self.silence_run
-                == (self.config.min_turn_silence_ms as usize * RATE / 1000).div_ceil(FRAME) * FRAME;
-        if at_min_silence {
-            // The end-of-turn decision needs the text now. Decoded over the full window:
-            // unless speech resumes, this is also the turn's final (no second decode
-            // between the end of speech and the final turn).
+        let settle_ms = self.config.min_turn_silence_ms.min(SETTLE_SILENCE_MS);
+        let at_settle_point = self.settled.is_none()
+            && silence_ms >= settle_ms
+            && self.silence_run == (settle_ms as usize * RATE / 1000).div_ceil(FRAME) * FRAME;
+        if at_settle_point {
+            // The end-of-turn decision needs the text, and the final is likely near:
+            // decode over the full window now. Unless speech resumes, this is the turn's
+            // final (no decode between the end of the wait and the final turn).
             self.emit_partial(events, true)?;
-        } else if self.turn_audio.len() >= self.samples_at_last_partial + interval {
+        } else if self.settled.is_none()
+            && self.turn_audio.len() >= self.samples_at_last_partial + interval
+        {
+            // (While settled, only silence was added: a partial would repeat the text.)
             // Decoded once at the end of this push: a client catching up after a stall
             // gets one fresh partial instead of a series of stale ones.
             self.partial_due = true;
@@ -178,7 +209,21 @@ impl StreamingSession {
         as_final: bool,
     ) -> Result<(), ModelError> {
         self.partial_due = false;
-        let mut turn = self.decode_turn(!as_final)?;
+        let mut turn = if as_final {
+            self.decode_turn(false)?
+        } else {
+            // Partials yield to work someone waits for, unless long overdue.
+            let overdue = self.turn_audio.len()
+                >= self.samples_at_last_partial
+                    + PARTIAL_MAX_DEFER * self.config.partial_interval_ms as usize * RATE / 1000;
+            match self.decode_partial(!overdue)? {
+                Some(turn) => turn,
+                None => {
+                    self.partial_due = true;
+                    return Ok(());
+                }
+            }
+        };
         if as_final {
             self.settled = Some(turn.clone());
         }
@@ -201,21 +246,66 @@ impl StreamingSession {
         (base + 0.2 * towards_max).min(1.0)
     }
 
-    fn decode_turn(&self, partial: bool) -> Result<Turn, ModelError> {
-        let options = DecodeOptions {
+    /// The current turn decoded over the full window (finals) or a short context
+    /// (partials); waits for an inference slot.
+    fn decode_turn(&mut self, short_context: bool) -> Result<Turn, ModelError> {
+        let options = self.decode_options(short_context);
+        let raw = self
+            .engine
+            .transcribe_pcm(&self.model, self.decode_audio(), &options)?;
+        self.draft = raw.first_window_tokens.clone();
+        Ok(self.to_turn(&raw))
+    }
+
+    /// A partial: over a short context and, with `if_idle`, only if the engine is idle
+    /// (`None` when it is busy).
+    fn decode_partial(&mut self, if_idle: bool) -> Result<Option<Turn>, ModelError> {
+        if !if_idle {
+            return self.decode_turn(true).map(Some);
+        }
+        let options = self.decode_options(true);
+        match self
+            .engine
+            .transcribe_pcm_if_idle(&self.model, self.decode_audio(), &options)
+        {
+            Some(raw) => {
+                let raw = raw?;
+                self.draft = raw.first_window_tokens.clone();
+                Ok(Some(self.to_turn(&raw)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Options for decoding the current turn; the previous decode of the turn is the
+    /// draft (most of its tokens come out again), which makes repeated decodes cheap.
+    fn decode_options(&self, short_context: bool) -> DecodeOptions {
+        DecodeOptions {
             language: self.config.language.clone(),
-            short_context: partial,
+            short_context,
             min_short_context: SHORT_CONTEXT_MIN,
+            draft: self.draft.clone(),
+            // A live turn is at most `max_turn_secs`; speech carries well under 10
+            // tokens a second, so more is a hallucination loop, not worth decoding.
+            sample_len: DecodeOptions::default()
+                .sample_len
+                .min(16 + self.turn_audio.len() * 10 / RATE),
             ..DecodeOptions::default()
-        };
-        // Trailing silence beyond 300 ms adds nothing but decoding cost.
-        let trailing_keep = 300 * RATE / 1000;
-        let cut = self.silence_run.saturating_sub(trailing_keep);
-        let audio = &self.turn_audio[..self.turn_audio.len() - cut.min(self.turn_audio.len())];
-        let raw = self.engine.transcribe_pcm(&self.model, audio, &options)?;
+        }
+    }
+
+    /// The current turn's audio without trailing silence beyond what decoding needs.
+    fn decode_audio(&self) -> &[f32] {
+        let cut = self
+            .silence_run
+            .saturating_sub(TRAILING_SILENCE_KEEP_MS * RATE / 1000);
+        &self.turn_audio[..self.turn_audio.len() - cut.min(self.turn_audio.len())]
+    }
+
+    fn to_turn(&self, raw: &crate::decode::RawTranscript) -> Turn {
         let offset_ms = self.turn_start_sample as f64 * 1000.0 / RATE as f64;
         let t = crate::engine::shape_transcription(
-            &raw,
+            raw,
             offset_ms,
             self.config.punctuate,
             self.config.format_text,
@@ -224,7 +314,7 @@ impl StreamingSession {
         );
         let start_ms = t.words.first().map_or(offset_ms as u64, |w| w.start);
         let end_ms = t.words.last().map_or(start_ms, |w| w.end);
-        Ok(Turn {
+        Turn {
             turn_order: self.turn_order,
             text: t.text,
             words: t.words,
@@ -232,7 +322,7 @@ impl StreamingSession {
             end_ms,
             confidence: t.confidence,
             end_of_turn_confidence: 0.0,
-        })
+        }
     }
 
     fn finish_turn(&mut self) -> Result<Option<StreamEvent>, ModelError> {
@@ -251,6 +341,7 @@ impl StreamingSession {
         self.turn_audio.clear();
         self.silence_run = 0;
         self.last_text.clear();
+        self.draft.clear();
         self.turn_start_sample = self.samples_seen;
         if turn.words.is_empty() {
             // Noise the VAD took for speech: no turn, and the order is not used up.
