@@ -72,7 +72,7 @@ async def live_session(url, key, programme, delay, results):
                         chunk_end = ((end_ms + 99) // 100) * 100
                         spoken = sent_at.get(chunk_end)
                         if spoken is not None:
-                            latencies.append(now - spoken)
+                            latencies.append((now - spoken, msg["transcript"]))
                         finals.append(msg["transcript"])
                 elif msg.get("type") == "Termination":
                     return
@@ -113,7 +113,8 @@ async def live(args):
             )
         )
         wall = time.monotonic() - started
-        lat = [x for r in results for x in r[0]]
+        timed = sorted((x for r in results for x in r[0]), reverse=True)
+        lat = [t for t, _ in timed]
         turns = sum(len(r[1]) for r in results)
         audio_s = n * sum(len(c) for c in clips) / 32000
         print(
@@ -124,6 +125,7 @@ async def live(args):
         )
         if args.show_text and results:
             print("  sample:", " | ".join(results[0][1][:4]))
+            print("  slowest:", " | ".join(f"{t:.2f}s {text[:40]}" for t, text in timed[:4]))
 
 
 async def idle(args):

@@ -20,14 +20,28 @@ const FRAME: usize = 320;
 const SHORT_CONTEXT_MIN: usize = 300;
 /// Silence after which the turn is decoded for its final (when `min_turn_silence_ms` is
 /// longer): the decode then overlaps the rest of the wait instead of following it.
-/// Decodes keep at most `TRAILING_SILENCE_KEEP_MS` of trailing silence, so a final
-/// decoded here has all but at most 100 ms of the silence a later decode would see.
-const SETTLE_SILENCE_MS: u64 = 300;
-const TRAILING_SILENCE_KEEP_MS: usize = 300;
+const SETTLE_SILENCE_MS: u64 = 200;
+/// Decodes keep at most this much trailing silence. If the decode at the settle point
+/// did not end a sentence, the turn is decoded again here: with less trailing silence
+/// Whisper sometimes leaves the final full stop off, and the end-of-turn decision
+/// depends on it.
+const TRAILING_SILENCE_KEEP_MS: u64 = 300;
 /// Frames this many dB below the recent speech level are not speech.
-const SPEECH_TAIL_DB: f32 = 15.0;
+const SPEECH_TAIL_DB: f32 = 18.0;
 /// A partial waits for an idle engine, but no longer than this many partial intervals.
 const PARTIAL_MAX_DEFER: usize = 3;
+
+/// Why the current turn is being decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TurnDecode {
+    /// An interval partial (short context, best effort).
+    Interval,
+    /// The pause reached the settle point: the likely final (full window).
+    Settle,
+    /// The settled text did not end a sentence: decoded again with more trailing
+    /// silence (full window, best effort).
+    Recheck,
+}
 
 /// One live session. Not shared between threads; the model and engine are.
 pub struct StreamingSession {
@@ -53,7 +67,9 @@ pub struct StreamingSession {
     /// The full-window decode made when the current pause began; the turn's final if no
     /// speech follows.
     settled: Option<Turn>,
-    last_text: String,
+    /// Whether the turn's latest decode ends a sentence (judged on the model's own
+    /// punctuation, whatever the output settings).
+    ends_sentence: bool,
     /// Tokens of the current turn's latest decode: the draft for its next decode.
     draft: Vec<u32>,
 }
@@ -80,7 +96,7 @@ impl StreamingSession {
             samples_at_last_partial: 0,
             partial_due: false,
             settled: None,
-            last_text: String::new(),
+            ends_sentence: false,
             draft: Vec::new(),
         }
     }
@@ -133,7 +149,7 @@ impl StreamingSession {
             }
         }
         if self.partial_due && self.in_turn {
-            self.emit_partial(&mut events, false)?;
+            self.emit_partial(&mut events, TurnDecode::Interval)?;
         }
         Ok(events)
     }
@@ -159,7 +175,7 @@ impl StreamingSession {
                 self.settled = None;
                 self.silence_run = 0;
                 self.samples_at_last_partial = 0;
-                self.last_text.clear();
+                self.ends_sentence = false;
                 self.draft.clear();
             }
             return Ok(());
@@ -184,14 +200,29 @@ impl StreamingSession {
         }
         let interval = self.config.partial_interval_ms as usize * RATE / 1000;
         let settle_ms = self.config.min_turn_silence_ms.min(SETTLE_SILENCE_MS);
-        let at_settle_point = self.settled.is_none()
-            && silence_ms >= settle_ms
-            && self.silence_run == (settle_ms as usize * RATE / 1000).div_ceil(FRAME) * FRAME;
-        if at_settle_point {
+        let recheck_ms = self
+            .config
+            .min_turn_silence_ms
+            .min(TRAILING_SILENCE_KEEP_MS);
+        let reached = |ms: u64| {
+            silence_ms >= ms
+                && self.silence_run == (ms as usize * RATE / 1000).div_ceil(FRAME) * FRAME
+        };
+        let at_settle_point = self.settled.is_none() && reached(settle_ms);
+        let at_recheck_point = recheck_ms > settle_ms
+            && reached(recheck_ms)
+            && self.settled.is_some()
+            && !self.ends_sentence;
+        if at_settle_point || at_recheck_point {
+            let kind = if at_settle_point {
+                TurnDecode::Settle
+            } else {
+                TurnDecode::Recheck
+            };
             // The end-of-turn decision needs the text, and the final is likely near:
             // decode over the full window now. Unless speech resumes, this is the turn's
             // final (no decode between the end of the wait and the final turn).
-            self.emit_partial(events, true)?;
+            self.emit_partial(events, kind)?;
         } else if self.settled.is_none()
             && self.turn_audio.len() >= self.samples_at_last_partial + interval
         {
@@ -206,29 +237,34 @@ impl StreamingSession {
     fn emit_partial(
         &mut self,
         events: &mut Vec<StreamEvent>,
-        as_final: bool,
+        kind: TurnDecode,
     ) -> Result<(), ModelError> {
         self.partial_due = false;
-        let mut turn = if as_final {
-            self.decode_turn(false)?
-        } else {
-            // Partials yield to work someone waits for, unless long overdue.
-            let overdue = self.turn_audio.len()
-                >= self.samples_at_last_partial
-                    + PARTIAL_MAX_DEFER * self.config.partial_interval_ms as usize * RATE / 1000;
-            match self.decode_partial(!overdue)? {
-                Some(turn) => turn,
-                None => {
+        let decoded = match kind {
+            TurnDecode::Interval => {
+                // Partials yield to work someone waits for, unless long overdue.
+                let overdue = self.turn_audio.len()
+                    >= self.samples_at_last_partial
+                        + PARTIAL_MAX_DEFER * self.config.partial_interval_ms as usize * RATE
+                            / 1000;
+                let turn = self.decode_if(true, !overdue)?;
+                if turn.is_none() {
                     self.partial_due = true;
-                    return Ok(());
                 }
+                turn
             }
+            TurnDecode::Settle => self.decode_if(false, false)?,
+            // Only worth it when the engine has nothing else to do; otherwise the
+            // settled text stands and the end-of-turn rule decides with it.
+            TurnDecode::Recheck => self.decode_if(false, true)?,
         };
-        if as_final {
+        let Some(mut turn) = decoded else {
+            return Ok(());
+        };
+        if kind != TurnDecode::Interval {
             self.settled = Some(turn.clone());
         }
         self.samples_at_last_partial = self.turn_audio.len();
-        self.last_text = turn.text.clone();
         turn.end_of_turn_confidence = self.end_of_turn_confidence();
         if !turn.words.is_empty() {
             events.push(StreamEvent::Partial(turn));
@@ -239,8 +275,7 @@ impl StreamingSession {
     /// How likely the speaker is done: high when the text so far ends a sentence, rising
     /// with the silence since the last speech towards `max_turn_silence_ms`.
     fn end_of_turn_confidence(&self) -> f64 {
-        let sentence_done = self.last_text.trim_end().ends_with(['.', '?', '!']);
-        let base = if sentence_done { 0.8 } else { 0.3 };
+        let base = if self.ends_sentence { 0.8 } else { 0.3 };
         let silence_ms = (self.silence_run * 1000 / RATE) as f64;
         let towards_max = (silence_ms / self.config.max_turn_silence_ms.max(1) as f64).min(1.0);
         (base + 0.2 * towards_max).min(1.0)
@@ -253,28 +288,38 @@ impl StreamingSession {
         let raw = self
             .engine
             .transcribe_pcm(&self.model, self.decode_audio(), &options)?;
-        self.draft = raw.first_window_tokens.clone();
+        self.note_decode(&raw);
         Ok(self.to_turn(&raw))
     }
 
-    /// A partial: over a short context and, with `if_idle`, only if the engine is idle
-    /// (`None` when it is busy).
-    fn decode_partial(&mut self, if_idle: bool) -> Result<Option<Turn>, ModelError> {
+    /// As [`Self::decode_turn`]; with `if_idle`, only if the engine is idle (`None` when
+    /// it is busy).
+    fn decode_if(
+        &mut self,
+        short_context: bool,
+        if_idle: bool,
+    ) -> Result<Option<Turn>, ModelError> {
         if !if_idle {
-            return self.decode_turn(true).map(Some);
+            return self.decode_turn(short_context).map(Some);
         }
-        let options = self.decode_options(true);
+        let options = self.decode_options(short_context);
         match self
             .engine
             .transcribe_pcm_if_idle(&self.model, self.decode_audio(), &options)
         {
             Some(raw) => {
                 let raw = raw?;
-                self.draft = raw.first_window_tokens.clone();
+                self.note_decode(&raw);
                 Ok(Some(self.to_turn(&raw)))
             }
             None => Ok(None),
         }
+    }
+
+    /// What the next decode of the turn and the end-of-turn decision take from this one.
+    fn note_decode(&mut self, raw: &crate::decode::RawTranscript) {
+        self.draft = raw.first_window_tokens.clone();
+        self.ends_sentence = raw.text().trim_end().ends_with(['.', '?', '!']);
     }
 
     /// Options for decoding the current turn; the previous decode of the turn is the
@@ -298,7 +343,7 @@ impl StreamingSession {
     fn decode_audio(&self) -> &[f32] {
         let cut = self
             .silence_run
-            .saturating_sub(TRAILING_SILENCE_KEEP_MS * RATE / 1000);
+            .saturating_sub(TRAILING_SILENCE_KEEP_MS as usize * RATE / 1000);
         &self.turn_audio[..self.turn_audio.len() - cut.min(self.turn_audio.len())]
     }
 
@@ -334,13 +379,12 @@ impl StreamingSession {
             Some(turn) => turn,
             None => self.decode_turn(false)?,
         };
-        self.last_text = turn.text.clone();
         turn.end_of_turn_confidence = self.end_of_turn_confidence();
         self.in_turn = false;
         self.partial_due = false;
         self.turn_audio.clear();
         self.silence_run = 0;
-        self.last_text.clear();
+        self.ends_sentence = false;
         self.draft.clear();
         self.turn_start_sample = self.samples_seen;
         if turn.words.is_empty() {
