@@ -54,9 +54,10 @@ fn main() -> anyhow::Result<()> {
                 StreamEvent::Final(turn) => {
                     let end = turn.words.last().map_or(0, |w| w.end);
                     println!(
-                        "final at {at_ms:>6} ms: last word ends {end:>6} ms, waited {:>4} ms of audio, push took {:>4.0} ms :: {}",
+                        "final at {at_ms:>6} ms: last word ends {end:>6} ms, waited {:>4} ms of audio, push took {:>4.0} ms, end-of-turn confidence {:.2} :: {}",
                         at_ms.saturating_sub(end),
                         secs * 1e3,
+                        turn.end_of_turn_confidence,
                         turn.text
                     );
                     audio_lat.push(at_ms.saturating_sub(end) as f64);

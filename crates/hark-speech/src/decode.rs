@@ -23,6 +23,8 @@ pub struct LoadedModel {
     pub suppress: Vec<u32>,
     pub suppress_begin: Vec<u32>,
     pub alignment_heads: Vec<(usize, usize)>,
+    /// `.`, `?` and `!`: how likely the model thinks a sentence ends (for live turns).
+    pub sentence_end_tokens: Vec<u32>,
 }
 
 impl LoadedModel {
@@ -94,7 +96,13 @@ impl LoadedModel {
                 }
             }
         }
+        let sentence_end_tokens = tokenizer
+            .sentence_end_tokens()
+            .into_iter()
+            .filter(|id| (*id as usize) < dims.n_vocab)
+            .collect();
         Ok(LoadedModel {
+            sentence_end_tokens,
             name: name.to_string(),
             whisper,
             tokenizer,
@@ -170,6 +178,10 @@ pub struct RawTranscript {
     /// The tokens sampled in the first window (without the prompt and end-of-text): a
     /// draft for decoding the same audio again, extended.
     pub first_window_tokens: Vec<u32>,
+    /// The model's probability, right after the transcript's last text token, that the
+    /// next token is `.`, `?` or `!` (before the timestamp rules): whether it thinks the
+    /// sentence is complete even when it did not write the full stop. `None` without text.
+    pub sentence_end_probability: Option<f64>,
     pub stats: DecodeStats,
 }
 
@@ -200,6 +212,8 @@ impl RawTranscript {
 struct Sampled {
     token: u32,
     prob: f32,
+    /// Probability of a sentence-ending token at this step, before the timestamp rules.
+    sentence_end: f32,
     /// Index of the producing step in the window's alignment-row buffer.
     step: usize,
 }
@@ -213,6 +227,19 @@ struct WindowResult {
     align_frames: usize,
     /// How many draft tokens greedy decoding confirmed.
     draft_accepted: usize,
+}
+
+impl WindowResult {
+    /// The sentence-end probability at the step after the window's last text token.
+    fn sentence_end_after_text(&self, model: &LoadedModel) -> Option<f64> {
+        let last_text = self
+            .sampled
+            .iter()
+            .rposition(|s| model.tokenizer.is_text(s.token))?;
+        self.sampled
+            .get(last_text + 1)
+            .map(|s| s.sentence_end as f64)
+    }
 }
 
 /// The encoder positions for audio of `content_frames` mel frames: the model's full
@@ -280,6 +307,7 @@ pub fn transcribe_samples(
         language,
         language_probability,
         first_window_tokens: Vec::new(),
+        sentence_end_probability: None,
         stats,
     };
     let mut seek = 0usize;
@@ -316,6 +344,9 @@ pub fn transcribe_samples(
         {
             seek += segment_size;
             continue;
+        }
+        if let Some(p) = result.sentence_end_after_text(model) {
+            out.sentence_end_probability = Some(p);
         }
         let clock = std::time::Instant::now();
         let advance = collect_window(model, &result, time_offset, segment_size, &mut out);
@@ -505,6 +536,12 @@ fn decode_window(
                 }
             }
         }
+        // Only read after a text token (the step that may end the transcript).
+        let sentence_end = if sampled.last().is_some_and(|s| tok.is_text(s.token)) {
+            sentence_end_probability(&logits, &model.sentence_end_tokens)
+        } else {
+            0.0
+        };
         apply_timestamp_rules(&mut logits, &sampled, ts_begin, eot, max_initial);
         let logprobs = log_softmax(&logits);
         let (best, best_lp) = logprobs
@@ -517,6 +554,7 @@ fn decode_window(
         sampled.push(Sampled {
             token: best as u32,
             prob: best_lp.exp(),
+            sentence_end,
             step: step_index,
         });
         if in_draft {
@@ -625,6 +663,21 @@ fn apply_timestamp_rules(
             .iter_mut()
             .for_each(|v| *v = f32::NEG_INFINITY);
     }
+}
+
+/// Total probability of `ids` under the softmax of `logits`.
+fn sentence_end_probability(logits: &[f32], ids: &[u32]) -> f32 {
+    if ids.is_empty() {
+        return 0.0;
+    }
+    let lse = log_sum_exp(logits);
+    if !lse.is_finite() {
+        return 0.0;
+    }
+    ids.iter()
+        .filter_map(|id| logits.get(*id as usize))
+        .map(|l| crate::kernels::fast_exp(l - lse))
+        .sum()
 }
 
 fn log_sum_exp(v: &[f32]) -> f32 {
@@ -935,16 +988,19 @@ mod tests {
             Sampled {
                 token: 10,
                 prob: 1.0,
+                sentence_end: 0.0,
                 step: 0,
             },
             Sampled {
                 token: 2,
                 prob: 1.0,
+                sentence_end: 0.0,
                 step: 1,
             },
             Sampled {
                 token: 12,
                 prob: 1.0,
+                sentence_end: 0.0,
                 step: 2,
             },
         ];

@@ -27,7 +27,7 @@ const SETTLE_SILENCE_MS: u64 = 200;
 /// depends on it.
 const TRAILING_SILENCE_KEEP_MS: u64 = 300;
 /// Frames this many dB below the recent speech level are not speech.
-const SPEECH_TAIL_DB: f32 = 18.0;
+const SPEECH_TAIL_DB: f32 = 15.0;
 /// A partial waits for an idle engine, but no longer than this many partial intervals.
 const PARTIAL_MAX_DEFER: usize = 3;
 
@@ -70,6 +70,9 @@ pub struct StreamingSession {
     /// Whether the turn's latest decode ends a sentence (judged on the model's own
     /// punctuation, whatever the output settings).
     ends_sentence: bool,
+    /// The model's probability that the sentence ends after the latest decode's text
+    /// (`RawTranscript::sentence_end_probability`).
+    sentence_end_probability: f64,
     /// Tokens of the current turn's latest decode: the draft for its next decode.
     draft: Vec<u32>,
 }
@@ -97,6 +100,7 @@ impl StreamingSession {
             partial_due: false,
             settled: None,
             ends_sentence: false,
+            sentence_end_probability: 0.0,
             draft: Vec::new(),
         }
     }
@@ -275,7 +279,13 @@ impl StreamingSession {
     /// How likely the speaker is done: high when the text so far ends a sentence, rising
     /// with the silence since the last speech towards `max_turn_silence_ms`.
     fn end_of_turn_confidence(&self) -> f64 {
-        let base = if self.ends_sentence { 0.8 } else { 0.3 };
+        // Without a written full stop, the model's own belief that the sentence could
+        // end here (Whisper often drops the last full stop of a short stretch of audio).
+        let base = if self.ends_sentence {
+            0.8
+        } else {
+            0.3 + 0.5 * self.sentence_end_probability.clamp(0.0, 1.0)
+        };
         let silence_ms = (self.silence_run * 1000 / RATE) as f64;
         let towards_max = (silence_ms / self.config.max_turn_silence_ms.max(1) as f64).min(1.0);
         (base + 0.2 * towards_max).min(1.0)
@@ -320,6 +330,7 @@ impl StreamingSession {
     fn note_decode(&mut self, raw: &crate::decode::RawTranscript) {
         self.draft = raw.first_window_tokens.clone();
         self.ends_sentence = raw.text().trim_end().ends_with(['.', '?', '!']);
+        self.sentence_end_probability = raw.sentence_end_probability.unwrap_or(0.0);
     }
 
     /// Options for decoding the current turn; the previous decode of the turn is the

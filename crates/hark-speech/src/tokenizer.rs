@@ -166,6 +166,13 @@ impl Tokenizer {
         }
     }
 
+    /// The text tokens that end a sentence on their own (`.`, `?`, `!`).
+    pub fn sentence_end_tokens(&self) -> Vec<u32> {
+        (0..self.token_bytes.len() as u32)
+            .filter(|id| matches!(self.bytes(*id), b"." | b"?" | b"!"))
+            .collect()
+    }
+
     /// Text of a run of tokens, special tokens dropped.
     pub fn decode(&self, ids: &[u32]) -> String {
         let bytes: Vec<u8> = ids
