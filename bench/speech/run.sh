@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Hark vs faster-whisper on the same clips and tiny.en model (greedy, 2 threads).
 # Needs: HARK_TEST_MODEL_DIR (CTranslate2 tiny.en dir), HARK_TEST_FIXTURES (librivox/, jfk.wav),
-# espeak-ng, sox, /usr/bin/time, and faster-whisper importable by python3.
+# espeak-ng, sox and /usr/bin/time; faster-whisper is installed into a venv under
+# ~/.cache/hark/fwvenv (HARK_FW_VENV) unless python3 already imports it.
 # Usage: bench/speech/run.sh [--repeats N]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -10,5 +11,15 @@ root="$(cd "$here/../.." && pwd)"
 : "${HARK_TEST_FIXTURES:?set HARK_TEST_FIXTURES to the speech fixture directory}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
 cargo build --release -p hark-speech --example transcribe --manifest-path "$root/Cargo.toml" >&2
-exec python3 "$here/bench.py" "$CARGO_TARGET_DIR/release/examples/transcribe" \
+# faster-whisper runs in its own venv (created on first use) unless python3 already has it.
+python=python3
+if ! python3 -c 'import faster_whisper' 2>/dev/null; then
+  venv="${HARK_FW_VENV:-$HOME/.cache/hark/fwvenv}"
+  if ! "$venv/bin/python" -c 'import faster_whisper' 2>/dev/null; then
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install -q faster-whisper >&2
+  fi
+  python="$venv/bin/python"
+fi
+exec "$python" "$here/bench.py" "$CARGO_TARGET_DIR/release/examples/transcribe" \
   "$HARK_TEST_MODEL_DIR" "$HARK_TEST_FIXTURES" "$@"
