@@ -39,41 +39,90 @@ impl Default for EngineOptions {
     }
 }
 
-/// A counting semaphore (std has none).
+/// How soon an inference must run when the engine is busy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// Batch jobs and overdue streaming partials.
+    Normal,
+    /// Someone is waiting on exactly this result (a live turn's final).
+    Urgent,
+}
+
+/// A counting semaphore that serves waiters in order: urgent ones first, each class
+/// first come, first served (a plain condvar semaphore let some sessions starve).
 struct Permits {
     total: usize,
-    free: Mutex<usize>,
+    state: Mutex<PermitState>,
     freed: Condvar,
+}
+
+struct PermitState {
+    free: usize,
+    next_ticket: u64,
+    urgent: std::collections::VecDeque<u64>,
+    normal: std::collections::VecDeque<u64>,
+}
+
+impl PermitState {
+    /// The ticket whose turn it is, if any is waiting.
+    fn next_in_line(&self) -> Option<u64> {
+        self.urgent.front().or(self.normal.front()).copied()
+    }
 }
 
 struct Permit<'a>(&'a Permits);
 
 impl Permits {
-    fn acquire(&self) -> Permit<'_> {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        while *free == 0 {
-            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+    fn new(total: usize) -> Self {
+        Permits {
+            total,
+            state: Mutex::new(PermitState {
+                free: total,
+                next_ticket: 0,
+                urgent: Default::default(),
+                normal: Default::default(),
+            }),
+            freed: Condvar::new(),
         }
-        *free -= 1;
+    }
+
+    fn acquire(&self, priority: Priority) -> Permit<'_> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        match priority {
+            Priority::Urgent => state.urgent.push_back(ticket),
+            Priority::Normal => state.normal.push_back(ticket),
+        }
+        while state.free == 0 || state.next_in_line() != Some(ticket) {
+            state = self.freed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        match priority {
+            Priority::Urgent => state.urgent.pop_front(),
+            Priority::Normal => state.normal.pop_front(),
+        };
+        state.free -= 1;
+        // The next in line may be able to go too (more than one permit free).
+        self.freed.notify_all();
         Permit(self)
     }
 
     /// A permit only when no inference is in flight (and so nobody is waiting).
     fn try_acquire_idle(&self) -> Option<Permit<'_>> {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        if *free < self.total {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.free < self.total || state.next_in_line().is_some() {
             return None;
         }
-        *free -= 1;
+        state.free -= 1;
         Some(Permit(self))
     }
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        let mut free = self.0.free.lock().unwrap_or_else(|p| p.into_inner());
-        *free += 1;
-        self.0.freed.notify_one();
+        let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.free += 1;
+        self.0.freed.notify_all();
     }
 }
 
@@ -108,11 +157,7 @@ impl WhisperEngine {
             models: RwLock::new(HashMap::new()),
             loading: Mutex::new(()),
             pool,
-            permits: Permits {
-                total: options.max_concurrent.max(1),
-                free: Mutex::new(options.max_concurrent.max(1)),
-                freed: Condvar::new(),
-            },
+            permits: Permits::new(options.max_concurrent.max(1)),
             options,
         })
     }
@@ -165,7 +210,18 @@ impl WhisperEngine {
         samples: &[f32],
         options: &DecodeOptions,
     ) -> Result<RawTranscript, ModelError> {
-        let _permit = self.permits.acquire();
+        self.transcribe_pcm_at(Priority::Normal, model, samples, options)
+    }
+
+    /// As [`Self::transcribe_pcm`], queued by `priority` when the engine is busy.
+    pub fn transcribe_pcm_at(
+        &self,
+        priority: Priority,
+        model: &LoadedModel,
+        samples: &[f32],
+        options: &DecodeOptions,
+    ) -> Result<RawTranscript, ModelError> {
+        let _permit = self.permits.acquire(priority);
         self.pool
             .install(|| transcribe_samples(model, samples, options))
     }
@@ -291,5 +347,101 @@ impl SpeechEngine for WhisperEngine {
     ) -> Result<Box<dyn SpeechStream>, SpeechError> {
         let loaded = self.load(model)?;
         Ok(Box::new(StreamingSession::new(self, loaded, config)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// Waits until `n` tickets are queued (the waiters are blocked in `acquire`).
+    fn wait_queued(permits: &Permits, n: usize) {
+        for _ in 0..2_000 {
+            let state = permits.state.lock().unwrap_or_else(|p| p.into_inner());
+            if state.urgent.len() + state.normal.len() == n {
+                return;
+            }
+            drop(state);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!("waiters did not queue");
+    }
+
+    #[test]
+    fn permits_go_to_urgent_waiters_first_then_in_arrival_order() {
+        let permits = Arc::new(Permits::new(1));
+        let held = permits.acquire(Priority::Normal);
+        assert!(permits.try_acquire_idle().is_none());
+        let (tx, rx) = mpsc::channel();
+        let mut threads = Vec::new();
+        let order = [
+            ("n1", Priority::Normal),
+            ("n2", Priority::Normal),
+            ("u1", Priority::Urgent),
+            ("n3", Priority::Normal),
+            ("u2", Priority::Urgent),
+        ];
+        for (i, (name, priority)) in order.into_iter().enumerate() {
+            let (mine, tx) = (permits.clone(), tx.clone());
+            threads.push(std::thread::spawn(move || {
+                let _permit = mine.acquire(priority);
+                tx.send(name).unwrap_or(());
+                std::thread::sleep(Duration::from_millis(5));
+            }));
+            // Queue them one at a time so arrival order is known.
+            wait_queued(&permits, i + 1);
+        }
+        drop(held);
+        let served: Vec<&str> = (0..order.len())
+            .map(|_| {
+                rx.recv_timeout(Duration::from_secs(10))
+                    .unwrap_or("timeout")
+            })
+            .collect();
+        assert_eq!(served, ["u1", "u2", "n1", "n2", "n3"]);
+        for t in threads {
+            t.join().unwrap_or(());
+        }
+        // Idle again: a best-effort caller gets a permit.
+        assert!(permits.try_acquire_idle().is_some());
+    }
+
+    #[test]
+    fn several_permits_serve_several_waiters_at_once() {
+        let permits = Arc::new(Permits::new(2));
+        let a = permits.acquire(Priority::Normal);
+        let b = permits.acquire(Priority::Urgent);
+        let (tx, rx) = mpsc::channel();
+        let mut threads = Vec::new();
+        let mut releases = Vec::new();
+        for i in 0..2 {
+            let (mine, tx) = (permits.clone(), tx.clone());
+            let (release_tx, release_rx) = mpsc::channel::<()>();
+            releases.push(release_tx);
+            threads.push(std::thread::spawn(move || {
+                let _permit = mine.acquire(Priority::Normal);
+                tx.send(i).unwrap_or(());
+                // Held until both waiters are in: the two free permits must be handed
+                // out together, not one after the other.
+                release_rx
+                    .recv_timeout(Duration::from_secs(10))
+                    .unwrap_or(());
+            }));
+        }
+        wait_queued(&permits, 2);
+        drop((a, b));
+        let mut got: Vec<i32> = (0..2)
+            .map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap_or(9))
+            .collect();
+        got.sort();
+        assert_eq!(got, [0, 1]);
+        for release in releases {
+            release.send(()).unwrap_or(());
+        }
+        for t in threads {
+            t.join().unwrap_or(());
+        }
     }
 }

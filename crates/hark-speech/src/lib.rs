@@ -18,7 +18,7 @@ pub mod text;
 pub mod tokenizer;
 
 pub use decode::{DecodeOptions, DecodeStats, LoadedModel, RawTranscript, Segment, TimedWord};
-pub use engine::{EngineOptions, WhisperEngine};
+pub use engine::{EngineOptions, Priority, WhisperEngine};
 pub use error::ModelError;
 pub use registry::{ModelFormat, ModelInfo, ModelRegistry};
 pub use streaming::{StreamEvent, StreamingConfig, StreamingSession, Turn};

@@ -5,7 +5,7 @@
 //! `max_turn_secs`) is ever decoded, so cost does not grow with the session.
 
 use crate::decode::{DecodeOptions, LoadedModel};
-use crate::engine::WhisperEngine;
+use crate::engine::{Priority, WhisperEngine};
 use crate::error::ModelError;
 use hark_core::speech::{SpeechError, SpeechStream, StreamingUpdate};
 pub use hark_core::speech::{StreamEvent, StreamingConfig, Turn};
@@ -295,9 +295,15 @@ impl StreamingSession {
     /// (partials); waits for an inference slot.
     fn decode_turn(&mut self, short_context: bool) -> Result<Turn, ModelError> {
         let options = self.decode_options(short_context);
-        let raw = self
-            .engine
-            .transcribe_pcm(&self.model, self.decode_audio(), &options)?;
+        // A full-window decode is (likely) the turn's final: the client is waiting on it.
+        let priority = if short_context {
+            Priority::Normal
+        } else {
+            Priority::Urgent
+        };
+        let raw =
+            self.engine
+                .transcribe_pcm_at(priority, &self.model, self.decode_audio(), &options)?;
         self.note_decode(&raw);
         Ok(self.to_turn(&raw))
     }
