@@ -131,6 +131,36 @@ fn write_hf_copy(src: &Path, dst: &Path, multilingual: bool) {
         copy(out, &format!("{from}/beta"), format!("{to}.bias"));
     };
 
+    // Self-attention and feed-forward: the same in encoder and decoder layers.
+    let self_attention_and_ffn = |out: &mut SafetensorsWriter, c: &str, h: &str| {
+        norm(
+            out,
+            &format!("{c}/self_attention/layer_norm"),
+            &format!("{h}.self_attn_layer_norm"),
+        );
+        split(
+            out,
+            &format!("{c}/self_attention/linear_0"),
+            &[
+                (&format!("{h}.self_attn.q_proj"), true),
+                (&format!("{h}.self_attn.k_proj"), false),
+                (&format!("{h}.self_attn.v_proj"), true),
+            ],
+        );
+        linear(
+            out,
+            &format!("{c}/self_attention/linear_1"),
+            &format!("{h}.self_attn.out_proj"),
+        );
+        norm(
+            out,
+            &format!("{c}/ffn/layer_norm"),
+            &format!("{h}.final_layer_norm"),
+        );
+        linear(out, &format!("{c}/ffn/linear_0"), &format!("{h}.fc1"));
+        linear(out, &format!("{c}/ffn/linear_1"), &format!("{h}.fc2"));
+    };
+
     linear(&mut out, "encoder/conv1", "model.encoder.conv1");
     linear(&mut out, "encoder/conv2", "model.encoder.conv2");
     if set.get("encoder/position_encodings/encodings").is_ok() {
@@ -149,32 +179,7 @@ fn write_hf_copy(src: &Path, dst: &Path, multilingual: bool) {
             format!("encoder/layer_{layer}"),
             format!("model.encoder.layers.{layer}"),
         );
-        norm(
-            &mut out,
-            &format!("{c}/self_attention/layer_norm"),
-            &format!("{h}.self_attn_layer_norm"),
-        );
-        split(
-            &mut out,
-            &format!("{c}/self_attention/linear_0"),
-            &[
-                (&format!("{h}.self_attn.q_proj"), true),
-                (&format!("{h}.self_attn.k_proj"), false),
-                (&format!("{h}.self_attn.v_proj"), true),
-            ],
-        );
-        linear(
-            &mut out,
-            &format!("{c}/self_attention/linear_1"),
-            &format!("{h}.self_attn.out_proj"),
-        );
-        norm(
-            &mut out,
-            &format!("{c}/ffn/layer_norm"),
-            &format!("{h}.final_layer_norm"),
-        );
-        linear(&mut out, &format!("{c}/ffn/linear_0"), &format!("{h}.fc1"));
-        linear(&mut out, &format!("{c}/ffn/linear_1"), &format!("{h}.fc2"));
+        self_attention_and_ffn(&mut out, &c, &h);
         layer += 1;
     }
     assert!(layer > 0);
@@ -214,25 +219,7 @@ fn write_hf_copy(src: &Path, dst: &Path, multilingual: bool) {
             format!("decoder/layer_{layer}"),
             format!("model.decoder.layers.{layer}"),
         );
-        norm(
-            &mut out,
-            &format!("{c}/self_attention/layer_norm"),
-            &format!("{h}.self_attn_layer_norm"),
-        );
-        split(
-            &mut out,
-            &format!("{c}/self_attention/linear_0"),
-            &[
-                (&format!("{h}.self_attn.q_proj"), true),
-                (&format!("{h}.self_attn.k_proj"), false),
-                (&format!("{h}.self_attn.v_proj"), true),
-            ],
-        );
-        linear(
-            &mut out,
-            &format!("{c}/self_attention/linear_1"),
-            &format!("{h}.self_attn.out_proj"),
-        );
+        self_attention_and_ffn(&mut out, &c, &h);
         norm(
             &mut out,
             &format!("{c}/attention/layer_norm"),
@@ -256,13 +243,6 @@ fn write_hf_copy(src: &Path, dst: &Path, multilingual: bool) {
             &format!("{c}/attention/linear_2"),
             &format!("{h}.encoder_attn.out_proj"),
         );
-        norm(
-            &mut out,
-            &format!("{c}/ffn/layer_norm"),
-            &format!("{h}.final_layer_norm"),
-        );
-        linear(&mut out, &format!("{c}/ffn/linear_0"), &format!("{h}.fc1"));
-        linear(&mut out, &format!("{c}/ffn/linear_1"), &format!("{h}.fc2"));
         layer += 1;
     }
     norm(&mut out, "decoder/layer_norm", "model.decoder.layer_norm");
