@@ -588,8 +588,8 @@ fn decode_window(
         step_index += 1;
     }
     if in_draft {
-        // The sample limit ended decoding inside the draft.
-        state.truncate(prompt_len + accepted);
+        // The sample limit ended decoding inside the draft: drop the alignment rows of
+        // batched tokens that were never kept (the decoder state is not used again).
         align_rows.truncate(align_base + accepted * align_per_step);
     }
     let n = sampled.len().max(1);
