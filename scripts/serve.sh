@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hark/target}"
+# shellcheck source=scripts/cargo-env.sh
+source scripts/cargo-env.sh
 DATA_DIR="${HARK_DATA_DIR:-./hark-data}"
 
 cargo build --release --locked --bin hark

@@ -6,10 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hark/target}"
 export HARK_TEST_POSTGRES_URL="${HARK_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 
 bash scripts/install-test-deps.sh
+# shellcheck source=scripts/cargo-env.sh
+source scripts/cargo-env.sh
 # shellcheck disable=SC1090
 eval "$(bash scripts/test-fixtures.sh)"
 
