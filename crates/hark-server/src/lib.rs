@@ -10,6 +10,7 @@ pub mod control;
 pub mod data_plane;
 pub mod error;
 pub mod mailer;
+pub mod manage;
 pub mod management;
 pub mod params;
 pub mod provisioning;
