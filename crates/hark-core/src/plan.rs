@@ -391,13 +391,23 @@ mod tests {
 
     #[test]
     fn roles_read_in_any_case_and_write_in_lowercase() {
-        for (text, role) in [("\"Reader\"", Role::Reader), ("\"ADMIN\"", Role::Admin), ("\"owner\"", Role::Owner)] {
+        for (text, role) in [
+            ("\"Reader\"", Role::Reader),
+            ("\"ADMIN\"", Role::Admin),
+            ("\"owner\"", Role::Owner),
+        ] {
             let parsed: Role = serde_json::from_str(text).unwrap();
             assert_eq!(parsed, role);
-            assert_eq!(serde_json::to_string(&parsed).unwrap(), format!("\"{}\"", role.as_str()));
+            assert_eq!(
+                serde_json::to_string(&parsed).unwrap(),
+                format!("\"{}\"", role.as_str())
+            );
         }
         assert!(serde_json::from_str::<Role>("\"boss\"").is_err());
-        assert_eq!(Role::assignable_choices(), "role must be one of: admin, reader");
+        assert_eq!(
+            Role::assignable_choices(),
+            "role must be one of: admin, reader"
+        );
     }
 
     #[test]

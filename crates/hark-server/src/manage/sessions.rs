@@ -155,9 +155,9 @@ pub async fn login(state: &AppState, input: &LoginInput, addr: Option<IpAddr>) -
         .await
         {
             Ok(()) => {}
-            Err(Error::BadMfaCode) => {
+            Err(e @ (Error::BadMfaCode | Error::TotpCodeUsed)) => {
                 record_failure(state, &input.email, addr, Some(&user), "bad_mfa_code").await?;
-                return Err(Error::BadMfaCode);
+                return Err(e);
             }
             Err(e) => return Err(e),
         }
@@ -169,7 +169,7 @@ pub async fn login(state: &AppState, input: &LoginInput, addr: Option<IpAddr>) -
 /// by a single-use link they followed); `audit_subject` names how in the audit log.
 pub async fn open_session(state: &AppState, user: &User, audit_subject: &str) -> Result<NewLogin> {
     let token = keys::generate(SecretKind::Session);
-    let csrf = keys::generate(SecretKind::Session);
+    let csrf = keys::generate(SecretKind::Csrf);
     let first_account = state
         .store
         .accounts_of_user(user.id)
@@ -255,12 +255,16 @@ pub async fn reauth(
     addr: Option<IpAddr>,
 ) -> Result<Reauthenticated> {
     check_throttle(state, &caller.user.email, addr).await?;
-    let ok = match (&input.password, &input.totp_code) {
-        (Some(p), _) => password_matches(Some(&caller.user), p).await?,
+    let refusal = match (&input.password, &input.totp_code) {
+        (Some(p), _) => {
+            (!password_matches(Some(&caller.user), p).await?).then_some(Error::WrongPassword)
+        }
         (None, Some(code)) if caller.user.mfa_enabled => {
-            mfa::check_second_factor(state, &caller.user, Some(code), None)
-                .await
-                .is_ok()
+            match mfa::check_second_factor(state, &caller.user, Some(code), None).await {
+                Ok(()) => None,
+                Err(e @ (Error::BadMfaCode | Error::TotpCodeUsed)) => Some(e),
+                Err(e) => return Err(e),
+            }
         }
         _ => {
             return Err(Error::Invalid(
@@ -268,7 +272,7 @@ pub async fn reauth(
             ))
         }
     };
-    if !ok {
+    if let Some(refusal) = refusal {
         record_failure(
             state,
             &caller.user.email,
@@ -277,7 +281,7 @@ pub async fn reauth(
             "bad_reauth",
         )
         .await?;
-        return Err(Error::BadCredentials);
+        return Err(refusal);
     }
     let now = state.clock.now_ms();
     state
@@ -315,7 +319,7 @@ pub async fn change_password(
             "bad_password_change",
         )
         .await?;
-        return Err(Error::BadCredentials);
+        return Err(Error::WrongPassword);
     }
     let hash = hash_password(&input.new_password).await?;
     state
