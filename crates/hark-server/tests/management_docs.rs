@@ -283,7 +283,11 @@ async fn examples_match_the_server(db: Db) {
     let mut missing = Vec::new();
     for (path, ops) in document["paths"].as_object().expect("paths") {
         for method in ops.as_object().expect("operations").keys() {
-            let full = format!("/api/v1{path}");
+            let full = if path.starts_with("/api/v1") {
+                path.clone()
+            } else {
+                format!("/api/v1{path}")
+            };
             if !shown
                 .iter()
                 .any(|(m, p)| m == method && same_route(p, &full))

@@ -84,6 +84,7 @@ async fn every_body_refuses_wrong_types_in_its_own_words(db: Db) {
             };
             let schema = resolve(&doc, &Value::Object(schema.clone()));
             let path = template
+                .trim_start_matches("/api/v1")
                 .replace("{account}", &org.account.to_string())
                 .replace("{project}", &org.project.to_string())
                 .replace("{key}", &key_id)
