@@ -6,7 +6,7 @@ use crate::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::Method;
+use axum::http::{HeaderMap, Method};
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use hark_core::clock::{Clock, Millis};
@@ -154,6 +154,26 @@ pub async fn watch_auth_epoch(state: AppState, interval: Duration) {
     }
 }
 
+/// `GET /health`: open to load balancers; when an `Authorization` header is present the
+/// key in it is checked (a rotation runbook verifies a new key this way before revoking
+/// the old one), answering 401 with the data plane's usual body unless it is usable.
+pub async fn health(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    headers: HeaderMap,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    if headers.contains_key(AUTHORIZATION) {
+        state
+            .auth
+            .verify(
+                presented_key(&headers),
+                state.store.as_ref(),
+                state.clock.as_ref(),
+            )
+            .await?;
+    }
+    Ok(axum::Json(serde_json::json!({"status": "ok"})))
+}
+
 /// Per-account REST request limit.
 pub struct AccountRateLimiter {
     limiter: DefaultKeyedRateLimiter<AccountId>,
@@ -186,9 +206,8 @@ impl AccountRateLimiter {
 pub struct ApiPrincipal(pub KeyPrincipal);
 
 /// The key in an `Authorization` header: raw as AssemblyAI sends it, or after `Bearer `.
-pub fn presented_key(parts: &Parts) -> &str {
-    let raw = parts
-        .headers
+pub fn presented_key(headers: &HeaderMap) -> &str {
+    let raw = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
@@ -209,7 +228,7 @@ impl FromRequestParts<AppState> for ApiPrincipal {
         let principal = state
             .auth
             .verify(
-                presented_key(parts),
+                presented_key(&parts.headers),
                 state.store.as_ref(),
                 state.clock.as_ref(),
             )

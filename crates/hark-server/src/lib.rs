@@ -179,10 +179,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v3/token", get(streaming::token))
         .route("/v3/ws", get(streaming::ws))
         .nest("/api/v1", management::routes())
-        .route(
-            "/health",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
+        .route("/health", get(auth::health))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_json))

@@ -42,7 +42,7 @@ async fn invite_accept_switch(db: Db) {
     assert_eq!(inv.status, 201, "{}", inv.text);
     assert_eq!(inv.body["role"], "reader");
     assert!(
-        !inv.text.contains("hark_tmp_"),
+        !inv.text.contains("hark_inv_"),
         "the token is mailed, not returned"
     );
     let listed = call(

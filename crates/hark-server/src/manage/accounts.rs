@@ -152,7 +152,8 @@ pub async fn list_members(
 
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 pub struct MemberUpdate {
-    #[schemars(with = "String")]
+    /// `admin` or `reader`, in any case.
+    #[schemars(schema_with = "super::views::assignable_role_schema")]
     pub role: Role,
 }
 
@@ -165,6 +166,9 @@ pub async fn update_member(
     input: &MemberUpdate,
 ) -> Result<()> {
     let auth = authorize(state, caller, account, Permission::ManageMembers).await?;
+    if !Role::ASSIGNABLE.contains(&input.role) {
+        return Err(Error::Invalid(Role::assignable_choices()));
+    }
     state
         .store
         .set_member_role(auth.account.id, user, input.role, &caller.actor())
@@ -204,9 +208,9 @@ pub async fn list_invites(
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 pub struct InviteInput {
     pub email: String,
-    /// Defaults to reader.
+    /// `admin` or `reader`, in any case; defaults to reader.
     #[serde(default)]
-    #[schemars(with = "Option<String>")]
+    #[schemars(schema_with = "super::views::assignable_role_schema")]
     pub role: Option<Role>,
 }
 
@@ -227,12 +231,10 @@ pub async fn create_invite(
         return Err(Error::Invalid("email is not a valid address".into()));
     }
     let role = input.role.unwrap_or(Role::Reader);
-    if role == Role::Owner {
-        return Err(Error::Invalid(
-            "invite as admin or reader; ownership is transferred by the operator".into(),
-        ));
+    if !Role::ASSIGNABLE.contains(&role) {
+        return Err(Error::Invalid(Role::assignable_choices()));
     }
-    let token = keys::generate(SecretKind::TempToken);
+    let token = keys::generate(SecretKind::Invite);
     let mail = Mail {
         to: hark_store::normalize_email(email),
         subject: format!("You are invited to {} on Hark", auth.account.name),
@@ -292,7 +294,8 @@ pub struct AcceptInput {
 /// Accepts an invite with the mailed token. A new email becomes a user with this
 /// password; an existing user proves it is them with their password.
 pub async fn accept_invite(state: &AppState, input: &AcceptInput) -> Result<InviteAccepted> {
-    if !keys::is_well_formed(SecretKind::TempToken, input.token.expose()) {
+    // Invites mailed before invites had their own prefix stay valid until they end.
+    if !keys::is_well_formed_or_legacy(SecretKind::Invite, input.token.expose()) {
         return Err(Error::NotFound("invite"));
     }
     let digest = SecretDigest::of(input.token.expose()).to_hex();
@@ -306,7 +309,7 @@ pub async fn accept_invite(state: &AppState, input: &AcceptInput) -> Result<Invi
     let hash = match &existing {
         Some(user) => {
             if !password_matches(Some(user), &input.password).await? {
-                return Err(Error::BadCredentials);
+                return Err(Error::WrongPassword);
             }
             String::new()
         }

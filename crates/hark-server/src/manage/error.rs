@@ -13,8 +13,14 @@ pub enum Error {
     BadCredentials,
     #[error("this user has MFA enabled: send totp_code or recovery_code")]
     MfaRequired,
-    #[error("the TOTP or recovery code is invalid or was already used")]
+    #[error("the TOTP code is wrong (check the clock of the device that makes the codes), or the recovery code is wrong or was already used")]
     BadMfaCode,
+    #[error("this TOTP code was already used: each code works once; wait for the next code (a new one every 30 seconds)")]
+    TotpCodeUsed,
+    /// A signed-in person's password did not match (re-authentication, password change,
+    /// an invite accepted by an existing user).
+    #[error("the password is wrong")]
+    WrongPassword,
     #[error("too many failed logins; try again later")]
     Throttled { retry_after_secs: u64 },
     #[error("missing or invalid CSRF token (send the hark_csrf cookie value in the X-CSRF-Token header)")]
@@ -50,7 +56,8 @@ impl Error {
             Error::Unauthenticated => "unauthenticated",
             Error::BadCredentials => "invalid_credentials",
             Error::MfaRequired => "mfa_required",
-            Error::BadMfaCode => "invalid_mfa_code",
+            Error::BadMfaCode | Error::TotpCodeUsed => "invalid_mfa_code",
+            Error::WrongPassword => "invalid_credentials",
             Error::Throttled { .. } => "login_throttled",
             Error::Csrf => "csrf_failed",
             Error::Forbidden { .. } => "permission_denied",

@@ -41,7 +41,7 @@ pub async fn check_second_factor(
         let step =
             totp::verify(&seed, code.expose(), state.clock.now_ms()).ok_or(Error::BadMfaCode)?;
         if !state.store.accept_totp_step(user.id, step).await? {
-            return Err(Error::BadMfaCode);
+            return Err(Error::TotpCodeUsed);
         }
         return Ok(());
     }
@@ -109,6 +109,8 @@ pub async fn confirm(
     Ok(RecoveryCodes {
         mfa_enabled: true,
         recovery_codes: codes,
+        next_code_at: super::Instant((step + 1) * totp::STEP_SECS * 1000),
+        note: "This code is now used: sign in with the next code your app shows (a new one every 30 seconds). Keep the recovery codes safe; each works once.".into(),
     })
 }
 

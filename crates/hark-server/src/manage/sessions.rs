@@ -203,9 +203,9 @@ pub async fn login(state: &AppState, input: &LoginInput, addr: Option<IpAddr>) -
         .await
         {
             Ok(()) => {}
-            Err(Error::BadMfaCode) => {
+            Err(e @ (Error::BadMfaCode | Error::TotpCodeUsed)) => {
                 attempt.failed(state, Some(&user), "bad_mfa_code").await?;
-                return Err(Error::BadMfaCode);
+                return Err(e);
             }
             Err(e) => {
                 // The password was right and no code was sent yet: not a guess.
@@ -228,7 +228,7 @@ pub async fn open_session(
     throttle_subject: &str,
 ) -> Result<NewLogin> {
     let token = keys::generate(SecretKind::Session);
-    let csrf = keys::generate(SecretKind::Session);
+    let csrf = keys::generate(SecretKind::Csrf);
     let first_account = state
         .store
         .accounts_of_user(user.id)
@@ -314,12 +314,16 @@ pub async fn reauth(
     addr: Option<IpAddr>,
 ) -> Result<Reauthenticated> {
     let attempt = Attempt::begin(state, &caller.user.email, addr).await?;
-    let ok = match (&input.password, &input.totp_code) {
-        (Some(p), _) => password_matches(Some(&caller.user), p).await?,
+    let refusal = match (&input.password, &input.totp_code) {
+        (Some(p), _) => {
+            (!password_matches(Some(&caller.user), p).await?).then_some(Error::WrongPassword)
+        }
         (None, Some(code)) if caller.user.mfa_enabled => {
-            mfa::check_second_factor(state, &caller.user, Some(code), None)
-                .await
-                .is_ok()
+            match mfa::check_second_factor(state, &caller.user, Some(code), None).await {
+                Ok(()) => None,
+                Err(e @ (Error::BadMfaCode | Error::TotpCodeUsed)) => Some(e),
+                Err(e) => return Err(e),
+            }
         }
         _ => {
             attempt.forgive(state).await?;
@@ -328,11 +332,11 @@ pub async fn reauth(
             ));
         }
     };
-    if !ok {
+    if let Some(refusal) = refusal {
         attempt
             .failed(state, Some(&caller.user), "bad_reauth")
             .await?;
-        return Err(Error::BadCredentials);
+        return Err(refusal);
     }
     attempt.forgive(state).await?;
     let now = state.clock.now_ms();
@@ -366,7 +370,7 @@ pub async fn change_password(
         attempt
             .failed(state, Some(&caller.user), "bad_password_change")
             .await?;
-        return Err(Error::BadCredentials);
+        return Err(Error::WrongPassword);
     }
     attempt.forgive(state).await?;
     let hash = hash_password(&input.new_password).await?;

@@ -60,6 +60,12 @@ fn role_schema(_: &mut SchemaGenerator) -> Schema {
     string_schema(None, Some(&["owner", "admin", "reader"]))
 }
 
+/// The roles an invite or a role change can give (read in any case).
+pub fn assignable_role_schema(_: &mut SchemaGenerator) -> Schema {
+    let names = Role::ASSIGNABLE.map(Role::as_str);
+    string_schema(None, Some(&names[..]))
+}
+
 fn scopes_schema(g: &mut SchemaGenerator) -> Schema {
     let mut s = SchemaObject {
         instance_type: Some(InstanceType::Array.into()),
@@ -87,7 +93,7 @@ pub struct Page<T> {
 /// Seconds rounded to the millisecond (sums of floating-point seconds otherwise print
 /// as `75.92637500000001`).
 pub fn round_secs(secs: f64) -> f64 {
-    (secs * 1000.0).round() / 1000.0
+    hark_core::units::seconds_to_ms(secs)
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -173,6 +179,10 @@ impl std::fmt::Debug for TotpEnrolment {
 pub struct RecoveryCodes {
     pub mfa_enabled: bool,
     pub recovery_codes: Vec<String>,
+    /// The confirming code is spent (each code works once): the next code, the first
+    /// that signs in, starts here.
+    pub next_code_at: Instant,
+    pub note: String,
 }
 
 impl std::fmt::Debug for RecoveryCodes {
@@ -358,7 +368,7 @@ impl From<&Transcript> for TranscriptSummary {
             id: t.id,
             status: t.status.as_str().to_string(),
             audio_url: t.audio_url.clone(),
-            audio_duration: t.audio_duration,
+            audio_duration: t.audio_duration.map(round_secs),
             created_at: Instant(t.created_at),
             completed_at: Instant::opt(t.completed_at),
             api_key_id: t.api_key_id,

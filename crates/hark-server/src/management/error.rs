@@ -30,7 +30,9 @@ pub fn status(e: &MgmtError) -> StatusCode {
         MgmtError::Unauthenticated
         | MgmtError::BadCredentials
         | MgmtError::MfaRequired
-        | MgmtError::BadMfaCode => StatusCode::UNAUTHORIZED,
+        | MgmtError::BadMfaCode
+        | MgmtError::TotpCodeUsed
+        | MgmtError::WrongPassword => StatusCode::UNAUTHORIZED,
         MgmtError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
         MgmtError::Csrf
         | MgmtError::Forbidden { .. }

@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod body;
 pub mod error;
 pub mod keys;
 pub mod mfa;

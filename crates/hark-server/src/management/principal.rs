@@ -88,14 +88,50 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
 /// A JSON body whose rejection speaks the management envelope.
 pub struct JsonBody<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+impl<T: DeserializeOwned + schemars::JsonSchema, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = MgmtError;
 
+    /// Any body that parses as JSON, whatever its content type (see [`super::body`]);
+    /// except that a request without credentials (sign-in, invite acceptance) may not
+    /// use the content types a cross-site HTML form can send, so another site cannot
+    /// sign a visitor into an account of its choosing.
     async fn from_request(req: Request, state: &S) -> MgmtResult<Self> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(JsonBody(v)),
-            Err(rejection) => Err(MgmtError::Invalid(rejection.body_text())),
+        let has_credentials = req.headers().contains_key(AUTHORIZATION)
+            || req.headers().get_all(COOKIE).iter().any(|v| {
+                v.to_str()
+                    .is_ok_and(|c| c.contains(&format!("{SESSION_COOKIE}=")))
+            });
+        let form_type = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .is_some_and(|t| {
+                matches!(
+                    t.as_str(),
+                    "application/x-www-form-urlencoded" | "multipart/form-data" | "text/plain"
+                )
+            });
+        if form_type && !has_credentials {
+            return Err(MgmtError::Invalid(
+                "send this body as JSON with Content-Type: application/json (form content types are refused where no session is sent)".into(),
+            ));
         }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| match rejection.status() {
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                    MgmtError::Invalid("the body is too large".into())
+                }
+                _ => MgmtError::Invalid("the body could not be read".into()),
+            })?;
+        super::body::parse(&bytes).map(JsonBody)
     }
 }
 
