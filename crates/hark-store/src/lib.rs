@@ -29,7 +29,9 @@ pub use members::{
 pub use model::*;
 pub use sql::{Backend, SqlStore};
 pub use streaming::*;
-pub use users::{normalize_email, LoginSession, NewSession, TotpRecord, User, UserStore};
+pub use users::{
+    normalize_email, LoginAttempt, LoginSession, NewSession, TotpRecord, User, UserStore,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -751,6 +751,34 @@ mod management {
                 .unwrap(),
             1
         );
+        // Counted attempts: refused at a subject's limit (nothing recorded then); a
+        // forgiven attempt leaves no row.
+        let subjects = vec![("pair:y|a".to_string(), 2), ("addr:a".to_string(), 10)];
+        let first = c
+            .store
+            .begin_login_attempt(&subjects, T0)
+            .await
+            .unwrap()
+            .expect("counted");
+        c.store.forgive_login_attempt(&first).await.unwrap();
+        assert_eq!(c.store.login_failures_since("addr:a", T0).await.unwrap(), 0);
+        for _ in 0..2 {
+            assert!(c
+                .store
+                .begin_login_attempt(&subjects, T0)
+                .await
+                .unwrap()
+                .is_some());
+        }
+        assert_eq!(
+            c.store.begin_login_attempt(&subjects, T0).await.unwrap(),
+            None
+        );
+        assert_eq!(c.store.login_failures_since("addr:a", T0).await.unwrap(), 2);
+        c.store
+            .audit_login_failure(&["pair:y|a".into()], None, "bad_credentials")
+            .await
+            .unwrap();
         // TOTP: steps are accepted once, in increasing order; recovery codes once.
         c.store.begin_totp(u.id, "sealed-seed").await.unwrap();
         assert!(!c.store.get_user(u.id).await.unwrap().unwrap().mfa_enabled);

@@ -26,9 +26,12 @@ pub use views::{Instant, Page};
 pub const SESSION_TTL_MS: i64 = 12 * 3_600_000;
 /// How recent a password or TOTP re-entry must be for sensitive actions.
 pub const REAUTH_WINDOW_MS: i64 = 5 * 60_000;
-/// Failed logins per email (and per client address) in the window before refusing.
-pub const MAX_FAILURES_PER_EMAIL: i64 = 5;
+/// Counted sign-in attempts in the window before refusing: per email and client address
+/// pair, per address, and per email from anywhere (high, so that a stranger cannot
+/// lock a person out, yet guessing spread over many addresses stays bounded).
+pub const MAX_FAILURES_PER_PAIR: i64 = 5;
 pub const MAX_FAILURES_PER_ADDRESS: i64 = 20;
+pub const MAX_FAILURES_PER_EMAIL: i64 = 100;
 pub const FAILURE_WINDOW_MS: i64 = 15 * 60_000;
 /// How long an invite stays valid.
 pub const INVITE_TTL_MS: i64 = 7 * 86_400_000;

@@ -317,12 +317,15 @@ pub async fn rotate_key(
     let p = project_in(state, &auth, project).await?;
     let old = key_in(state, &p, key).await?;
     let actor = caller.actor();
+    // The successor keeps the original's expiry: rotating must not turn a key made to
+    // expire into one that never does. (The store refuses a key already expired.)
+    let remaining_ms = old.expires_at.map(|at| (at - state.clock.now_ms()).max(1));
     let (new, secret) = provisioning::new_api_key(
         &state.master_key,
         state.clock.as_ref(),
         p.id,
         input.name.as_deref().map(str::trim).unwrap_or(&old.name),
-        None,
+        remaining_ms,
         &old.scopes,
         &actor,
     );

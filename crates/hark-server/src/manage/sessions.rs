@@ -3,6 +3,7 @@
 //! token, logout, re-authentication, the profile, password change and account switching.
 
 use super::views::{AccountMembership, Instant, Profile, Reauthenticated, UserView};
+use super::MAX_FAILURES_PER_PAIR;
 use super::{mfa, Caller, Error, Result};
 use super::{FAILURE_WINDOW_MS, MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_PER_EMAIL};
 use super::{REAUTH_WINDOW_MS, SESSION_TTL_MS};
@@ -38,52 +39,96 @@ pub struct NewLogin {
     pub profile: Profile,
 }
 
-fn email_subject(email: &str) -> String {
-    format!("email:{}", normalize_email(email))
+/// The longest email kept in a throttle subject or an audit entry: unauthenticated
+/// requests must not be able to grow the audit log with long strings.
+const MAX_EMAIL_CHARS: usize = 254;
+
+/// The normalised email, bounded in length.
+fn bounded_email(email: &str) -> String {
+    normalize_email(email)
+        .chars()
+        .take(MAX_EMAIL_CHARS)
+        .collect()
 }
 
-fn addr_subject(addr: Option<IpAddr>) -> Option<String> {
-    addr.map(|a| format!("addr:{a}"))
-}
-
-/// Refuses when the email or the address has too many recent failures.
-async fn check_throttle(state: &AppState, email: &str, addr: Option<IpAddr>) -> Result<()> {
-    let since = state.clock.now_ms() - FAILURE_WINDOW_MS;
-    let retry = (FAILURE_WINDOW_MS / 1000) as u64;
-    if state
-        .store
-        .login_failures_since(&email_subject(email), since)
-        .await?
-        >= MAX_FAILURES_PER_EMAIL
-    {
-        return Err(Error::Throttled {
-            retry_after_secs: retry,
-        });
+/// A client address as throttling counts it: IPv4 as is, IPv6 by its /64 (one
+/// customer's allocation; a single host can use the whole prefix).
+fn address_key(addr: IpAddr) -> String {
+    match addr {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
     }
-    if let Some(subject) = addr_subject(addr) {
-        if state.store.login_failures_since(&subject, since).await? >= MAX_FAILURES_PER_ADDRESS {
-            return Err(Error::Throttled {
-                retry_after_secs: retry,
-            });
+}
+
+/// What one sign-in attempt counts against, with each subject's limit per window:
+/// the email *and* address pair (so a stranger elsewhere cannot lock a person out),
+/// the address alone (password spraying), and the email alone with a much higher
+/// limit (guessing spread over many addresses).
+fn throttle_subjects(email: &str, addr: Option<IpAddr>) -> Vec<(String, i64)> {
+    let email = bounded_email(email);
+    let mut subjects = Vec::with_capacity(3);
+    match addr.map(address_key) {
+        Some(a) => {
+            subjects.push((format!("pair:{email}|{a}"), MAX_FAILURES_PER_PAIR));
+            subjects.push((format!("addr:{a}"), MAX_FAILURES_PER_ADDRESS));
+        }
+        // Unknown address (never the case on a socket): the pair degenerates to the email.
+        None => subjects.push((format!("pair:{email}|"), MAX_FAILURES_PER_PAIR)),
+    }
+    subjects.push((format!("email:{email}"), MAX_FAILURES_PER_EMAIL));
+    subjects
+}
+
+/// One counted guess at a credential: taken before the credential is checked, so
+/// any number of concurrent guesses still get at most the limit evaluated.
+struct Attempt {
+    counted: hark_store::LoginAttempt,
+    subjects: Vec<String>,
+}
+
+impl Attempt {
+    /// Counts the attempt, or refuses it when a subject has used up its limit.
+    async fn begin(state: &AppState, email: &str, addr: Option<IpAddr>) -> Result<Attempt> {
+        let subjects = throttle_subjects(email, addr);
+        let since = state.clock.now_ms() - FAILURE_WINDOW_MS;
+        match state.store.begin_login_attempt(&subjects, since).await? {
+            Some(counted) => Ok(Attempt {
+                counted,
+                subjects: subjects.into_iter().map(|(s, _)| s).collect(),
+            }),
+            None => Err(Error::Throttled {
+                retry_after_secs: (FAILURE_WINDOW_MS / 1000) as u64,
+            }),
         }
     }
-    Ok(())
-}
 
-async fn record_failure(
-    state: &AppState,
-    email: &str,
-    addr: Option<IpAddr>,
-    user: Option<&User>,
-    reason: &str,
-) -> Result<()> {
-    let mut subjects = vec![email_subject(email)];
-    subjects.extend(addr_subject(addr));
-    state
-        .store
-        .record_login_failure(&subjects, user.map(|u| u.id), reason)
-        .await?;
-    Ok(())
+    /// The credential was right (or nothing was guessed): the attempt does not count.
+    async fn forgive(self, state: &AppState) -> Result<()> {
+        state.store.forgive_login_attempt(&self.counted).await?;
+        Ok(())
+    }
+
+    /// The credential was wrong: the attempt stays counted and is audited.
+    async fn failed(self, state: &AppState, user: Option<&User>, reason: &str) -> Result<()> {
+        state
+            .store
+            .audit_login_failure(&self.subjects, user.map(|u| u.id), reason)
+            .await?;
+        Ok(())
+    }
+
+    fn pair_subject(&self) -> &str {
+        self.subjects
+            .first()
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
 }
 
 /// Verifies a password off the async threads (Argon2 is deliberately slow); a missing
@@ -136,13 +181,16 @@ pub async fn profile(state: &AppState, user: &User, current: Option<AccountId>) 
 /// Signs a person in: throttle, password, second factor when enrolled, then a fresh
 /// session (never one the client chose) in their first account.
 pub async fn login(state: &AppState, input: &LoginInput, addr: Option<IpAddr>) -> Result<NewLogin> {
-    check_throttle(state, &input.email, addr).await?;
+    let attempt = Attempt::begin(state, &input.email, addr).await?;
     let user = state.store.user_by_email(&input.email).await?;
     if !password_matches(user.as_ref(), &input.password).await? {
-        record_failure(state, &input.email, addr, user.as_ref(), "bad_credentials").await?;
+        attempt
+            .failed(state, user.as_ref(), "bad_credentials")
+            .await?;
         return Err(Error::BadCredentials);
     }
     let Some(user) = user else {
+        attempt.failed(state, None, "bad_credentials").await?;
         return Err(Error::BadCredentials);
     };
     if user.mfa_enabled {
@@ -156,18 +204,29 @@ pub async fn login(state: &AppState, input: &LoginInput, addr: Option<IpAddr>) -
         {
             Ok(()) => {}
             Err(e @ (Error::BadMfaCode | Error::TotpCodeUsed)) => {
-                record_failure(state, &input.email, addr, Some(&user), "bad_mfa_code").await?;
+                attempt.failed(state, Some(&user), "bad_mfa_code").await?;
                 return Err(e);
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                // The password was right and no code was sent yet: not a guess.
+                attempt.forgive(state).await?;
+                return Err(e);
+            }
         }
     }
-    open_session(state, &user, &email_subject(&input.email)).await
+    let pair = attempt.pair_subject().to_string();
+    attempt.forgive(state).await?;
+    open_session(state, &user, &pair).await
 }
 
 /// Opens a login session for a person whose identity was just proven (by a login, or
-/// by a single-use link they followed); `audit_subject` names how in the audit log.
-pub async fn open_session(state: &AppState, user: &User, audit_subject: &str) -> Result<NewLogin> {
+/// by a single-use link they followed); the earlier failures of `throttle_subject`
+/// (the email and address pair that just proved itself) are cleared.
+pub async fn open_session(
+    state: &AppState,
+    user: &User,
+    throttle_subject: &str,
+) -> Result<NewLogin> {
     let token = keys::generate(SecretKind::Session);
     let csrf = keys::generate(SecretKind::Csrf);
     let first_account = state
@@ -187,7 +246,7 @@ pub async fn open_session(state: &AppState, user: &User, audit_subject: &str) ->
                 current_account: first_account,
                 expires_at: state.clock.now_ms() + SESSION_TTL_MS,
             },
-            audit_subject,
+            throttle_subject,
         )
         .await?;
     let profile = profile(state, user, first_account).await?;
@@ -254,7 +313,7 @@ pub async fn reauth(
     input: &ReauthInput,
     addr: Option<IpAddr>,
 ) -> Result<Reauthenticated> {
-    check_throttle(state, &caller.user.email, addr).await?;
+    let attempt = Attempt::begin(state, &caller.user.email, addr).await?;
     let refusal = match (&input.password, &input.totp_code) {
         (Some(p), _) => {
             (!password_matches(Some(&caller.user), p).await?).then_some(Error::WrongPassword)
@@ -267,22 +326,19 @@ pub async fn reauth(
             }
         }
         _ => {
+            attempt.forgive(state).await?;
             return Err(Error::Invalid(
                 "send password, or totp_code if MFA is enabled".into(),
-            ))
+            ));
         }
     };
     if let Some(refusal) = refusal {
-        record_failure(
-            state,
-            &caller.user.email,
-            addr,
-            Some(&caller.user),
-            "bad_reauth",
-        )
-        .await?;
+        attempt
+            .failed(state, Some(&caller.user), "bad_reauth")
+            .await?;
         return Err(refusal);
     }
+    attempt.forgive(state).await?;
     let now = state.clock.now_ms();
     state
         .store
@@ -309,18 +365,14 @@ pub async fn change_password(
     input: &PasswordChange,
     addr: Option<IpAddr>,
 ) -> Result<()> {
-    check_throttle(state, &caller.user.email, addr).await?;
+    let attempt = Attempt::begin(state, &caller.user.email, addr).await?;
     if !password_matches(Some(&caller.user), &input.current_password).await? {
-        record_failure(
-            state,
-            &caller.user.email,
-            addr,
-            Some(&caller.user),
-            "bad_password_change",
-        )
-        .await?;
+        attempt
+            .failed(state, Some(&caller.user), "bad_password_change")
+            .await?;
         return Err(Error::WrongPassword);
     }
+    attempt.forgive(state).await?;
     let hash = hash_password(&input.new_password).await?;
     state
         .store
@@ -353,4 +405,32 @@ pub async fn switch_account(
         .set_session_account(caller.session.id, account)
         .await?;
     profile(state, &caller.user, Some(account)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_are_throttled_by_their_64_prefix() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("v6");
+        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().expect("v6");
+        let other: IpAddr = "2001:db8:1:3::1".parse().expect("v6");
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(other));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("mapped");
+        assert_eq!(address_key(mapped), "192.0.2.7");
+    }
+
+    #[test]
+    fn throttle_subjects_pair_the_email_with_the_address_and_bound_the_email() {
+        let addr: IpAddr = "192.0.2.7".parse().expect("v4");
+        let long = format!("{}@Example.com", "X".repeat(10_000));
+        let subjects = throttle_subjects(&long, Some(addr));
+        let names: Vec<&str> = subjects.iter().map(|(s, _)| s.as_str()).collect();
+        assert!(names[0].starts_with("pair:xxx") && names[0].ends_with("|192.0.2.7"));
+        assert_eq!(names[1], "addr:192.0.2.7");
+        assert!(names.iter().all(|s| s.len() <= MAX_EMAIL_CHARS + 64));
+        assert_eq!(subjects[0].1, MAX_FAILURES_PER_PAIR);
+    }
 }
