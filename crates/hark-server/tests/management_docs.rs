@@ -39,16 +39,16 @@ fn examples(doc: &str) -> Vec<Example> {
     let mut blocks: Vec<(usize, String)> = Vec::new();
     let mut current: Option<(usize, String)> = None;
     for (i, line) in doc.lines().enumerate() {
-        match &mut current {
-            None if line.trim_start() == "```http" => current = Some((i + 1, String::new())),
-            Some(_) if line.trim_start() == "```" => {
-                blocks.extend(current.take());
+        let fence = line.trim_start();
+        if current.is_none() {
+            if fence == "```http" {
+                current = Some((i + 1, String::new()));
             }
-            Some((_, text)) => {
-                text.push_str(line);
-                text.push('\n');
-            }
-            None => {}
+        } else if fence == "```" {
+            blocks.extend(current.take());
+        } else if let Some((_, text)) = current.as_mut() {
+            text.push_str(line);
+            text.push('\n');
         }
     }
     let mut out = Vec::new();
