@@ -196,6 +196,13 @@ pub struct DecodeStats {
     pub align_secs: f64,
     /// Draft tokens kept (decoded in one batch instead of one step each).
     pub draft_tokens_accepted: usize,
+    /// Encoder positions per window (50 per second; the model's full window unless
+    /// `short_context` shortened it).
+    pub audio_context: usize,
+    /// The first window's probability of `<|nocaptions|>` and mean log-probability of
+    /// its sampled tokens: what the no-speech rule judged it by (0 without windows).
+    pub first_no_speech_prob: f64,
+    pub first_avg_logprob: f64,
 }
 
 impl RawTranscript {
@@ -267,6 +274,7 @@ pub fn transcribe_samples(
     stats.mel_secs = clock.elapsed().as_secs_f64();
     let content_frames = samples.len() / HOP;
     let window_frames = 2 * audio_context(dims.n_audio_ctx, content_frames, opts);
+    stats.audio_context = window_frames / 2;
     let tok = &model.tokenizer;
     let (language, language_probability) = if tok.is_multilingual() {
         match opts
@@ -330,6 +338,8 @@ pub fn transcribe_samples(
         out.stats.decode_secs += clock.elapsed().as_secs_f64();
         out.stats.draft_tokens_accepted += result.draft_accepted;
         if seek == 0 {
+            out.stats.first_no_speech_prob = result.no_speech_prob;
+            out.stats.first_avg_logprob = result.avg_logprob;
             out.first_window_tokens = result
                 .sampled
                 .iter()
