@@ -115,6 +115,12 @@ fn main() -> anyhow::Result<()> {
         Some(v) => (v, &rest[1..]),
         None => (300, &rest[..]),
     };
+    // HARK_NO_SPEECH_RECHECK=0.3: the short decode falls back to the full window above
+    // that no-speech probability, as live finals do (the `short` columns then show
+    // the result that stands; `*` marks a recheck).
+    let recheck = std::env::var("HARK_NO_SPEECH_RECHECK")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok());
     let data = std::env::temp_dir().join(format!("hark-no-speech-{}", std::process::id()));
     std::fs::create_dir_all(&data)?;
     let registry = ModelRegistry::new(&data);
@@ -129,7 +135,7 @@ fn main() -> anyhow::Result<()> {
         inputs.push((w.clone(), read_wav(w)?));
     }
     println!(
-        "{:28} {:>5} | {:>6} {:>6} {:>6} {:30} | {:>4} {:>6} {:>6} {:>6} text",
+        "{:28} {:>5} | {:>6} {:>6} {:>6} {:30} | {:>5} {:>6} {:>6} {:>6} text",
         "input", "secs", "full", "p_ns", "lp", "text", "ctx", "short", "p_ns", "lp"
     );
     for (name, pcm) in &inputs {
@@ -137,6 +143,7 @@ fn main() -> anyhow::Result<()> {
         let short = DecodeOptions {
             short_context: true,
             min_short_context: min_ctx,
+            short_context_recheck: recheck,
             ..DecodeOptions::default()
         };
         let c = Instant::now();
@@ -151,14 +158,18 @@ fn main() -> anyhow::Result<()> {
             format!("{:?}", clip(b.text())),
         );
         println!(
-            "{:28} {:5.1} | {:6.3} {:6.3} {:6.2} {:30} | {:4} {:6.3} {:6.3} {:6.2} {}",
+            "{:28} {:5.1} | {:6.3} {:6.3} {:6.2} {:30} | {:5} {:6.3} {:6.3} {:6.2} {}",
             clip(name.clone()),
             pcm.len() as f64 / 16_000.0,
             ta,
             a.stats.first_no_speech_prob,
             a.stats.first_avg_logprob,
             text_a,
-            b.stats.audio_context,
+            format!(
+                "{}{}",
+                b.stats.audio_context,
+                if b.stats.rechecked { "*" } else { "" }
+            ),
             tb,
             b.stats.first_no_speech_prob,
             b.stats.first_avg_logprob,
