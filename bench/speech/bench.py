@@ -157,6 +157,10 @@ def main():
         name = "hark f32/f16 (greedy, words)" if path is None else f"hark {path}"
         env = dict(os.environ, **({"HARK_SIMD": path} if path else {}))
         engines[name] = (lambda env: lambda: timed([hark, "--model-dir", model_dir, "--threads", "2", "--json", *files], env=env))(env)
+    # HARK_BENCH_SHORT=1 also runs Hark with --short-context (short clips over a shorter
+    # encoder window; see docs/speech.md).
+    if os.environ.get("HARK_BENCH_SHORT") == "1":
+        engines["hark --short-context"] = lambda: timed([hark, "--model-dir", model_dir, "--threads", "2", "--json", "--short-context", *files])
     engines.update({
         "faster-whisper float32": lambda: timed([sys.executable, "-c", FW_SCRIPT, model_dir, "float32", "0"], json.dumps(files)),
         "faster-whisper float32 +words": lambda: timed([sys.executable, "-c", FW_SCRIPT, model_dir, "float32", "1"], json.dumps(files)),
