@@ -121,9 +121,9 @@ for f in files:
 """
 
 
-def timed(cmd, stdin=None):
+def timed(cmd, stdin=None, env=None):
     full = ["/usr/bin/time", "-v"] + cmd
-    p = subprocess.run(full, input=stdin, capture_output=True, text=True)
+    p = subprocess.run(full, input=stdin, capture_output=True, text=True, env=env)
     if p.returncode != 0:
         sys.stderr.write(p.stderr[-3000:])
         raise SystemExit(f"command failed: {' '.join(cmd[:3])}")
@@ -146,12 +146,26 @@ def main():
     work = tempfile.mkdtemp(prefix="hark-bench-")
     sets = prepare(fixtures, work)
     files = [p for clips in sets.values() for p, _ in clips]
-    engines = {
-        "hark f32/f16 (greedy, words)": lambda: timed([hark, "--model-dir", model_dir, "--threads", "2", "--json", *files]),
+    # The CPU, its flags and the kernel path, and the load, so figures from different
+    # machines and runs are not compared blindly. HARK_BENCH_PATHS="avx512 avx2" runs Hark
+    # once per kernel path (HARK_SIMD) in the same run as faster-whisper.
+    print(subprocess.run([hark, "--cpu-info"], capture_output=True, text=True).stdout.strip())
+    print("load average at start:", open("/proc/loadavg").read().split()[:3])
+    paths = os.environ.get("HARK_BENCH_PATHS", "").split()
+    engines = {}
+    for path in paths or [None]:
+        name = "hark f32/f16 (greedy, words)" if path is None else f"hark {path}"
+        env = dict(os.environ, **({"HARK_SIMD": path} if path else {}))
+        engines[name] = (lambda env: lambda: timed([hark, "--model-dir", model_dir, "--threads", "2", "--json", *files], env=env))(env)
+    # HARK_BENCH_SHORT=1 also runs Hark with --short-context (short clips over a shorter
+    # encoder window; see docs/speech.md).
+    if os.environ.get("HARK_BENCH_SHORT") == "1":
+        engines["hark --short-context"] = lambda: timed([hark, "--model-dir", model_dir, "--threads", "2", "--json", "--short-context", *files])
+    engines.update({
         "faster-whisper float32": lambda: timed([sys.executable, "-c", FW_SCRIPT, model_dir, "float32", "0"], json.dumps(files)),
         "faster-whisper float32 +words": lambda: timed([sys.executable, "-c", FW_SCRIPT, model_dir, "float32", "1"], json.dumps(files)),
         "faster-whisper int8": lambda: timed([sys.executable, "-c", FW_SCRIPT, model_dir, "int8", "0"], json.dumps(files)),
-    }
+    })
     measured = {}
     for name, fn in engines.items():
         best = None
@@ -183,8 +197,12 @@ def main():
             secs_by[(name, set_name)] = secs
             print(f"{name:32} {set_name:12} {audio:8.1f} {secs:8.2f} {audio / secs:7.1f} {100 * errs / max(words, 1):6.1f} {rss:8.0f}", end="")
             print()
-        hark_secs = secs_by[("hark f32/f16 (greedy, words)", set_name)]
-        print(f"{'':32} {set_name:12} Hark/faster-whisper-f32 speed ratio = {ref_secs / hark_secs:.2f} (>1 means Hark is faster)")
+        int8_secs = secs_by[("faster-whisper int8", set_name)]
+        for name in engines:
+            if name.startswith("hark"):
+                hark_secs = secs_by[(name, set_name)]
+                print(f"{'':32} {set_name:12} {name}: / faster-whisper f32 = {ref_secs / hark_secs:.2f}, / int8 = {int8_secs / hark_secs:.2f} (>1 means Hark is faster)")
+    print("load average at end:", open("/proc/loadavg").read().split()[:3])
     print(f"clips in {work}")
 
 

@@ -3,7 +3,9 @@
 # Needs: HARK_TEST_MODEL_DIR (CTranslate2 tiny.en dir), HARK_TEST_FIXTURES (librivox/, jfk.wav),
 # espeak-ng, sox and /usr/bin/time; faster-whisper is installed into a venv under
 # ~/.cache/hark/fwvenv (HARK_FW_VENV) unless python3 already imports it.
-# Usage: bench/speech/run.sh [--repeats N]
+# Usage: [HARK_BENCH_PATHS="avx512 avx2"] [HARK_SIMD=avx2] bench/speech/run.sh [--repeats N]
+# (HARK_BENCH_PATHS runs Hark once per kernel path in the same run; HARK_SIMD forces one;
+# HARK_BENCH_SHORT=1 adds a Hark run with --short-context.)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"

@@ -13,7 +13,8 @@
 # Needs: fixtures (scripts/test-fixtures.sh), the test venv (scripts/install-test-deps.sh:
 # its `websockets` comes with the SDK).
 # Usage: bench/streaming/run.sh
-# Settings: STREAMS="1 2 4 6" IDLE_SESSIONS=10000 TLS=0 (1: --tls-self-signed and wss://)
+# Settings: STREAMS="1 2 4 6" IDLE_SESSIONS=10000 (0 skips) TLS=0 (1: --tls-self-signed and
+# wss://); HARK_SIMD=avx2|scalar forces the server's kernel path (the CPU line says which ran).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$(pwd)"
@@ -58,6 +59,8 @@ for _ in $(seq 1 100); do
 done
 grep -q "hark listening" "$data/serve.log" || { cat "$data/serve.log" >&2; exit 1; }
 echo "hark $(git rev-parse --short HEAD) tls=$TLS pid=$server cores=$(nproc) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+grep -m1 "hark speech cpu:" "$data/serve.log" || true
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # shellcheck disable=SC2086
 "$VENV/bin/python" bench/streaming/bench.py --url "$scheme://127.0.0.1:$port" --key "$key" "${client_tls[@]}" \
@@ -65,5 +68,8 @@ echo "hark $(git rev-parse --short HEAD) tls=$TLS pid=$server cores=$(nproc) $(g
 # shellcheck disable=SC2086
 "$VENV/bin/python" bench/streaming/bench.py --url "$scheme://127.0.0.1:$port" --key "$key" "${client_tls[@]}" \
     live --fixtures "$HARK_TEST_FIXTURES" --streams $STREAMS --rotate
+echo "load average after the live runs: $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ "$IDLE_SESSIONS" != 0 ]; then
 "$VENV/bin/python" bench/streaming/bench.py --url "$scheme://127.0.0.1:$port" --key "$key" "${client_tls[@]}" \
     idle --pid "$server" --sessions "$IDLE_SESSIONS"
+fi

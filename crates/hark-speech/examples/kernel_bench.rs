@@ -12,6 +12,7 @@ fn main() {
         .num_threads(threads)
         .build()
         .unwrap();
+    println!("{}", hark_speech::kernels::cpu_summary());
     pool.install(|| {
         for (m, k, n) in [
             (1500, 384, 1536),

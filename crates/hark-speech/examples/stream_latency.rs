@@ -28,6 +28,7 @@ fn main() -> anyhow::Result<()> {
     let model_dir = args
         .next()
         .ok_or_else(|| anyhow::anyhow!("usage: MODEL_DIR WAV..."))?;
+    println!("{}", hark_speech::kernels::cpu_summary());
     let data = tempfile_dir()?;
     let registry = ModelRegistry::new(&data);
     let info = registry.install(std::path::Path::new(&model_dir), Some("m"))?;

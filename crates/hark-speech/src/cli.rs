@@ -38,6 +38,12 @@ pub struct TranscribeArgs {
     /// Lowercase, no punctuation (AssemblyAI `format_text=false`).
     #[arg(long)]
     pub no_format_text: bool,
+    /// Encode audio shorter than a window over a shorter context (the audio plus 1 s, at
+    /// least 10 s) instead of the padded 30 s, re-decoding over the full window when the
+    /// model doubts there is speech. Faster on short clips; accuracy is measured in
+    /// docs/speech.md, not guaranteed.
+    #[arg(long)]
+    pub short_context: bool,
 }
 
 /// `hark models …`
@@ -97,6 +103,9 @@ pub fn run_transcribe(data_dir: &Path, args: TranscribeArgs) -> anyhow::Result<(
     };
     let decode_options = DecodeOptions {
         language: args.language.clone(),
+        short_context: args.short_context,
+        min_short_context: 500,
+        short_context_recheck: args.short_context.then_some(0.3),
         ..DecodeOptions::default()
     };
     let progress = if std::io::stderr().is_terminal() {

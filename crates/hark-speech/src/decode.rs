@@ -130,6 +130,13 @@ pub struct DecodeOptions {
     pub short_context: bool,
     /// The shortest context `short_context` uses, in encoder positions (50 per second).
     pub min_short_context: usize,
+    /// With `short_context`: when the first window's no-speech probability over the
+    /// short context exceeds this, the audio is decoded again over the full window and
+    /// that result stands. Whisper's no-speech rule was trained on full windows: on a
+    /// short one it can write words into noise (`examples/no_speech.rs`), while on
+    /// speech the probability stays low (≤ 0.07 measured), so only doubtful audio pays
+    /// for the full window. `None`: the short context's result always stands.
+    pub short_context_recheck: Option<f64>,
     /// Tokens the first window is expected to start with (e.g. the previous decode of
     /// the same live turn, from [`RawTranscript::first_window_tokens`]). They are fed to
     /// the decoder in one batch and kept while greedy decoding would have chosen them
@@ -147,6 +154,7 @@ impl Default for DecodeOptions {
             sample_len: 224,
             short_context: false,
             min_short_context: 500,
+            short_context_recheck: None,
             draft: Vec::new(),
         }
     }
@@ -196,6 +204,17 @@ pub struct DecodeStats {
     pub align_secs: f64,
     /// Draft tokens kept (decoded in one batch instead of one step each).
     pub draft_tokens_accepted: usize,
+    /// Encoder positions per window (50 per second; the model's full window unless
+    /// `short_context` shortened it).
+    pub audio_context: usize,
+    /// The first window's probability of `<|nocaptions|>` and mean log-probability of
+    /// its sampled tokens: what the no-speech rule judged it by (0 without windows).
+    pub first_no_speech_prob: f64,
+    pub first_avg_logprob: f64,
+    /// The short context's result was doubtful and the audio was decoded again over the
+    /// full window (`DecodeOptions::short_context_recheck`); the other figures are the
+    /// full window's, the times are both decodes'.
+    pub rechecked: bool,
 }
 
 impl RawTranscript {
@@ -267,6 +286,7 @@ pub fn transcribe_samples(
     stats.mel_secs = clock.elapsed().as_secs_f64();
     let content_frames = samples.len() / HOP;
     let window_frames = 2 * audio_context(dims.n_audio_ctx, content_frames, opts);
+    stats.audio_context = window_frames / 2;
     let tok = &model.tokenizer;
     let (language, language_probability) = if tok.is_multilingual() {
         match opts
@@ -330,6 +350,8 @@ pub fn transcribe_samples(
         out.stats.decode_secs += clock.elapsed().as_secs_f64();
         out.stats.draft_tokens_accepted += result.draft_accepted;
         if seek == 0 {
+            out.stats.first_no_speech_prob = result.no_speech_prob;
+            out.stats.first_avg_logprob = result.avg_logprob;
             out.first_window_tokens = result
                 .sampled
                 .iter()
@@ -358,6 +380,26 @@ pub fn transcribe_samples(
         };
     }
     snap_words_to_energy(&mut out.words, samples);
+    let shortened = out.stats.audio_context < dims.n_audio_ctx;
+    if shortened
+        && out.stats.windows > 0
+        && opts
+            .short_context_recheck
+            .is_some_and(|limit| out.stats.first_no_speech_prob > limit)
+    {
+        let full = DecodeOptions {
+            short_context: false,
+            ..opts.clone()
+        };
+        let mut again = transcribe_samples(model, samples, &full)?;
+        let s = &mut again.stats;
+        s.rechecked = true;
+        s.mel_secs += out.stats.mel_secs;
+        s.encode_secs += out.stats.encode_secs;
+        s.decode_secs += out.stats.decode_secs;
+        s.align_secs += out.stats.align_secs;
+        return Ok(again);
+    }
     Ok(out)
 }
 

@@ -1,8 +1,167 @@
 //! Numeric kernels for the Whisper forward pass: GEMM wrappers, matrix-vector products
 //! (f32 and f16 weights), layer norm, GELU and softmax. Everything runs on the calling
 //! thread or on the current rayon pool.
+//!
+//! Every kernel runs on one of three instruction-set paths ([`SimdPath`]): `avx512`
+//! (the `gemm` crate's AVX-512 GEMM micro-kernels, AVX2/FMA/F16C for the rest), `avx2`
+//! (AVX2/FMA/F16C everywhere, including the GEMMs) and `scalar` (portable code). The path
+//! is chosen once, at first use, from the CPU's features; `HARK_SIMD=avx512|avx2|scalar`
+//! forces a lower path (never a higher one than the CPU has), so the AVX2 path can be
+//! measured on an AVX-512 machine. The `*_on` variants take the path explicitly (tests
+//! and benchmarks compare paths with them).
 
 use rayon::prelude::*;
+use std::sync::OnceLock;
+
+/// An instruction-set path of the kernels, ordered from narrowest to widest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SimdPath {
+    /// Portable Rust (what the compiler makes of it for the baseline target).
+    Scalar,
+    /// AVX2 + FMA + F16C: 8-lane f32 kernels and the `gemm` crate's FMA GEMM kernels.
+    Avx2,
+    /// AVX-512F for the GEMMs (the `gemm` crate's 16-lane kernels); AVX2 for the rest.
+    Avx512,
+}
+
+impl SimdPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            SimdPath::Scalar => "scalar",
+            SimdPath::Avx2 => "avx2",
+            SimdPath::Avx512 => "avx512",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "scalar" | "none" | "portable" => Some(SimdPath::Scalar),
+            "avx2" => Some(SimdPath::Avx2),
+            "avx512" | "avx-512" | "avx512f" => Some(SimdPath::Avx512),
+            _ => None,
+        }
+    }
+
+    /// The widest path this CPU supports.
+    pub fn detected() -> Self {
+        static DETECTED: OnceLock<SimdPath> = OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                let avx2 = is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c");
+                if avx2 && is_x86_feature_detected!("avx512f") {
+                    return SimdPath::Avx512;
+                }
+                if avx2 {
+                    return SimdPath::Avx2;
+                }
+            }
+            SimdPath::Scalar
+        })
+    }
+
+    /// Every path this CPU can run, narrowest first.
+    pub fn available() -> Vec<Self> {
+        [SimdPath::Scalar, SimdPath::Avx2, SimdPath::Avx512]
+            .into_iter()
+            .filter(|p| *p <= Self::detected())
+            .collect()
+    }
+}
+
+/// The path the kernels use: [`SimdPath::detected`], lowered by `HARK_SIMD` when that
+/// names a narrower path. Decided once per process.
+pub fn simd_path() -> SimdPath {
+    static PATH: OnceLock<SimdPath> = OnceLock::new();
+    *PATH.get_or_init(|| {
+        resolve_path(
+            SimdPath::detected(),
+            std::env::var("HARK_SIMD").ok().as_deref(),
+        )
+        .0
+    })
+}
+
+/// The path for `requested` (the `HARK_SIMD` value) on a CPU whose widest path is
+/// `detected`, and a note when the request was not taken as given.
+fn resolve_path(detected: SimdPath, requested: Option<&str>) -> (SimdPath, Option<String>) {
+    match requested.map(str::trim).filter(|r| !r.is_empty()) {
+        None => (detected, None),
+        Some(text) => match SimdPath::parse(text) {
+            Some(p) if p <= detected => (p, None),
+            Some(p) => (
+                detected,
+                Some(format!(
+                    "HARK_SIMD={text} asks for {} but this CPU only has {}",
+                    p.name(),
+                    detected.name()
+                )),
+            ),
+            None => (
+                detected,
+                Some(format!(
+                    "HARK_SIMD={text} is not one of avx512, avx2, scalar; ignored"
+                )),
+            ),
+        },
+    }
+}
+
+/// One line for benchmark output: the CPU model, its SIMD-relevant flags and the path in
+/// use, e.g. `cpu: AMD EPYC | flags: avx2 fma f16c -avx512f | kernels: avx2 (detected avx2)`.
+pub fn cpu_summary() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_else(|| "unknown".to_string());
+    let mut flags = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        let features: [(&str, bool); 7] = [
+            ("avx2", is_x86_feature_detected!("avx2")),
+            ("fma", is_x86_feature_detected!("fma")),
+            ("f16c", is_x86_feature_detected!("f16c")),
+            ("avx512f", is_x86_feature_detected!("avx512f")),
+            ("avx512bw", is_x86_feature_detected!("avx512bw")),
+            ("avx512vnni", is_x86_feature_detected!("avx512vnni")),
+            ("avx512bf16", is_x86_feature_detected!("avx512bf16")),
+        ];
+        for (name, present) in features {
+            flags.push(if present {
+                name.to_string()
+            } else {
+                format!("-{name}")
+            });
+        }
+    }
+    let requested = std::env::var("HARK_SIMD").ok();
+    let (_, note) = resolve_path(SimdPath::detected(), requested.as_deref());
+    let forced = match requested
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+    {
+        Some(r) => format!(", HARK_SIMD={r}"),
+        None => String::new(),
+    };
+    let mut line = format!(
+        "cpu: {model} | cores: {} | flags: {} | kernels: {} (detected {}{forced})",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        flags.join(" "),
+        simd_path().name(),
+        SimdPath::detected().name(),
+    );
+    if let Some(note) = note {
+        line.push_str(" | ");
+        line.push_str(&note);
+    }
+    line
+}
 
 /// Below this many multiply-adds a GEMM is not worth splitting across threads.
 const PARALLEL_GEMM_MIN_WORK: usize = 4_000_000;
@@ -19,11 +178,26 @@ pub fn linear(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
+    linear_on(simd_path(), x, m, k, w, n, bias, out);
+}
+
+/// [`linear`] on a given path.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_on(
+    path: SimdPath,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
     if m == 0 || n == 0 || x.len() < m * k || w.len() < n * k || out.len() < m * n {
         return;
     }
     if m == 1 {
-        matvec(&x[..k], w, n, bias, &mut out[..n]);
+        matvec_on(path, &x[..k], w, n, bias, &mut out[..n]);
         return;
     }
     let threads = rayon::current_num_threads().max(1);
@@ -40,7 +214,8 @@ pub fn linear(
     // SAFETY: x is m×k, w is n×k and out is m×n, row-major, checked above; the strides
     // below stay inside them.
     unsafe {
-        gemm::gemm(
+        gemm_raw(
+            path,
             m,
             n,
             k,
@@ -56,9 +231,6 @@ pub fn linear(
             1,
             1.0,
             1.0,
-            false,
-            false,
-            false,
             parallelism,
         );
     }
@@ -81,6 +253,40 @@ pub fn gemm_strided(
     c: &mut [f32],
     c_row_stride: usize,
 ) {
+    gemm_strided_on(
+        simd_path(),
+        m,
+        k,
+        n,
+        alpha,
+        a,
+        a_row_stride,
+        a_col_stride,
+        b,
+        b_row_stride,
+        b_col_stride,
+        c,
+        c_row_stride,
+    );
+}
+
+/// [`gemm_strided`] on a given path.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_strided_on(
+    path: SimdPath,
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: &[f32],
+    a_row_stride: usize,
+    a_col_stride: usize,
+    b: &[f32],
+    b_row_stride: usize,
+    b_col_stride: usize,
+    c: &mut [f32],
+    c_row_stride: usize,
+) {
     let a_needed = (m.saturating_sub(1)) * a_row_stride + (k.saturating_sub(1)) * a_col_stride + 1;
     let b_needed = (k.saturating_sub(1)) * b_row_stride + (n.saturating_sub(1)) * b_col_stride + 1;
     let c_needed = (m.saturating_sub(1)) * c_row_stride + n;
@@ -90,7 +296,8 @@ pub fn gemm_strided(
     }
     // SAFETY: bounds of every strided access were checked just above.
     unsafe {
-        gemm::gemm(
+        gemm_raw(
+            path,
             m,
             n,
             k,
@@ -106,30 +313,190 @@ pub fn gemm_strided(
             b_row_stride as isize,
             0.0,
             alpha,
-            false,
-            false,
-            false,
             gemm::Parallelism::None,
         );
     }
 }
 
+/// The `gemm` crate's `dst = alpha·dst + beta·lhs·rhs` (its naming: `alpha` scales what
+/// `dst` held when `read_dst`) on a given path. The crate picks its micro-kernels from
+/// the CPU's features with no way to ask for narrower ones, so below AVX-512 this calls
+/// its generic driver with the FMA (8-lane) or scalar micro-kernels directly: the same
+/// code the crate itself runs on a CPU without AVX-512. Strides must be positive (all of
+/// ours are); the crate's own entry point additionally normalises negative ones.
+///
+/// # Safety
+/// `dst`, `lhs` and `rhs` must be valid for every element the sizes and strides reach.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw(
+    path: SimdPath,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_cs: isize,
+    dst_rs: isize,
+    read_dst: bool,
+    lhs: *const f32,
+    lhs_cs: isize,
+    lhs_rs: isize,
+    rhs: *const f32,
+    rhs_cs: isize,
+    rhs_rs: isize,
+    alpha: f32,
+    beta: f32,
+    parallelism: gemm::Parallelism,
+) {
+    use gemm_common::simd::MixedSimd;
+    if path == SimdPath::Avx512 {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            dst_cs,
+            dst_rs,
+            read_dst,
+            lhs,
+            lhs_cs,
+            lhs_rs,
+            rhs,
+            rhs_cs,
+            rhs_rs,
+            alpha,
+            beta,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+        return;
+    }
+    // As `gemm::gemm` does: the drivers want the destination's smaller stride along
+    // rows, so a row-major product is computed as its transpose.
+    let (m, n, dst_cs, dst_rs, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs) =
+        if dst_cs.abs() < dst_rs.abs() {
+            (
+                n, m, dst_rs, dst_cs, rhs, rhs_rs, rhs_cs, lhs, lhs_rs, lhs_cs,
+            )
+        } else {
+            (
+                m, n, dst_cs, dst_rs, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs,
+            )
+        };
+    #[cfg(target_arch = "x86_64")]
+    if path == SimdPath::Avx2 {
+        use gemm_f32::microkernel::fma::f32 as ukr;
+        if let Some(simd) = <gemm_common::simd::V3 as MixedSimd<f32, f32, f32, f32>>::try_new() {
+            gemm_common::gemm::gemm_basic_generic::<
+                _,
+                f32,
+                8,
+                { ukr::MR_DIV_N * 8 },
+                { ukr::NR },
+                { ukr::MR_DIV_N },
+                { ukr::H_M },
+                { ukr::H_N },
+            >(
+                simd,
+                m,
+                n,
+                k,
+                dst,
+                dst_cs,
+                dst_rs,
+                read_dst,
+                lhs,
+                lhs_cs,
+                lhs_rs,
+                rhs,
+                rhs_cs,
+                rhs_rs,
+                alpha,
+                beta,
+                false,
+                false,
+                false,
+                |a, b, c| a * b + c,
+                &ukr::UKR,
+                &ukr::H_UKR,
+                false,
+                parallelism,
+            );
+            return;
+        }
+    }
+    use gemm_f32::microkernel::scalar::f32 as ukr;
+    gemm_common::gemm::gemm_basic_generic::<
+        _,
+        f32,
+        1,
+        { ukr::MR_DIV_N },
+        { ukr::NR },
+        { ukr::MR_DIV_N },
+        { ukr::H_M },
+        { ukr::H_N },
+    >(
+        gemm_common::simd::Scalar,
+        m,
+        n,
+        k,
+        dst,
+        dst_cs,
+        dst_rs,
+        read_dst,
+        lhs,
+        lhs_cs,
+        lhs_rs,
+        rhs,
+        rhs_cs,
+        rhs_rs,
+        alpha,
+        beta,
+        false,
+        false,
+        false,
+        |a, b, c| a * b + c,
+        &ukr::UKR,
+        &ukr::H_UKR,
+        false,
+        parallelism,
+    );
+}
+
 /// `out[n] = w[n, k] · x[k] (+ bias)`: one token through a linear layer.
 pub fn matvec(x: &[f32], w: &[f32], n: usize, bias: Option<&[f32]>, out: &mut [f32]) {
+    matvec_on(simd_path(), x, w, n, bias, out);
+}
+
+fn matvec_on(
+    path: SimdPath,
+    x: &[f32],
+    w: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
     let k = x.len();
     for (i, o) in out[..n].iter_mut().enumerate() {
         let row = &w[i * k..(i + 1) * k];
-        *o = dot(x, row) + bias.map_or(0.0, |b| b[i]);
+        *o = dot_on(path, x, row) + bias.map_or(0.0, |b| b[i]);
     }
 }
 
 /// Dot product, dispatched to the widest SIMD the CPU has.
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    dot_on(simd_path(), a, b)
+}
+
+/// [`dot`] on a given path.
+#[inline]
+pub fn dot_on(path: SimdPath, a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
-        if simd::has_avx2_fma() {
-            // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+        if path >= SimdPath::Avx2 {
+            // SAFETY: the CPU supports AVX2 and FMA (the path is only chosen when it does).
             return unsafe { simd::dot_avx2(a, b) };
         }
     }
@@ -167,6 +534,7 @@ pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
 /// The table is kept in half precision because this product reads the whole vocabulary
 /// table every token and is bound by memory bandwidth; the checkpoints are f16 anyway.
 pub fn logits_f16(x: &[f32], table: &[u16], vocab: usize, out: &mut [f32]) {
+    let path = simd_path();
     let d = x.len();
     let chunk_rows = 2048;
     out[..vocab]
@@ -176,7 +544,7 @@ pub fn logits_f16(x: &[f32], table: &[u16], vocab: usize, out: &mut [f32]) {
             let first = ci * chunk_rows;
             for (j, o) in chunk.iter_mut().enumerate() {
                 let v = first + j;
-                *o = dot_f16(x, &table[v * d..(v + 1) * d]);
+                *o = dot_f16(path, x, &table[v * d..(v + 1) * d]);
             }
         });
 }
@@ -186,6 +554,19 @@ pub fn logits_f16(x: &[f32], table: &[u16], vocab: usize, out: &mut [f32]) {
 /// [`matvec_f16`] / [`logits_f16`] computes one input at a time, so results are
 /// bit-identical to them (what lets draft tokens be verified in one batch).
 pub fn matmul_f16_rows(
+    x: &[f32],
+    rows: usize,
+    w: &[u16],
+    n_out: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    matmul_f16_rows_on(simd_path(), x, rows, w, n_out, bias, out);
+}
+
+/// [`matmul_f16_rows`] on a given path.
+pub fn matmul_f16_rows_on(
+    path: SimdPath,
     x: &[f32],
     rows: usize,
     w: &[u16],
@@ -210,7 +591,7 @@ pub fn matmul_f16_rows(
             |widened, (ci, chunk)| {
                 for (j, col) in chunk.chunks_exact_mut(rows).enumerate() {
                     let v = ci * chunk_rows + j;
-                    dots_f16_row(x, rows, k, &w[v * k..(v + 1) * k], widened, col);
+                    dots_f16_row(path, x, rows, k, &w[v * k..(v + 1) * k], widened, col);
                     if let Some(b) = bias {
                         col.iter_mut().for_each(|o| *o += b[v]);
                     }
@@ -227,6 +608,7 @@ pub fn matmul_f16_rows(
 /// `out[r] = dot_f16(x[r, :], w_row)` for every input row, bit-identical to `dot_f16`
 /// but widening the weight row to f32 once (into `widened`) for all rows.
 fn dots_f16_row(
+    path: SimdPath,
     x: &[f32],
     rows: usize,
     k: usize,
@@ -236,15 +618,15 @@ fn dots_f16_row(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        if simd::has_avx2_fma_f16c() {
-            // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time); the
+        if path >= SimdPath::Avx2 {
+            // SAFETY: the CPU supports AVX2, FMA and F16C (the path is only chosen when it does); the
             // slices hold `rows × k`, `k`, `k` and `rows` values.
             unsafe { simd::dots_f16_row_avx2(x, rows, k, w_row, widened, out) };
             return;
         }
     }
     for (r, o) in out.iter_mut().take(rows).enumerate() {
-        *o = dot_f16(&x[r * k..(r + 1) * k], w_row);
+        *o = dot_f16(path, &x[r * k..(r + 1) * k], w_row);
     }
 }
 
@@ -274,6 +656,7 @@ pub fn quantize_rows_i8(table: &[f32], d: usize) -> (Vec<i8>, Vec<f32>) {
 /// `out[v] = scales[v] · Σ_k x[k]·q[v·d + k]` for `v < vocab`: the logits product against an
 /// int8 per-row-scaled embedding table (half the memory traffic of f16), rows split over rayon.
 pub fn logits_i8(x: &[f32], q: &[i8], scales: &[f32], vocab: usize, out: &mut [f32]) {
+    let path = simd_path();
     let d = x.len();
     let chunk_rows = 2048;
     out[..vocab]
@@ -283,17 +666,17 @@ pub fn logits_i8(x: &[f32], q: &[i8], scales: &[f32], vocab: usize, out: &mut [f
             let first = ci * chunk_rows;
             for (j, o) in chunk.iter_mut().enumerate() {
                 let v = first + j;
-                *o = scales[v] * dot_i8(x, &q[v * d..(v + 1) * d]);
+                *o = scales[v] * dot_i8(path, x, &q[v * d..(v + 1) * d]);
             }
         });
 }
 
 #[inline]
-fn dot_i8(x: &[f32], w: &[i8]) -> f32 {
+fn dot_i8(path: SimdPath, x: &[f32], w: &[i8]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
-        if simd::has_avx2_fma() {
-            // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+        if path >= SimdPath::Avx2 {
+            // SAFETY: the CPU supports AVX2 and FMA (the path is only chosen when it does).
             return unsafe { simd::dot_i8_avx2(x, w) };
         }
     }
@@ -301,11 +684,11 @@ fn dot_i8(x: &[f32], w: &[i8]) -> f32 {
 }
 
 #[inline]
-fn dot_f16(x: &[f32], w: &[u16]) -> f32 {
+fn dot_f16(path: SimdPath, x: &[f32], w: &[u16]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
-        if simd::has_avx2_fma_f16c() {
-            // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time).
+        if path >= SimdPath::Avx2 {
+            // SAFETY: the CPU supports AVX2, FMA and F16C (the path is only chosen when it does).
             return unsafe { simd::dot_f16_avx2(x, w) };
         }
     }
@@ -380,10 +763,22 @@ pub fn f32_to_f16(value: f32) -> u16 {
 
 /// Layer norm over each row of `x` (`[rows, d]`), eps 1e-5 as in Whisper.
 pub fn layer_norm(x: &[f32], d: usize, gamma: &[f32], beta: &[f32], out: &mut [f32]) {
+    layer_norm_on(simd_path(), x, d, gamma, beta, out);
+}
+
+/// [`layer_norm`] on a given path.
+pub fn layer_norm_on(
+    path: SimdPath,
+    x: &[f32],
+    d: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    out: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     {
-        if simd::has_avx2_fma() {
-            // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+        if path >= SimdPath::Avx2 {
+            // SAFETY: the CPU supports AVX2 and FMA (the path is only chosen when it does).
             unsafe { simd::layer_norm_avx2(x, d, gamma, beta, out) };
             return;
         }
@@ -413,10 +808,15 @@ pub fn layer_norm_par(x: &[f32], d: usize, gamma: &[f32], beta: &[f32], out: &mu
 /// GELU with the erf form (Whisper's), in place. erf uses Abramowitz–Stegun 7.1.26
 /// (|error| < 1.5e-7) on a branch-free f32 path so the loop vectorises.
 pub fn gelu(x: &mut [f32]) {
+    gelu_on(simd_path(), x);
+}
+
+/// [`gelu`] on a given path.
+pub fn gelu_on(path: SimdPath, x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if simd::has_avx2_fma() {
-            // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+        if path >= SimdPath::Avx2 {
+            // SAFETY: the CPU supports AVX2 and FMA (the path is only chosen when it does).
             unsafe { simd::gelu_avx2(x) };
             return;
         }
@@ -466,10 +866,15 @@ pub fn fast_exp(x: f32) -> f32 {
 
 /// The largest value (NaN-ignoring, −∞ for an empty slice).
 pub fn max_value(row: &[f32]) -> f32 {
+    max_value_on(simd_path(), row)
+}
+
+/// [`max_value`] on a given path.
+pub fn max_value_on(path: SimdPath, row: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
-        if simd::has_avx2_fma() {
-            // SAFETY: the CPU supports AVX2 (checked at run time).
+        if path >= SimdPath::Avx2 {
+            // SAFETY: the CPU supports AVX2 (the path is only chosen when it does).
             return unsafe { simd::max_avx2(row) };
         }
     }
@@ -478,7 +883,12 @@ pub fn max_value(row: &[f32]) -> f32 {
 
 /// Softmax of one row in place.
 pub fn softmax(row: &mut [f32]) {
-    let max = max_value(row);
+    softmax_on(simd_path(), row);
+}
+
+/// [`softmax`] on a given path.
+pub fn softmax_on(path: SimdPath, row: &mut [f32]) {
+    let max = max_value_on(path, row);
     if !max.is_finite() {
         let n = row.len().max(1) as f32;
         row.iter_mut().for_each(|v| *v = 1.0 / n);
@@ -486,8 +896,8 @@ pub fn softmax(row: &mut [f32]) {
     }
     #[cfg(target_arch = "x86_64")]
     {
-        if simd::has_avx2_fma() {
-            // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+        if path >= SimdPath::Avx2 {
+            // SAFETY: the CPU supports AVX2 and FMA (the path is only chosen when it does).
             unsafe { simd::softmax_tail_avx2(row, max) };
             return;
         }
@@ -502,26 +912,27 @@ pub fn softmax(row: &mut [f32]) {
 
 /// `out[n] = w_f16[n, k] · x[k] (+ bias)`: a linear layer with half-precision weights.
 pub fn matvec_f16(x: &[f32], w: &[u16], n: usize, bias: Option<&[f32]>, out: &mut [f32]) {
+    matvec_f16_on(simd_path(), x, w, n, bias, out);
+}
+
+/// [`matvec_f16`] on a given path.
+pub fn matvec_f16_on(
+    path: SimdPath,
+    x: &[f32],
+    w: &[u16],
+    n: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
     let k = x.len();
     for (i, o) in out[..n].iter_mut().enumerate() {
-        *o = dot_f16(x, &w[i * k..(i + 1) * k]) + bias.map_or(0.0, |b| b[i]);
+        *o = dot_f16(path, x, &w[i * k..(i + 1) * k]) + bias.map_or(0.0, |b| b[i]);
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use std::arch::x86_64::*;
-    use std::sync::OnceLock;
-
-    pub fn has_avx2_fma() -> bool {
-        static FLAG: OnceLock<bool> = OnceLock::new();
-        *FLAG.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-    }
-
-    pub fn has_avx2_fma_f16c() -> bool {
-        static FLAG: OnceLock<bool> = OnceLock::new();
-        *FLAG.get_or_init(|| has_avx2_fma() && is_x86_feature_detected!("f16c"))
-    }
 
     #[inline]
     unsafe fn hsum(v: __m256) -> f32 {
@@ -816,6 +1227,105 @@ mod simd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Deterministic pseudo-random values in [-1, 1) (no test dependency needed).
+    fn noise(n: usize, seed: u32) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state as f32 / u32::MAX as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn assert_close(what: &str, path: SimdPath, got: &[f32], want: &[f32], tol: f32) {
+        assert_eq!(got.len(), want.len(), "{what} on {path:?}: length");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= tol * (1.0 + w.abs()),
+                "{what} on {path:?}: [{i}] {g} vs scalar {w}"
+            );
+        }
+    }
+
+    #[test]
+    fn simd_setting_only_lowers_the_path() {
+        use SimdPath::*;
+        assert_eq!(resolve_path(Avx512, None).0, Avx512);
+        assert_eq!(resolve_path(Avx512, Some("avx2")).0, Avx2);
+        assert_eq!(resolve_path(Avx512, Some(" Scalar ")).0, Scalar);
+        assert_eq!(
+            resolve_path(Avx2, Some("avx512")),
+            (Avx2, resolve_path(Avx2, Some("avx512")).1)
+        );
+        assert!(resolve_path(Avx2, Some("avx512")).1.is_some());
+        assert_eq!(resolve_path(Scalar, Some("avx2")).0, Scalar);
+        let (p, note) = resolve_path(Avx2, Some("sse9"));
+        assert_eq!(p, Avx2);
+        assert!(note.is_some());
+        assert_eq!(resolve_path(Avx2, Some("")).0, Avx2);
+        assert!(SimdPath::available().contains(&simd_path()));
+        assert!(cpu_summary().contains("kernels: "));
+    }
+
+    /// Every path this CPU can run gives scalar's results (within float tolerance: the
+    /// paths sum in different orders) for every kernel, on odd sizes that exercise the
+    /// vector tails.
+    #[test]
+    fn every_path_matches_scalar() {
+        let s = SimdPath::Scalar;
+        for path in SimdPath::available() {
+            for (m, k, n) in [(1, 37, 5), (7, 45, 33), (67, 384, 129), (130, 240, 70)] {
+                let x = noise(m * k, 1);
+                let w = noise(n * k, 2);
+                let b = noise(n, 3);
+                let mut want = vec![0.0; m * n];
+                let mut got = vec![0.0; m * n];
+                linear_on(s, &x, m, k, &w, n, Some(&b), &mut want);
+                linear_on(path, &x, m, k, &w, n, Some(&b), &mut got);
+                assert_close("linear", path, &got, &want, 1e-4);
+                // A strided product with alpha, as the encoder's attention runs it.
+                let (mut want, mut got) = (vec![0.0; m * n], vec![0.0; m * n]);
+                gemm_strided_on(s, m, k, n, 0.125, &x, k, 1, &w, 1, k, &mut want, n);
+                gemm_strided_on(path, m, k, n, 0.125, &x, k, 1, &w, 1, k, &mut got, n);
+                assert_close("gemm_strided", path, &got, &want, 1e-4);
+                // Half-precision weights, one input at a time and batched.
+                let w16: Vec<u16> = w.iter().map(|v| f32_to_f16(*v)).collect();
+                let (mut want, mut got) = (vec![0.0; m * n], vec![0.0; m * n]);
+                matmul_f16_rows_on(s, &x, m, &w16, n, Some(&b), &mut want);
+                matmul_f16_rows_on(path, &x, m, &w16, n, Some(&b), &mut got);
+                assert_close("matmul_f16_rows", path, &got, &want, 1e-4);
+                let (mut want, mut got) = (vec![0.0; n], vec![0.0; n]);
+                matvec_f16_on(s, &x[..k], &w16, n, Some(&b), &mut want);
+                matvec_f16_on(path, &x[..k], &w16, n, Some(&b), &mut got);
+                assert_close("matvec_f16", path, &got, &want, 1e-4);
+                let d = dot_on(path, &x[..k], &w[..k]);
+                let e = dot_on(s, &x[..k], &w[..k]);
+                assert_close("dot", path, &[d], &[e], 1e-4);
+            }
+            let x: Vec<f32> = noise(3 * 77, 4).iter().map(|v| v * 6.0).collect();
+            let g = noise(77, 5);
+            let b = noise(77, 6);
+            let (mut want, mut got) = (vec![0.0; 3 * 77], vec![0.0; 3 * 77]);
+            layer_norm_on(s, &x, 77, &g, &b, &mut want);
+            layer_norm_on(path, &x, 77, &g, &b, &mut got);
+            assert_close("layer_norm", path, &got, &want, 1e-5);
+            let (mut want, mut got) = (x.clone(), x.clone());
+            gelu_on(s, &mut want);
+            gelu_on(path, &mut got);
+            assert_close("gelu", path, &got, &want, 1e-6);
+            let (mut want, mut got) = (x.clone(), x.clone());
+            want[5] = f32::NEG_INFINITY;
+            got[5] = f32::NEG_INFINITY;
+            softmax_on(s, &mut want);
+            softmax_on(path, &mut got);
+            assert_close("softmax", path, &got, &want, 1e-6);
+            assert_eq!(max_value_on(path, &x), max_value_on(s, &x));
+        }
+    }
 
     #[test]
     fn half_round_trip() {

@@ -141,6 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(files) = &server.tls {
                 eprintln!("hark: TLS certificate {}", files.cert.display());
             }
+            eprintln!("hark speech {}", hark_speech::kernels::cpu_summary());
             eprintln!("hark listening on {}", server.state.public_base_url);
             let state = server.state.clone();
             tokio::select! {
