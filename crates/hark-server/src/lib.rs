@@ -4,9 +4,12 @@
 // The transcript object is one large `json!` literal.
 #![recursion_limit = "256"]
 
+pub mod account_flows;
 pub mod auth;
 pub mod config;
 pub mod control;
+pub mod cookies;
+pub mod dashboard;
 pub mod data_plane;
 pub mod error;
 pub mod mailer;
@@ -178,6 +181,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v3/token", get(streaming::token))
         .route("/v3/ws", get(streaming::ws))
         .nest("/api/v1", management::routes())
+        .merge(dashboard::router(state.clone()))
         .route(
             "/health",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),

@@ -1352,7 +1352,9 @@ async fn sign_up_never_takes_an_existing_email(c: Ctx) {
         .create_account_with_owner(first_account("new@example.com"), "pw-hash")
         .await
         .unwrap();
+    s.set_user_name(boot.owner, "  Ada Lovelace ").await.unwrap();
     let user = s.user_by_email("new@example.com").await.unwrap().unwrap();
+    assert_eq!(user.name, "Ada Lovelace");
     assert_eq!(user.id, boot.owner);
     assert_eq!(user.password_hash.as_deref(), Some("pw-hash"));
     assert_eq!(s.list_projects(boot.account.id).await.unwrap().len(), 1);

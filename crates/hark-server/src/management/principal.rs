@@ -3,7 +3,7 @@
 //! cookie (browsers, with a double-submit CSRF token on unsafe methods); and the
 //! one place an account-scoped action is authorised.
 
-use super::{MgmtError, MgmtResult, CSRF_HEADER, REAUTH_WINDOW_MS, SESSION_COOKIE};
+use super::{MgmtError, MgmtResult, CSRF_HEADER, REAUTH_WINDOW_MS};
 use crate::AppState;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::header::{AUTHORIZATION, COOKIE};
@@ -38,7 +38,7 @@ pub fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
 }
 
 /// The presented session token and whether it came from the cookie.
-fn session_token(parts: &Parts) -> Option<(&str, bool)> {
+fn session_token<'a>(parts: &'a Parts, state: &AppState) -> Option<(&'a str, bool)> {
     let auth = parts
         .headers
         .get(AUTHORIZATION)
@@ -52,7 +52,7 @@ fn session_token(parts: &Parts) -> Option<(&str, bool)> {
             _ => Some((auth, false)),
         };
     }
-    cookie(parts, SESSION_COOKIE).map(|c| (c, true))
+    cookie(parts, crate::cookies::session_cookie_name(state)).map(|c| (c, true))
 }
 
 fn is_safe(method: &Method) -> bool {
@@ -63,7 +63,7 @@ impl FromRequestParts<AppState> for UserCtx {
     type Rejection = MgmtError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> MgmtResult<Self> {
-        let (token, via_cookie) = session_token(parts).ok_or(MgmtError::Unauthenticated)?;
+        let (token, via_cookie) = session_token(parts, state).ok_or(MgmtError::Unauthenticated)?;
         if !keys::is_well_formed(SecretKind::Session, token) {
             return Err(MgmtError::Unauthenticated);
         }

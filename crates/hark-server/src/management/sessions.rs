@@ -4,8 +4,9 @@
 
 use super::principal::{ClientAddr, JsonBody, UserCtx};
 use super::{mfa, ts, MgmtError, MgmtResult};
-use super::{CSRF_COOKIE, FAILURE_WINDOW_MS, MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_PER_EMAIL};
-use super::{SESSION_COOKIE, SESSION_TTL_MS};
+use super::{FAILURE_WINDOW_MS, MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_PER_EMAIL};
+use super::SESSION_TTL_MS;
+use crate::cookies::{csrf_cookie_name, session_cookie_name};
 use crate::AppState;
 use axum::extract::State;
 use axum::http::header::SET_COOKIE;
@@ -203,11 +204,11 @@ pub async fn login(
     let headers = response.headers_mut();
     headers.append(
         SET_COOKIE,
-        cookie_header(&state, SESSION_COOKIE, token.expose(), true, max_age)?,
+        cookie_header(&state, session_cookie_name(&state), token.expose(), true, max_age)?,
     );
     headers.append(
         SET_COOKIE,
-        cookie_header(&state, CSRF_COOKIE, csrf.expose(), false, max_age)?,
+        cookie_header(&state, csrf_cookie_name(&state), csrf.expose(), false, max_age)?,
     );
     Ok(response)
 }
@@ -222,11 +223,11 @@ pub async fn logout(State(state): State<AppState>, ctx: UserCtx) -> MgmtResult<R
     let headers = response.headers_mut();
     headers.append(
         SET_COOKIE,
-        cookie_header(&state, SESSION_COOKIE, "", true, 0)?,
+        cookie_header(&state, session_cookie_name(&state), "", true, 0)?,
     );
     headers.append(
         SET_COOKIE,
-        cookie_header(&state, CSRF_COOKIE, "", false, 0)?,
+        cookie_header(&state, csrf_cookie_name(&state), "", false, 0)?,
     );
     Ok(response)
 }

@@ -12,3 +12,6 @@ CREATE TABLE auth_links (
     used_at BIGINT
 );
 CREATE INDEX auth_links_user ON auth_links (user_id);
+
+-- The name a person gives when they join (setup, sign-up, invite acceptance).
+ALTER TABLE users ADD COLUMN name TEXT NOT NULL DEFAULT '';
