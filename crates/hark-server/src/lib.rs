@@ -4,7 +4,6 @@
 // The transcript object is one large `json!` literal.
 #![recursion_limit = "256"]
 
-pub mod account_flows;
 pub mod auth;
 pub mod config;
 pub mod control;
@@ -13,6 +12,7 @@ pub mod dashboard;
 pub mod data_plane;
 pub mod error;
 pub mod mailer;
+pub mod manage;
 pub mod management;
 pub mod params;
 pub mod provisioning;

@@ -154,7 +154,7 @@ fn assert_safe_page(path: &str, page: &Page, base: &str) {
 async fn every_page_is_locked_down(db: Db) {
     let ts = TestServer::start(db).await;
     let state = ts.server.as_ref().expect("server").state.clone();
-    let link = hark_server::account_flows::links::first_run_link(&state)
+    let link = hark_server::manage::links::first_run_link(&state)
         .await
         .expect("link")
         .expect("no account yet, so a setup link");
@@ -298,7 +298,7 @@ async fn every_page_is_locked_down(db: Db) {
     assert_eq!(again.status, 400);
     assert!(again.body.contains("already used"), "{}", again.body);
     assert!(
-        hark_server::account_flows::links::first_run_link(&state)
+        hark_server::manage::links::first_run_link(&state)
             .await
             .expect("link")
             .is_none(),

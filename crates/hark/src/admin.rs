@@ -249,7 +249,7 @@ async fn execute(config: &Config, ops: &Ops, args: AdminArgs) -> anyhow::Result<
             let set_password_url = match owner.password_hash {
                 Some(_) => None,
                 None => Some(
-                    hark_server::account_flows::links::issue_set_password_link(
+                    hark_server::manage::links::issue_set_password_link(
                         store,
                         ops.clock.as_ref(),
                         &config.effective_public_base_url(None),

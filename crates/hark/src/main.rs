@@ -142,7 +142,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("hark: TLS certificate {}", files.cert.display());
             }
             // While no account exists, the way in is a one-time setup link.
-            if let Some(link) = hark_server::account_flows::links::first_run_link(&server.state)
+            if let Some(link) = hark_server::manage::links::first_run_link(&server.state)
                 .await
                 .context("making the first-run setup link")?
             {

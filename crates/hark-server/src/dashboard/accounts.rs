@@ -3,8 +3,8 @@
 
 use super::error::see_other;
 use super::{Chrome, DashResult, FormToken, MaybeMe, Me};
-use crate::account_flows::signup::signup_open;
-use crate::management::principal::authorize;
+use crate::manage::onboarding::signup_open;
+use crate::manage::{authorize, ids};
 use crate::management::MgmtError;
 use crate::AppState;
 use askama::Template;
@@ -99,7 +99,7 @@ pub async fn overview(
     Path(account): Path<String>,
     Query(q): Query<NoticeQuery>,
 ) -> DashResult<Response> {
-    let auth = authorize(&state, &me.ctx(), &account, Permission::ViewProjects).await?;
+    let auth = authorize(&state, &me.caller(), ids::account(&account), Permission::ViewProjects).await?;
     if me.session.current_account != Some(auth.account.id) {
         state
             .store

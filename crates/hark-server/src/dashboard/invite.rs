@@ -4,10 +4,13 @@
 use super::error::{human_message, see_other};
 use super::signin::signed_in_redirect;
 use super::{Chrome, DashError, DashResult, FormToken, MaybeMe};
-use crate::account_flows::signin::open_session;
-use crate::account_flows::signup::{self, InviteView};
+use crate::manage::sessions::open_session;
+use crate::manage::onboarding::{self as signup, InviteView};
 use crate::management::MgmtError;
 use crate::AppState;
+
+/// How the new session's audit entry says the person proved who they are.
+const LINK_AUDIT: &str = "invite";
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse, Response};
@@ -110,7 +113,7 @@ pub async fn submit(
                 .get_user(user)
                 .await?
                 .ok_or(MgmtError::NotFound("user"))?;
-            let login = open_session(&state, &user).await?;
+            let login = open_session(&state, &user, &format!("{}:{}", LINK_AUDIT, user.email)).await?;
             state.store.set_session_account(login.session.id, account).await?;
             signed_in_redirect(&state, &login, &format!("/accounts/{account}?notice=joined")).await
         }

@@ -1,7 +1,7 @@
 //! The web dashboard served at `/`: server-rendered HTML (askama templates in
 //! `templates/`), first-party CSS and ES modules embedded from `static/`, plain forms
 //! that work without JavaScript (POST, redirect, GET). Handlers stay thin: extract the
-//! form, call the core (`management`, `account_flows`), render a template or redirect.
+//! form, call the management core (`crate::manage`), render a template or redirect.
 //!
 //! How to add a page (see also `docs/dashboard.md`):
 //! 1. a file here with its handlers and an askama struct whose first field is

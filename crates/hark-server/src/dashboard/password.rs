@@ -3,7 +3,7 @@
 
 use super::error::{human_message, see_other};
 use super::{Chrome, DashError, DashResult, FormToken};
-use crate::account_flows::links;
+use crate::manage::links;
 use crate::management::MgmtError;
 use crate::AppState;
 use askama::Template;
@@ -41,7 +41,7 @@ pub async fn forgot_submit(
     token: FormToken,
     Form(form): Form<ForgotForm>,
 ) -> DashResult<Response> {
-    if !crate::account_flows::valid_email(&form.email) {
+    if !crate::manage::valid_email(&form.email) {
         let page = ForgotPage {
             chrome: Chrome::public("Forgot password").with_token(&token),
             error: Some("Enter the email address you sign in with.".into()),

@@ -5,10 +5,10 @@
 use super::accounts::NoticeQuery;
 use super::error::{human_message, see_other};
 use super::{Chrome, DashResult, FormToken, Me};
-use crate::account_flows::mfa::pending_totp;
-use crate::management::mfa::{self, ConfirmRequest};
-use crate::management::principal::{ClientAddr, JsonBody};
-use crate::management::sessions::{self, PasswordChange, ReauthRequest};
+use crate::manage::enrolment::pending_totp;
+use crate::manage::mfa::{self, ConfirmInput};
+use crate::manage::sessions::{self, PasswordChange, ReauthInput};
+use crate::management::principal::ClientAddr;
 use crate::management::MgmtError;
 use crate::AppState;
 use askama::Template;
@@ -80,7 +80,7 @@ pub async fn change_password(
         current_password: form.current_password,
         new_password: form.new_password,
     };
-    match sessions::change_password(State(state.clone()), addr, me.ctx(), JsonBody(change)).await {
+    match sessions::change_password(&state, &me.caller(), &change, addr.0).await {
         Ok(_) => Ok(see_other("/profile?notice=password_changed")),
         Err(e @ (MgmtError::BadCredentials | MgmtError::Invalid(_) | MgmtError::Throttled { .. })) => {
             let html = profile_page(&state, &me, &token, None, Some(human_message(&e)), None).await?;
@@ -163,7 +163,7 @@ pub async fn mfa_page(
 
 /// `POST /profile/mfa/start`: a new seed (replacing an unconfirmed one).
 pub async fn mfa_start(State(state): State<AppState>, me: Me) -> DashResult<Response> {
-    mfa::begin(State(state.clone()), me.ctx()).await?;
+    mfa::begin(&state, &me.caller()).await?;
     Ok(see_other("/profile/mfa"))
 }
 
@@ -187,22 +187,10 @@ pub async fn mfa_confirm(
     token: FormToken,
     Form(form): Form<CodeForm>,
 ) -> DashResult<Response> {
-    let confirmed = mfa::confirm(
-        State(state.clone()),
-        me.ctx(),
-        JsonBody(ConfirmRequest { code: form.code }),
-    )
-    .await;
+    let confirmed = mfa::confirm(&state, &me.caller(), &ConfirmInput { code: form.code }).await;
     match confirmed {
         Ok(body) => {
-            let codes = body.0["recovery_codes"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|c| c.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let codes = body.recovery_codes;
             let page = RecoveryCodesPage {
                 chrome: Chrome::signed_in(&state, &me, &token, "Recovery codes").await?,
                 codes,
@@ -229,12 +217,12 @@ pub async fn mfa_disable(
     token: FormToken,
     Form(form): Form<DisableForm>,
 ) -> DashResult<Response> {
-    let reauth = ReauthRequest {
+    let reauth = ReauthInput {
         password: Some(form.password),
         totp_code: None,
     };
-    let mut ctx = me.ctx();
-    match sessions::reauth(State(state.clone()), addr, ctx.clone(), JsonBody(reauth)).await {
+    let mut caller = me.caller();
+    match sessions::reauth(&state, &caller, &reauth, addr.0).await {
         Ok(_) => {}
         Err(e @ (MgmtError::BadCredentials | MgmtError::Invalid(_) | MgmtError::Throttled { .. })) => {
             let html = profile_page(&state, &me, &token, None, None, Some(human_message(&e))).await?;
@@ -243,7 +231,7 @@ pub async fn mfa_disable(
         Err(e) => return Err(e.into()),
     }
     // The re-authentication just stored this instant on the session.
-    ctx.session.reauth_at = Some(state.clock.now_ms());
-    mfa::disable(State(state.clone()), ctx).await?;
+    caller.session.reauth_at = Some(state.clock.now_ms());
+    mfa::disable(&state, &caller).await?;
     Ok(see_other("/profile?notice=mfa_disabled"))
 }

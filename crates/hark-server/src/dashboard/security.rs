@@ -12,7 +12,7 @@
 
 use super::error::DashError;
 use crate::cookies;
-use crate::management::principal::UserCtx;
+use crate::manage::Caller;
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
@@ -46,11 +46,10 @@ pub struct Signed {
 
 impl Signed {
     /// The caller as the management core takes it.
-    pub fn ctx(&self) -> UserCtx {
-        UserCtx {
+    pub fn caller(&self) -> Caller {
+        Caller {
             user: self.user.clone(),
             session: self.session.clone(),
-            via_cookie: true,
         }
     }
 }

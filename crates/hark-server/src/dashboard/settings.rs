@@ -3,8 +3,8 @@
 use super::accounts::NoticeQuery;
 use super::error::{human_message, see_other};
 use super::{Chrome, DashResult, FormToken, Me};
-use crate::management::accounts::{update_account, AccountUpdate};
-use crate::management::principal::{authorize, JsonBody};
+use crate::manage::accounts::{update_account, AccountUpdate};
+use crate::manage::{authorize, ids};
 use crate::management::MgmtError;
 use crate::AppState;
 use askama::Template;
@@ -32,7 +32,7 @@ async fn render(
     notice: Option<&str>,
     error: Option<String>,
 ) -> DashResult<String> {
-    let auth = authorize(state, &me.ctx(), account, Permission::ManageSettings).await?;
+    let auth = authorize(state, &me.caller(), ids::account(account), Permission::ManageSettings).await?;
     let page = SecurityPage {
         chrome: Chrome::signed_in(state, me, token, "Security")
             .await?
@@ -77,13 +77,7 @@ pub async fn set_require_mfa(
         name: None,
         require_mfa: Some(form.require_mfa.is_some()),
     };
-    match update_account(
-        State(state.clone()),
-        me.ctx(),
-        Path(account.clone()),
-        JsonBody(update),
-    )
-    .await
+    match update_account(&state, &me.caller(), ids::account(&account), &update).await
     {
         Ok(_) => Ok(see_other(&format!(
             "/accounts/{account}/security?notice=settings_saved"

@@ -4,10 +4,13 @@
 use super::error::human_message;
 use super::signin::signed_in_redirect;
 use super::{Chrome, DashError, DashResult, FormToken};
-use crate::account_flows::links::{self, FirstAccount};
-use crate::account_flows::signin::open_session;
+use crate::manage::links::{self, FirstAccount};
+use crate::manage::sessions::open_session;
 use crate::management::MgmtError;
 use crate::AppState;
+
+/// How the new session's audit entry says the person proved who they are.
+const LINK_AUDIT: &str = "setup_link";
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse, Response};
@@ -81,7 +84,7 @@ pub async fn submit(
                 .get_user(boot.owner)
                 .await?
                 .ok_or(MgmtError::NotFound("user"))?;
-            let login = open_session(&state, &user).await?;
+            let login = open_session(&state, &user, &format!("{}:{}", LINK_AUDIT, user.email)).await?;
             signed_in_redirect(
                 &state,
                 &login,

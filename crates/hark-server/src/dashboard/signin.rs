@@ -3,11 +3,13 @@
 
 use super::error::{human_message, see_other};
 use super::{safe_next, Chrome, DashResult, FormToken, MaybeMe, Me};
-use crate::account_flows::signin::{self, Login, SignIn};
-use crate::account_flows::signup::signup_open;
 use crate::cookies;
+use crate::manage::onboarding::signup_open;
+use crate::manage::sessions::{self, NewLogin};
+use crate::manage::signin::{self, SignIn};
+use crate::manage::SESSION_TTL_MS;
 use crate::management::principal::ClientAddr;
-use crate::management::{MgmtError, SESSION_TTL_MS};
+use crate::management::MgmtError;
 use crate::AppState;
 use askama::Template;
 use axum::extract::{Query, State};
@@ -75,7 +77,7 @@ pub struct SignInForm {
 }
 
 /// The `Set-Cookie` headers of a new login.
-pub fn login_cookies(state: &AppState, login: &Login) -> Vec<(axum::http::HeaderName, axum::http::HeaderValue)> {
+pub fn login_cookies(state: &AppState, login: &NewLogin) -> Vec<(axum::http::HeaderName, axum::http::HeaderValue)> {
     let max_age = SESSION_TTL_MS / 1000;
     [
         cookies::set_cookie(state, cookies::session_cookie_name(state), login.token.expose(), true, max_age),
@@ -88,15 +90,8 @@ pub fn login_cookies(state: &AppState, login: &Login) -> Vec<(axum::http::Header
 }
 
 /// Where a new login goes: MFA enrolment first when an account of theirs requires it.
-pub async fn signed_in_redirect(state: &AppState, login: &Login, next: &str) -> DashResult<Response> {
-    let must_enrol = !login.user.mfa_enabled
-        && state
-            .store
-            .accounts_of_user(login.user.id)
-            .await?
-            .iter()
-            .any(|a| a.require_mfa);
-    let to = if must_enrol {
+pub async fn signed_in_redirect(state: &AppState, login: &NewLogin, next: &str) -> DashResult<Response> {
+    let to = if login.profile.mfa_enrollment_required {
         "/profile/mfa?required=1".to_string()
     } else {
         next.to_string()
@@ -128,7 +123,7 @@ pub async fn submit(
     Form(form): Form<SignInForm>,
 ) -> DashResult<Response> {
     let next = safe_next(form.next.as_deref());
-    match signin::sign_in(&state, &addr, &form.email, &form.password).await {
+    match signin::sign_in(&state, &form.email, &form.password, addr.0).await {
         Ok(SignIn::Done(login)) => signed_in_redirect(&state, &login, &next).await,
         Ok(SignIn::SecondFactor { ticket }) => {
             let page = CodePage {
@@ -162,9 +157,9 @@ pub async fn submit_code(
     Form(form): Form<CodeForm>,
 ) -> DashResult<Response> {
     let next = safe_next(form.next.as_deref());
-    match signin::second_factor(&state, &addr, &form.ticket, &form.code).await {
+    match signin::second_factor(&state, &form.ticket, &form.code, addr.0).await {
         Ok(login) => signed_in_redirect(&state, &login, &next).await,
-        Err(e @ MgmtError::BadMfaCode) => {
+        Err(e @ (MgmtError::BadMfaCode | MgmtError::MfaRequired)) => {
             let page = CodePage {
                 chrome: Chrome::public("Two-factor authentication").with_token(&token),
                 ticket: form.ticket,
@@ -182,7 +177,7 @@ pub async fn submit_code(
 
 /// `POST /signout`: ends the session and clears the cookies.
 pub async fn sign_out(State(state): State<AppState>, me: Me) -> DashResult<Response> {
-    signin::sign_out(&state, &me.user, &me.session).await?;
+    sessions::logout(&state, &me.caller()).await?;
     let mut response = see_other("/signin?notice=signed_out");
     for name in [cookies::session_cookie_name(&state), cookies::csrf_cookie_name(&state)] {
         if let Some(v) = cookies::set_cookie(&state, name, "", name.contains("session"), 0) {

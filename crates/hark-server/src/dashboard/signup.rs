@@ -5,11 +5,14 @@
 use super::error::human_message;
 use super::signin::signed_in_redirect;
 use super::{Chrome, DashError, DashResult, FormToken};
-use crate::account_flows::links::FirstAccount;
-use crate::account_flows::signin::open_session;
-use crate::account_flows::signup::{self, signup_open};
+use crate::manage::links::FirstAccount;
+use crate::manage::sessions::open_session;
+use crate::manage::onboarding::{self as signup, signup_open};
 use crate::management::MgmtError;
 use crate::AppState;
+
+/// How the new session's audit entry says the person proved who they are.
+const LINK_AUDIT: &str = "sign_up";
 use askama::Template;
 use axum::extract::State;
 use axum::response::{Html, IntoResponse, Response};
@@ -72,7 +75,7 @@ pub async fn submit(
                 .get_user(boot.owner)
                 .await?
                 .ok_or(MgmtError::NotFound("user"))?;
-            let login = open_session(&state, &user).await?;
+            let login = open_session(&state, &user, &format!("{}:{}", LINK_AUDIT, user.email)).await?;
             signed_in_redirect(
                 &state,
                 &login,

@@ -1,14 +1,12 @@
 //! Self-service sign-up (only with `signup = "open"`) and invite acceptance from the
 //! mailed link.
 
+use super::accounts::{accept_invite, AcceptInput};
 use super::links::{new_account, validate_new_owner, FirstAccount};
+use super::sessions::hash_password;
+use super::{validate_name, Error, Result};
 use crate::config::SignupMode;
-use crate::management::accounts::{accept_invite, AcceptRequest};
-use crate::management::principal::JsonBody;
-use crate::management::sessions::hash_password;
-use crate::management::{MgmtError, MgmtResult};
 use crate::AppState;
-use axum::extract::State;
 use hark_core::keys::{self, Secret, SecretDigest, SecretKind};
 use hark_core::{AccountId, Plan, Role, UserId};
 use hark_store::{Bootstrap, User};
@@ -19,9 +17,9 @@ pub fn signup_open(state: &AppState) -> bool {
 }
 
 /// A new account on the Free plan with its Owner (a new user) and a default project.
-pub async fn sign_up(state: &AppState, input: &FirstAccount) -> MgmtResult<Bootstrap> {
+pub async fn sign_up(state: &AppState, input: &FirstAccount) -> Result<Bootstrap> {
     if !signup_open(state) {
-        return Err(MgmtError::NotFound("sign-up"));
+        return Err(Error::NotFound("sign-up"));
     }
     validate_new_owner(input)?;
     let hash = hash_password(&input.password).await?;
@@ -44,26 +42,26 @@ pub struct InviteView {
     pub existing_user: bool,
 }
 
-fn invite_digest(token: &str) -> MgmtResult<String> {
+fn invite_digest(token: &str) -> Result<String> {
     if !keys::is_well_formed(SecretKind::TempToken, token) {
-        return Err(MgmtError::NotFound("invite"));
+        return Err(Error::NotFound("invite"));
     }
     Ok(SecretDigest::of(token).to_hex())
 }
 
 /// The pending, unexpired invite of this token.
-pub async fn invite_view(state: &AppState, token: &str) -> MgmtResult<InviteView> {
+pub async fn invite_view(state: &AppState, token: &str) -> Result<InviteView> {
     let invite = state
         .store
         .invite_by_digest(&invite_digest(token)?)
         .await?
         .filter(|i| i.accepted_at.is_none() && i.expires_at > state.clock.now_ms())
-        .ok_or(MgmtError::NotFound("invite"))?;
+        .ok_or(Error::NotFound("invite"))?;
     let account = state
         .store
         .get_account(invite.account_id)
         .await?
-        .ok_or(MgmtError::NotFound("invite"))?;
+        .ok_or(Error::NotFound("invite"))?;
     let existing_user = state.store.user_by_email(&invite.email).await?.is_some();
     Ok(InviteView {
         account_id: account.id,
@@ -81,35 +79,31 @@ pub async fn accept_as_new_user(
     token: &str,
     name: &str,
     password: &Secret,
-) -> MgmtResult<(AccountId, UserId)> {
+) -> Result<(AccountId, UserId)> {
     let view = invite_view(state, token).await?;
     if view.existing_user {
-        return Err(MgmtError::Conflict(
+        return Err(Error::Conflict(
             "this email already has a login: sign in to accept".into(),
         ));
     }
-    crate::management::accounts::validate_name(name)?;
+    validate_name(name)?;
     let accepted = accept_invite(
-        State(state.clone()),
-        JsonBody(AcceptRequest {
+        state,
+        &AcceptInput {
             token: Secret::new(token),
             password: password.clone(),
-        }),
+        },
     )
     .await?;
-    let user = accepted.0["user_id"]
-        .as_str()
-        .and_then(UserId::parse)
-        .ok_or_else(|| MgmtError::internal("accept_invite returned no user_id"))?;
-    state.store.set_user_name(user, name).await?;
-    Ok((view.account_id, user))
+    state.store.set_user_name(accepted.user_id, name).await?;
+    Ok((view.account_id, accepted.user_id))
 }
 
 /// A signed-in person accepts an invite sent to their own email.
-pub async fn accept_signed_in(state: &AppState, user: &User, token: &str) -> MgmtResult<AccountId> {
+pub async fn accept_signed_in(state: &AppState, user: &User, token: &str) -> Result<AccountId> {
     let view = invite_view(state, token).await?;
     if hark_store::normalize_email(&view.email) != user.email {
-        return Err(MgmtError::Conflict(format!(
+        return Err(Error::Conflict(format!(
             "this invite is for {}; sign out and sign in as that person to accept it",
             view.email
         )));

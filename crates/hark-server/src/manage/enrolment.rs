@@ -1,8 +1,8 @@
 //! TOTP enrolment as a page shows it: the pending (unconfirmed) seed of a person,
 //! so the enrolment page can be shown again (POST, redirect, GET) until confirmed.
 
-use crate::management::mfa::seed_context;
-use crate::management::{MgmtError, MgmtResult};
+use super::mfa::seed_context;
+use super::{Error, Result};
 use crate::AppState;
 use hark_core::totp;
 use hark_store::User;
@@ -16,7 +16,7 @@ pub struct PendingTotp {
 }
 
 /// The person's started, unconfirmed enrolment, if any.
-pub async fn pending_totp(state: &AppState, user: &User) -> MgmtResult<Option<PendingTotp>> {
+pub async fn pending_totp(state: &AppState, user: &User) -> Result<Option<PendingTotp>> {
     let Some(record) = state.store.totp(user.id).await? else {
         return Ok(None);
     };
@@ -26,7 +26,7 @@ pub async fn pending_totp(state: &AppState, user: &User) -> MgmtResult<Option<Pe
     let secret = state
         .master_key
         .open(&record.seed_sealed, &seed_context(user.id))
-        .map_err(MgmtError::internal)?;
+        .map_err(Error::internal)?;
     let uri = totp::provisioning_uri(&secret, "Hark", &user.email);
     Ok(Some(PendingTotp { secret, uri }))
 }

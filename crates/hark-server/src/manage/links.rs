@@ -3,9 +3,8 @@
 //! password reset link mailed by "Forgot password". The token is shown once (printed
 //! or mailed) and stored as a digest; the store makes each link work once.
 
-use crate::management::accounts::validate_name;
-use crate::management::sessions::hash_password;
-use crate::management::{MgmtError, MgmtResult};
+use super::sessions::hash_password;
+use super::{validate_name, valid_email, Error, Result};
 use crate::AppState;
 use hark_core::clock::Clock;
 use hark_core::keys::{self, Secret, SecretDigest, SecretKind};
@@ -35,7 +34,7 @@ fn digest(token: &str) -> String {
 /// While the database holds no account: a new setup link (valid until used). Every
 /// start prints its own; whichever is used first creates the account, and from then
 /// on none works.
-pub async fn first_run_link(state: &AppState) -> MgmtResult<Option<String>> {
+pub async fn first_run_link(state: &AppState) -> Result<Option<String>> {
     if state.store.account_count().await? > 0 {
         return Ok(None);
     }
@@ -80,7 +79,7 @@ pub async fn issue_set_password_link(
 
 /// "Forgot password": mails a reset link when the email belongs to a user, and does
 /// the same visible nothing otherwise (the page never says whether an email exists).
-pub async fn request_password_reset(state: &AppState, email: &str) -> MgmtResult<()> {
+pub async fn request_password_reset(state: &AppState, email: &str) -> Result<()> {
     let Some(user) = state.store.user_by_email(email).await? else {
         return Ok(());
     };
@@ -123,16 +122,16 @@ pub async fn open_link(
     state: &AppState,
     token: &str,
     purposes: &[LinkPurpose],
-) -> MgmtResult<LinkView> {
+) -> Result<LinkView> {
     if !keys::is_well_formed(SecretKind::TempToken, token) {
-        return Err(MgmtError::NotFound("link"));
+        return Err(Error::NotFound("link"));
     }
     let link = state
         .store
         .auth_link(&digest(token))
         .await?
         .filter(|l| purposes.contains(&l.purpose) && l.usable(state.clock.now_ms()))
-        .ok_or(MgmtError::NotFound("link"))?;
+        .ok_or(Error::NotFound("link"))?;
     let email = match link.user_id {
         Some(u) => state.store.get_user(u).await?.map(|u| u.email),
         None => None,
@@ -149,7 +148,7 @@ pub async fn set_password_with_link(
     state: &AppState,
     token: &str,
     password: &Secret,
-) -> MgmtResult<UserId> {
+) -> Result<UserId> {
     let view = open_link(
         state,
         token,
@@ -173,14 +172,14 @@ pub struct FirstAccount {
 }
 
 /// Validates a new account's owner fields (shared by setup and sign-up).
-pub fn validate_new_owner(input: &FirstAccount) -> MgmtResult<()> {
-    if !super::valid_email(&input.email) {
-        return Err(MgmtError::Invalid("email is not a valid address".into()));
+pub fn validate_new_owner(input: &FirstAccount) -> Result<()> {
+    if !valid_email(&input.email) {
+        return Err(Error::Invalid("email is not a valid address".into()));
     }
     validate_name(&input.name)
-        .map_err(|_| MgmtError::Invalid("name must be 1 to 100 printable characters".into()))?;
+        .map_err(|_| Error::Invalid("name must be 1 to 100 printable characters".into()))?;
     validate_name(&input.account_name).map_err(|_| {
-        MgmtError::Invalid("account name must be 1 to 100 printable characters".into())
+        Error::Invalid("account name must be 1 to 100 printable characters".into())
     })?;
     Ok(())
 }
@@ -203,7 +202,7 @@ pub async fn complete_setup(
     state: &AppState,
     token: &str,
     input: &FirstAccount,
-) -> MgmtResult<Bootstrap> {
+) -> Result<Bootstrap> {
     open_link(state, token, &[LinkPurpose::Setup]).await?;
     validate_new_owner(input)?;
     let hash = hash_password(&input.password).await?;
