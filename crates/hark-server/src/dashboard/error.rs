@@ -47,6 +47,11 @@ pub struct MessagePage {
     pub link: Option<(String, String)>,
 }
 
+/// The HTTP status of a core error: the same as the JSON API's.
+pub fn status_of(e: &MgmtError) -> StatusCode {
+    crate::management::error::status(e)
+}
+
 /// A 303 to a local path (POST-redirect-GET).
 pub fn see_other(path: &str) -> Response {
     (StatusCode::SEE_OTHER, [(LOCATION, path.to_string())]).into_response()
@@ -134,14 +139,14 @@ impl IntoResponse for DashError {
                 if let MgmtError::Internal(cause) = &e {
                     tracing::error!(%cause, "dashboard request failed");
                 }
-                let heading = match e.status() {
+                let heading = match status_of(&e) {
                     StatusCode::NOT_FOUND => "Not found",
                     StatusCode::FORBIDDEN => "Not allowed",
                     StatusCode::TOO_MANY_REQUESTS => "Slow down",
                     StatusCode::INTERNAL_SERVER_ERROR => "Server error",
                     _ => "That did not work",
                 };
-                page(e.status(), heading, human_message(&e))
+                page(status_of(&e), heading, human_message(&e))
             }
         }
     }

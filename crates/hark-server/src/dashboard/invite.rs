@@ -1,7 +1,7 @@
 //! Invite acceptance from the mailed link: a new person sets a name and password; a
 //! person who already has a login signs in and joins. Both land in the account.
 
-use super::error::{human_message, see_other};
+use super::error::{status_of, human_message, see_other};
 use super::signin::signed_in_redirect;
 use super::{Chrome, DashError, DashResult, FormToken, MaybeMe};
 use crate::manage::sessions::open_session;
@@ -123,7 +123,7 @@ pub async fn submit(
                 .map_err(|_| invite_gone())?;
             let chrome = Chrome::public("Invitation").with_token(&token);
             let html = render(chrome, &link, view, None, form.name, Some(human_message(&e)))?;
-            Ok((e.status(), Html(html)).into_response())
+            Ok((status_of(&e), Html(html)).into_response())
         }
         Err(MgmtError::NotFound(_)) => Err(invite_gone()),
         Err(e) => Err(e.into()),

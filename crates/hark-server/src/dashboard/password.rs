@@ -1,7 +1,7 @@
 //! "Forgot password" (a reset link by mail) and the page a password link opens (a
 //! mailed reset, or the set-password link `hark admin init` prints).
 
-use super::error::{human_message, see_other};
+use super::error::{status_of, human_message, see_other};
 use super::{Chrome, DashError, DashResult, FormToken};
 use crate::manage::links;
 use crate::management::MgmtError;
@@ -123,7 +123,7 @@ pub async fn link_submit(
                 action: format!("/password/{link}"),
                 error: Some(human_message(&e)),
             };
-            Ok((e.status(), Html(page.render()?)).into_response())
+            Ok((status_of(&e), Html(page.render()?)).into_response())
         }
         Err(MgmtError::NotFound(_)) => Err(link_gone()),
         Err(e) => Err(e.into()),

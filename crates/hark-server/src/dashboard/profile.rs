@@ -3,7 +3,7 @@
 //! it off after entering the password again.
 
 use super::accounts::NoticeQuery;
-use super::error::{human_message, see_other};
+use super::error::{status_of, human_message, see_other};
 use super::{Chrome, DashResult, FormToken, Me};
 use crate::manage::enrolment::pending_totp;
 use crate::manage::mfa::{self, ConfirmInput};
@@ -84,7 +84,7 @@ pub async fn change_password(
         Ok(_) => Ok(see_other("/profile?notice=password_changed")),
         Err(e @ (MgmtError::BadCredentials | MgmtError::Invalid(_) | MgmtError::Throttled { .. })) => {
             let html = profile_page(&state, &me, &token, None, Some(human_message(&e)), None).await?;
-            Ok((e.status(), Html(html)).into_response())
+            Ok((status_of(&e), Html(html)).into_response())
         }
         Err(e) => Err(e.into()),
     }
@@ -226,7 +226,7 @@ pub async fn mfa_disable(
         Ok(_) => {}
         Err(e @ (MgmtError::BadCredentials | MgmtError::Invalid(_) | MgmtError::Throttled { .. })) => {
             let html = profile_page(&state, &me, &token, None, None, Some(human_message(&e))).await?;
-            return Ok((e.status(), Html(html)).into_response());
+            return Ok((status_of(&e), Html(html)).into_response());
         }
         Err(e) => return Err(e.into()),
     }

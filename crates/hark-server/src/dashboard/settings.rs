@@ -1,7 +1,7 @@
 //! An account's Security page: "Require MFA for all members".
 
 use super::accounts::NoticeQuery;
-use super::error::{human_message, see_other};
+use super::error::{status_of, human_message, see_other};
 use super::{Chrome, DashResult, FormToken, Me};
 use crate::manage::accounts::{update_account, AccountUpdate};
 use crate::manage::{authorize, ids};
@@ -83,7 +83,7 @@ pub async fn set_require_mfa(
             "/accounts/{account}/security?notice=settings_saved"
         ))),
         Err(e @ MgmtError::Conflict(_)) => {
-            let status = e.status();
+            let status = status_of(&e);
             let html =
                 render(&state, &me, &token, &account, None, Some(human_message(&e))).await?;
             Ok((status, Html(html)).into_response())

@@ -1,7 +1,7 @@
 //! First run: the setup link `hark serve` prints while no account exists opens this
 //! page, where the first person creates the first account and becomes its Owner.
 
-use super::error::human_message;
+use super::error::{human_message, status_of};
 use super::signin::signed_in_redirect;
 use super::{Chrome, DashError, DashResult, FormToken};
 use crate::manage::links::{self, FirstAccount};
@@ -101,7 +101,7 @@ pub async fn submit(
                 account_name: input.account_name,
                 error: Some(human_message(&e)),
             };
-            Ok((e.status(), Html(page.render()?)).into_response())
+            Ok((status_of(&e), Html(page.render()?)).into_response())
         }
         Err(MgmtError::NotFound(_) | MgmtError::Conflict(_)) => Err(link_gone()),
         Err(e) => Err(e.into()),

@@ -1,7 +1,7 @@
 //! Sign in (email and password, then a TOTP or recovery code when the person has
 //! MFA) and sign out.
 
-use super::error::{human_message, see_other};
+use super::error::{status_of, human_message, see_other};
 use super::{safe_next, Chrome, DashResult, FormToken, MaybeMe, Me};
 use crate::cookies;
 use crate::manage::onboarding::signup_open;
@@ -112,7 +112,7 @@ fn refused(state: &AppState, token: &FormToken, email: String, next: String, e: 
         error: Some(human_message(e)),
         signup_open: signup_open(state),
     };
-    Ok((e.status(), Html(page.render()?)).into_response())
+    Ok((status_of(&e), Html(page.render()?)).into_response())
 }
 
 /// `POST /signin`.

@@ -2,7 +2,7 @@
 //! the Free plan with its Owner and a default project. Otherwise the page does not
 //! exist.
 
-use super::error::human_message;
+use super::error::{human_message, status_of};
 use super::signin::signed_in_redirect;
 use super::{Chrome, DashError, DashResult, FormToken};
 use crate::manage::links::FirstAccount;
@@ -91,7 +91,7 @@ pub async fn submit(
                 account_name: input.account_name,
                 error: Some(human_message(&e)),
             };
-            Ok((e.status(), Html(page.render()?)).into_response())
+            Ok((status_of(&e), Html(page.render()?)).into_response())
         }
         Err(e) => Err(e.into()),
     }
