@@ -122,14 +122,21 @@ fn assert_safe_page(path: &str, page: &Page, base: &str) {
     assert_eq!(page.headers["x-content-type-options"], "nosniff", "{path}");
     assert_eq!(page.headers["referrer-policy"], "same-origin", "{path}");
     let html = page.body.to_ascii_lowercase();
-    assert!(html.len() <= 60 * 1024, "{path} weighs {} bytes", html.len());
+    assert!(
+        html.len() <= 60 * 1024,
+        "{path} weighs {} bytes",
+        html.len()
+    );
     assert!(!html.contains("<style"), "{path} has a <style> block");
     assert!(!html.contains(" style="), "{path} has a style attribute");
     let mut rest = html.as_str();
     while let Some(at) = rest.find("<script") {
         let tag_end = rest[at..].find('>').expect("script tag end") + at;
         let tag = &rest[at..tag_end];
-        assert!(tag.contains(" src=\"/static/"), "{path}: inline script: {tag}");
+        assert!(
+            tag.contains(" src=\"/static/"),
+            "{path}: inline script: {tag}"
+        );
         assert!(
             rest[tag_end + 1..].starts_with("</script>"),
             "{path}: script with content"
@@ -187,7 +194,10 @@ async fn every_page_is_locked_down(db: Db) {
     assert_eq!(refused.status, 403, "{}", refused.body);
     assert_safe_page("refused setup", &refused, &ts.base);
     let mut wrong = form.to_vec();
-    wrong.push(("csrf", "hark_tmp_0000000000000000000000000000000000000000000000"));
+    wrong.push((
+        "csrf",
+        "hark_tmp_0000000000000000000000000000000000000000000000",
+    ));
     assert_eq!(b.post(setup_path, &wrong).await.status, 403);
     let mut good = form.to_vec();
     good.push(("csrf", &token));
@@ -274,7 +284,10 @@ async fn every_page_is_locked_down(db: Db) {
     let refused = b
         .post(
             "/profile/password",
-            &[("current_password", PASSWORD), ("new_password", "another long one")],
+            &[
+                ("current_password", PASSWORD),
+                ("new_password", "another long one"),
+            ],
         )
         .await;
     assert_eq!(refused.status, 403);
@@ -309,7 +322,10 @@ async fn every_page_is_locked_down(db: Db) {
     let csrf = b.get("/profile").await.csrf();
     let out = b.post("/signout", &[("csrf", csrf.as_str())]).await;
     assert_eq!(out.location(), "/signin?notice=signed_out");
-    assert_eq!(b.get("/profile").await.location(), "/signin?next=%2Fprofile");
+    assert_eq!(
+        b.get("/profile").await.location(),
+        "/signin?next=%2Fprofile"
+    );
     let page = b.get("/signin").await;
     let csrf = page.csrf();
     let wrong = b

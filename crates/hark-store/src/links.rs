@@ -137,13 +137,12 @@ impl SqlStore {
             .filter(|l| l.purpose == purpose && l.usable(now))
             .ok_or(StoreError::NotFound("link"))?;
         // The guard in the WHERE clause makes a concurrent second use lose.
-        let taken = sqlx::query(
-            "UPDATE auth_links SET used_at = $2 WHERE id = $1 AND used_at IS NULL",
-        )
-        .bind(&link.id)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+        let taken =
+            sqlx::query("UPDATE auth_links SET used_at = $2 WHERE id = $1 AND used_at IS NULL")
+                .bind(&link.id)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
         if taken.rows_affected() != 1 {
             return Err(StoreError::NotFound("link"));
         }
@@ -238,13 +237,11 @@ impl LinkStore for SqlStore {
             .execute(&mut *tx)
             .await?;
         // Any other reset link of this user is void once the password changed.
-        sqlx::query(
-            "UPDATE auth_links SET used_at = $2 WHERE user_id = $1 AND used_at IS NULL",
-        )
-        .bind(user.to_string())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("UPDATE auth_links SET used_at = $2 WHERE user_id = $1 AND used_at IS NULL")
+            .bind(user.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         append_audit(
             &mut tx,
             None,

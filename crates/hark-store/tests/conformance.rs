@@ -1249,7 +1249,11 @@ async fn setup_link_creates_first_account_once(c: Ctx) {
         Err(StoreError::NotFound("link"))
     ));
     let boot = s
-        .use_setup_link(&digest("setup-a"), first_account("First@Example.com"), "hash-1")
+        .use_setup_link(
+            &digest("setup-a"),
+            first_account("First@Example.com"),
+            "hash-1",
+        )
         .await
         .unwrap();
     assert_eq!(s.account_count().await.unwrap(), 1);
@@ -1292,12 +1296,18 @@ async fn password_links_work_once_and_expire(c: Ctx) {
         subject: "Reset".into(),
         body: "open reset-1".into(),
     };
-    s.create_auth_link(link("reset-1", LinkPurpose::PasswordReset, Some(60_000)), Some(mail.clone()))
-        .await
-        .unwrap();
-    s.create_auth_link(link("reset-2", LinkPurpose::PasswordReset, Some(60_000)), None)
-        .await
-        .unwrap();
+    s.create_auth_link(
+        link("reset-1", LinkPurpose::PasswordReset, Some(60_000)),
+        Some(mail.clone()),
+    )
+    .await
+    .unwrap();
+    s.create_auth_link(
+        link("reset-2", LinkPurpose::PasswordReset, Some(60_000)),
+        None,
+    )
+    .await
+    .unwrap();
     s.create_auth_link(link("set-1", LinkPurpose::SetPassword, None), None)
         .await
         .unwrap();
@@ -1333,9 +1343,12 @@ async fn password_links_work_once_and_expire(c: Ctx) {
         );
     }
     // Expiry follows the clock.
-    s.create_auth_link(link("reset-3", LinkPurpose::PasswordReset, Some(60_000)), None)
-        .await
-        .unwrap();
+    s.create_auth_link(
+        link("reset-3", LinkPurpose::PasswordReset, Some(60_000)),
+        None,
+    )
+    .await
+    .unwrap();
     c.clock.advance_ms(60_000);
     assert!(matches!(
         s.use_password_link(&digest("reset-3"), LinkPurpose::PasswordReset, "hash-4")
@@ -1352,7 +1365,9 @@ async fn sign_up_never_takes_an_existing_email(c: Ctx) {
         .create_account_with_owner(first_account("new@example.com"), "pw-hash")
         .await
         .unwrap();
-    s.set_user_name(boot.owner, "  Ada Lovelace ").await.unwrap();
+    s.set_user_name(boot.owner, "  Ada Lovelace ")
+        .await
+        .unwrap();
     let user = s.user_by_email("new@example.com").await.unwrap().unwrap();
     assert_eq!(user.name, "Ada Lovelace");
     assert_eq!(user.id, boot.owner);

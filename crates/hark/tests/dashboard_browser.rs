@@ -249,7 +249,11 @@ async fn first_run_and_sign_in_flows(install: &Install, server: &Server, driver:
     a.screenshot("overview").await;
     // Once only.
     a.goto(&setup).await;
-    assert!(a.text().await.contains("already used"), "{}", a.text().await);
+    assert!(
+        a.text().await.contains("already used"),
+        "{}",
+        a.text().await
+    );
 
     // Sign out and in.
     a.goto(&format!("{base}/accounts/{account}")).await;
@@ -275,9 +279,15 @@ async fn first_run_and_sign_in_flows(install: &Install, server: &Server, driver:
     a.press("Save password").await;
     assert_eq!(a.path().await, "/signin?notice=password_set");
     a.goto(&reset).await;
-    assert!(a.text().await.contains("already used"), "reset links work once");
+    assert!(
+        a.text().await.contains("already used"),
+        "reset links work once"
+    );
     a.sign_in(base, OWNER, PASSWORD).await;
-    assert!(a.text().await.contains("not right"), "the old password is gone");
+    assert!(
+        a.text().await.contains("not right"),
+        "the old password is gone"
+    );
     a.sign_in(base, OWNER, new_password).await;
     assert_eq!(a.path().await, format!("/accounts/{account}"));
 
@@ -286,8 +296,15 @@ async fn first_run_and_sign_in_flows(install: &Install, server: &Server, driver:
     a.screenshot("profile").await;
     a.press("Set up two-factor authentication").await;
     a.press("Start setup").await;
-    let svg = a.client.find(Locator::Css("svg.qr")).await.expect("QR code");
-    assert_eq!(svg.attr("role").await.expect("role").as_deref(), Some("img"));
+    let svg = a
+        .client
+        .find(Locator::Css("svg.qr"))
+        .await
+        .expect("QR code");
+    assert_eq!(
+        svg.attr("role").await.expect("role").as_deref(),
+        Some("img")
+    );
     a.screenshot("mfa-enrol").await;
     let secret = a.text_of("#totp-secret").await;
     a.fill("code", &totp_now(&secret)).await;
@@ -386,8 +403,12 @@ async fn admin_init_owner_sets_password(server: &Server, set_password_url: &str,
     assert_eq!(c.text_of("h1").await, "Set your password");
     c.fill("password", "operator owner passphrase").await;
     c.press("Save password").await;
-    c.sign_in(base, "operator-made@example.com", "operator owner passphrase")
-        .await;
+    c.sign_in(
+        base,
+        "operator-made@example.com",
+        "operator owner passphrase",
+    )
+    .await;
     assert!(c.path().await.starts_with("/accounts/"));
     assert_eq!(c.text_of("h1").await, "Scripted");
     c.goto(&format!("{base}{path}")).await;

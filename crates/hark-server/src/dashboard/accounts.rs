@@ -45,11 +45,7 @@ pub async fn home(State(state): State<AppState>, MaybeMe(me): MaybeMe) -> DashRe
 }
 
 /// `GET /accounts`: every account of the person, to pick one.
-pub async fn list(
-    State(state): State<AppState>,
-    me: Me,
-    token: FormToken,
-) -> DashResult<Response> {
+pub async fn list(State(state): State<AppState>, me: Me, token: FormToken) -> DashResult<Response> {
     let page = AccountsPage {
         chrome: Chrome::signed_in(&state, &me, &token, "Your accounts").await?,
         signup_open: signup_open(&state),
@@ -99,7 +95,13 @@ pub async fn overview(
     Path(account): Path<String>,
     Query(q): Query<NoticeQuery>,
 ) -> DashResult<Response> {
-    let auth = authorize(&state, &me.caller(), ids::account(&account), Permission::ViewProjects).await?;
+    let auth = authorize(
+        &state,
+        &me.caller(),
+        ids::account(&account),
+        Permission::ViewProjects,
+    )
+    .await?;
     if me.session.current_account != Some(auth.account.id) {
         state
             .store

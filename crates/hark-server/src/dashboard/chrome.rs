@@ -48,7 +48,9 @@ pub fn notice_text(key: &str) -> Option<&'static str> {
     Some(match key {
         "password_changed" => "Your password was changed. Other sessions were signed out.",
         "password_set" => "Your password is set. Sign in with it.",
-        "reset_sent" => "If that email belongs to a login, a reset link is on its way. It works for an hour.",
+        "reset_sent" => {
+            "If that email belongs to a login, a reset link is on its way. It works for an hour."
+        }
         "mfa_disabled" => "Two-factor authentication is off.",
         "settings_saved" => "Saved.",
         "signed_out" => "You are signed out.",

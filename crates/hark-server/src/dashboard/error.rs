@@ -63,8 +63,7 @@ pub fn human_message(e: &MgmtError) -> String {
         MgmtError::Unauthenticated => "Please sign in.".into(),
         MgmtError::BadCredentials => "The email or password is not right.".into(),
         MgmtError::MfaRequired | MgmtError::BadMfaCode => {
-            "That code is not right, or was already used. Try the next code from your app."
-                .into()
+            "That code is not right, or was already used. Try the next code from your app.".into()
         }
         MgmtError::Throttled { .. } => {
             "Too many failed attempts. Wait a quarter of an hour and try again.".into()
@@ -117,7 +116,9 @@ impl IntoResponse for DashError {
                 let mut to = String::from("/signin");
                 if next != "/" {
                     to.push_str("?next=");
-                    to.push_str(&url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>());
+                    to.push_str(
+                        &url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>(),
+                    );
                 }
                 see_other(&to)
             }

@@ -1,11 +1,11 @@
 //! Invite acceptance from the mailed link: a new person sets a name and password; a
 //! person who already has a login signs in and joins. Both land in the account.
 
-use super::error::{status_of, human_message, see_other};
+use super::error::{human_message, see_other, status_of};
 use super::signin::signed_in_redirect;
 use super::{Chrome, DashError, DashResult, FormToken, MaybeMe};
-use crate::manage::sessions::open_session;
 use crate::manage::onboarding::{self as signup, InviteView};
+use crate::manage::sessions::open_session;
 use crate::management::MgmtError;
 use crate::AppState;
 
@@ -52,7 +52,8 @@ fn render(
     error: Option<String>,
 ) -> DashResult<String> {
     let signed_email = me.map(|m| m.user.email.clone());
-    let is_invitee = signed_email.as_deref() == Some(hark_store::normalize_email(&view.email).as_str());
+    let is_invitee =
+        signed_email.as_deref() == Some(hark_store::normalize_email(&view.email).as_str());
     Ok(InvitePage {
         chrome,
         action: format!("/invite/{link}"),
@@ -82,7 +83,15 @@ pub async fn page(
         Some(m) => Chrome::signed_in(&state, m, &token, "Invitation").await?,
         None => Chrome::public("Invitation").with_token(&token),
     };
-    Ok(Html(render(chrome, &link, view, me.as_ref(), String::new(), None)?).into_response())
+    Ok(Html(render(
+        chrome,
+        &link,
+        view,
+        me.as_ref(),
+        String::new(),
+        None,
+    )?)
+    .into_response())
 }
 
 #[derive(Deserialize)]
@@ -103,7 +112,10 @@ pub async fn submit(
 ) -> DashResult<Response> {
     if let Some(me) = &me {
         let account = signup::accept_signed_in(&state, &me.user, &link).await?;
-        state.store.set_session_account(me.session.id, account).await?;
+        state
+            .store
+            .set_session_account(me.session.id, account)
+            .await?;
         return Ok(see_other(&format!("/accounts/{account}?notice=joined")));
     }
     match signup::accept_as_new_user(&state, &link, &form.name, &form.password).await {
@@ -113,16 +125,32 @@ pub async fn submit(
                 .get_user(user)
                 .await?
                 .ok_or(MgmtError::NotFound("user"))?;
-            let login = open_session(&state, &user, &format!("{}:{}", LINK_AUDIT, user.email)).await?;
-            state.store.set_session_account(login.session.id, account).await?;
-            signed_in_redirect(&state, &login, &format!("/accounts/{account}?notice=joined")).await
+            let login =
+                open_session(&state, &user, &format!("{}:{}", LINK_AUDIT, user.email)).await?;
+            state
+                .store
+                .set_session_account(login.session.id, account)
+                .await?;
+            signed_in_redirect(
+                &state,
+                &login,
+                &format!("/accounts/{account}?notice=joined"),
+            )
+            .await
         }
         Err(e @ MgmtError::Invalid(_)) => {
             let view = signup::invite_view(&state, &link)
                 .await
                 .map_err(|_| invite_gone())?;
             let chrome = Chrome::public("Invitation").with_token(&token);
-            let html = render(chrome, &link, view, None, form.name, Some(human_message(&e)))?;
+            let html = render(
+                chrome,
+                &link,
+                view,
+                None,
+                form.name,
+                Some(human_message(&e)),
+            )?;
             Ok((status_of(&e), Html(html)).into_response())
         }
         Err(MgmtError::NotFound(_)) => Err(invite_gone()),

@@ -35,7 +35,7 @@ use hark_core::Permission;
 
 pub use chrome::Chrome;
 pub use error::{DashError, DashResult};
-pub use security::{FormToken, Me, MaybeMe};
+pub use security::{FormToken, MaybeMe, Me};
 
 /// One entry of an account's navigation: `path` is relative to `/accounts/{id}`.
 #[derive(Debug, Clone, Copy)]

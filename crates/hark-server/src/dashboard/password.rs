@@ -1,7 +1,7 @@
 //! "Forgot password" (a reset link by mail) and the page a password link opens (a
 //! mailed reset, or the set-password link `hark admin init` prints).
 
-use super::error::{status_of, human_message, see_other};
+use super::error::{human_message, see_other, status_of};
 use super::{Chrome, DashError, DashResult, FormToken};
 use crate::manage::links;
 use crate::management::MgmtError;

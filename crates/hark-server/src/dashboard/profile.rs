@@ -3,7 +3,7 @@
 //! it off after entering the password again.
 
 use super::accounts::NoticeQuery;
-use super::error::{status_of, human_message, see_other};
+use super::error::{human_message, see_other, status_of};
 use super::{Chrome, DashResult, FormToken, Me};
 use crate::manage::enrolment::pending_totp;
 use crate::manage::mfa::{self, ConfirmInput};
@@ -82,8 +82,11 @@ pub async fn change_password(
     };
     match sessions::change_password(&state, &me.caller(), &change, addr.0).await {
         Ok(_) => Ok(see_other("/profile?notice=password_changed")),
-        Err(e @ (MgmtError::BadCredentials | MgmtError::Invalid(_) | MgmtError::Throttled { .. })) => {
-            let html = profile_page(&state, &me, &token, None, Some(human_message(&e)), None).await?;
+        Err(
+            e @ (MgmtError::BadCredentials | MgmtError::Invalid(_) | MgmtError::Throttled { .. }),
+        ) => {
+            let html =
+                profile_page(&state, &me, &token, None, Some(human_message(&e)), None).await?;
             Ok((status_of(&e), Html(html)).into_response())
         }
         Err(e) => Err(e.into()),
@@ -224,8 +227,11 @@ pub async fn mfa_disable(
     let mut caller = me.caller();
     match sessions::reauth(&state, &caller, &reauth, addr.0).await {
         Ok(_) => {}
-        Err(e @ (MgmtError::BadCredentials | MgmtError::Invalid(_) | MgmtError::Throttled { .. })) => {
-            let html = profile_page(&state, &me, &token, None, None, Some(human_message(&e))).await?;
+        Err(
+            e @ (MgmtError::BadCredentials | MgmtError::Invalid(_) | MgmtError::Throttled { .. }),
+        ) => {
+            let html =
+                profile_page(&state, &me, &token, None, None, Some(human_message(&e))).await?;
             return Ok((status_of(&e), Html(html)).into_response());
         }
         Err(e) => return Err(e.into()),

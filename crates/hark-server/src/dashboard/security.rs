@@ -129,7 +129,10 @@ pub fn content_security_policy(state: &AppState) -> String {
 
 /// The login of the request's cookies, when the session is live and the CSRF cookie
 /// belongs to it.
-async fn resolve_session(state: &AppState, headers: &HeaderMap) -> Result<Option<Signed>, DashError> {
+async fn resolve_session(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Signed>, DashError> {
     let Some(token) = cookies::read(headers, cookies::session_cookie_name(state)) else {
         return Ok(None);
     };
@@ -212,9 +215,11 @@ async fn check_unsafe(
     let (token, body) = if is_form {
         let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
             .await
-            .map_err(|_| DashError::Mgmt(crate::management::MgmtError::Invalid(
-                "the form is too large".into(),
-            )))?;
+            .map_err(|_| {
+                DashError::Mgmt(crate::management::MgmtError::Invalid(
+                    "the form is too large".into(),
+                ))
+            })?;
         let field = url::form_urlencoded::parse(&bytes)
             .find(|(k, _)| k == CSRF_FIELD)
             .map(|(_, v)| v.into_owned());

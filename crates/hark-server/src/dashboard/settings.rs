@@ -1,7 +1,7 @@
 //! An account's Security page: "Require MFA for all members".
 
 use super::accounts::NoticeQuery;
-use super::error::{status_of, human_message, see_other};
+use super::error::{human_message, see_other, status_of};
 use super::{Chrome, DashResult, FormToken, Me};
 use crate::manage::accounts::{update_account, AccountUpdate};
 use crate::manage::{authorize, ids};
@@ -32,7 +32,13 @@ async fn render(
     notice: Option<&str>,
     error: Option<String>,
 ) -> DashResult<String> {
-    let auth = authorize(state, &me.caller(), ids::account(account), Permission::ManageSettings).await?;
+    let auth = authorize(
+        state,
+        &me.caller(),
+        ids::account(account),
+        Permission::ManageSettings,
+    )
+    .await?;
     let page = SecurityPage {
         chrome: Chrome::signed_in(state, me, token, "Security")
             .await?
@@ -77,15 +83,13 @@ pub async fn set_require_mfa(
         name: None,
         require_mfa: Some(form.require_mfa.is_some()),
     };
-    match update_account(&state, &me.caller(), ids::account(&account), &update).await
-    {
+    match update_account(&state, &me.caller(), ids::account(&account), &update).await {
         Ok(_) => Ok(see_other(&format!(
             "/accounts/{account}/security?notice=settings_saved"
         ))),
         Err(e @ MgmtError::Conflict(_)) => {
             let status = status_of(&e);
-            let html =
-                render(&state, &me, &token, &account, None, Some(human_message(&e))).await?;
+            let html = render(&state, &me, &token, &account, None, Some(human_message(&e))).await?;
             Ok((status, Html(html)).into_response())
         }
         Err(e) => Err(e.into()),

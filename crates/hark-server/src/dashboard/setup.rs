@@ -84,7 +84,8 @@ pub async fn submit(
                 .get_user(boot.owner)
                 .await?
                 .ok_or(MgmtError::NotFound("user"))?;
-            let login = open_session(&state, &user, &format!("{}:{}", LINK_AUDIT, user.email)).await?;
+            let login =
+                open_session(&state, &user, &format!("{}:{}", LINK_AUDIT, user.email)).await?;
             signed_in_redirect(
                 &state,
                 &login,

@@ -1,7 +1,7 @@
 //! Sign in (email and password, then a TOTP or recovery code when the person has
 //! MFA) and sign out.
 
-use super::error::{status_of, human_message, see_other};
+use super::error::{human_message, see_other, status_of};
 use super::{safe_next, Chrome, DashResult, FormToken, MaybeMe, Me};
 use crate::cookies;
 use crate::manage::onboarding::signup_open;
@@ -77,11 +77,26 @@ pub struct SignInForm {
 }
 
 /// The `Set-Cookie` headers of a new login.
-pub fn login_cookies(state: &AppState, login: &NewLogin) -> Vec<(axum::http::HeaderName, axum::http::HeaderValue)> {
+pub fn login_cookies(
+    state: &AppState,
+    login: &NewLogin,
+) -> Vec<(axum::http::HeaderName, axum::http::HeaderValue)> {
     let max_age = SESSION_TTL_MS / 1000;
     [
-        cookies::set_cookie(state, cookies::session_cookie_name(state), login.token.expose(), true, max_age),
-        cookies::set_cookie(state, cookies::csrf_cookie_name(state), login.csrf.expose(), false, max_age),
+        cookies::set_cookie(
+            state,
+            cookies::session_cookie_name(state),
+            login.token.expose(),
+            true,
+            max_age,
+        ),
+        cookies::set_cookie(
+            state,
+            cookies::csrf_cookie_name(state),
+            login.csrf.expose(),
+            false,
+            max_age,
+        ),
     ]
     .into_iter()
     .flatten()
@@ -90,7 +105,11 @@ pub fn login_cookies(state: &AppState, login: &NewLogin) -> Vec<(axum::http::Hea
 }
 
 /// Where a new login goes: MFA enrolment first when an account of theirs requires it.
-pub async fn signed_in_redirect(state: &AppState, login: &NewLogin, next: &str) -> DashResult<Response> {
+pub async fn signed_in_redirect(
+    state: &AppState,
+    login: &NewLogin,
+    next: &str,
+) -> DashResult<Response> {
     let to = if login.profile.mfa_enrollment_required {
         "/profile/mfa?required=1".to_string()
     } else {
@@ -104,7 +123,13 @@ pub async fn signed_in_redirect(state: &AppState, login: &NewLogin, next: &str) 
 }
 
 /// The sign-in form again with a message (and the status the JSON API would give).
-fn refused(state: &AppState, token: &FormToken, email: String, next: String, e: &MgmtError) -> DashResult<Response> {
+fn refused(
+    state: &AppState,
+    token: &FormToken,
+    email: String,
+    next: String,
+    e: &MgmtError,
+) -> DashResult<Response> {
     let page = SignInPage {
         chrome: Chrome::public("Sign in").with_token(token),
         email,
@@ -134,9 +159,9 @@ pub async fn submit(
             };
             Ok(Html(page.render()?).into_response())
         }
-        Err(e @ (MgmtError::BadCredentials | MgmtError::Throttled { .. } | MgmtError::Invalid(_))) => {
-            refused(&state, &token, form.email, next, &e)
-        }
+        Err(
+            e @ (MgmtError::BadCredentials | MgmtError::Throttled { .. } | MgmtError::Invalid(_)),
+        ) => refused(&state, &token, form.email, next, &e),
         Err(e) => Err(e.into()),
     }
 }
@@ -179,7 +204,10 @@ pub async fn submit_code(
 pub async fn sign_out(State(state): State<AppState>, me: Me) -> DashResult<Response> {
     sessions::logout(&state, &me.caller()).await?;
     let mut response = see_other("/signin?notice=signed_out");
-    for name in [cookies::session_cookie_name(&state), cookies::csrf_cookie_name(&state)] {
+    for name in [
+        cookies::session_cookie_name(&state),
+        cookies::csrf_cookie_name(&state),
+    ] {
         if let Some(v) = cookies::set_cookie(&state, name, "", name.contains("session"), 0) {
             response.headers_mut().append(SET_COOKIE, v);
         }

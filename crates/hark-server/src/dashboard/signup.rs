@@ -6,8 +6,8 @@ use super::error::{human_message, status_of};
 use super::signin::signed_in_redirect;
 use super::{Chrome, DashError, DashResult, FormToken};
 use crate::manage::links::FirstAccount;
-use crate::manage::sessions::open_session;
 use crate::manage::onboarding::{self as signup, signup_open};
+use crate::manage::sessions::open_session;
 use crate::management::MgmtError;
 use crate::AppState;
 
@@ -75,7 +75,8 @@ pub async fn submit(
                 .get_user(boot.owner)
                 .await?
                 .ok_or(MgmtError::NotFound("user"))?;
-            let login = open_session(&state, &user, &format!("{}:{}", LINK_AUDIT, user.email)).await?;
+            let login =
+                open_session(&state, &user, &format!("{}:{}", LINK_AUDIT, user.email)).await?;
             signed_in_redirect(
                 &state,
                 &login,

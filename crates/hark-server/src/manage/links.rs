@@ -4,14 +4,12 @@
 //! or mailed) and stored as a digest; the store makes each link work once.
 
 use super::sessions::hash_password;
-use super::{validate_name, valid_email, Error, Result};
+use super::{valid_email, validate_name, Error, Result};
 use crate::AppState;
 use hark_core::clock::Clock;
 use hark_core::keys::{self, Secret, SecretDigest, SecretKind};
 use hark_core::{AccountId, Plan, UserId};
-use hark_store::{
-    Bootstrap, LinkPurpose, LinkStore, Mail, NewAccount, NewAuthLink, StoreResult,
-};
+use hark_store::{Bootstrap, LinkPurpose, LinkStore, Mail, NewAccount, NewAuthLink, StoreResult};
 
 /// How long a mailed reset link works.
 pub const RESET_TTL_MS: i64 = 3_600_000;
@@ -20,11 +18,19 @@ pub const SET_PASSWORD_TTL_MS: i64 = 7 * 86_400_000;
 
 /// The dashboard page a link opens.
 pub fn setup_url(base_url: &str, token: &Secret) -> String {
-    format!("{}/setup/{}", base_url.trim_end_matches('/'), token.expose())
+    format!(
+        "{}/setup/{}",
+        base_url.trim_end_matches('/'),
+        token.expose()
+    )
 }
 
 pub fn password_url(base_url: &str, token: &Secret) -> String {
-    format!("{}/password/{}", base_url.trim_end_matches('/'), token.expose())
+    format!(
+        "{}/password/{}",
+        base_url.trim_end_matches('/'),
+        token.expose()
+    )
 }
 
 fn digest(token: &str) -> String {
@@ -178,9 +184,8 @@ pub fn validate_new_owner(input: &FirstAccount) -> Result<()> {
     }
     validate_name(&input.name)
         .map_err(|_| Error::Invalid("name must be 1 to 100 printable characters".into()))?;
-    validate_name(&input.account_name).map_err(|_| {
-        Error::Invalid("account name must be 1 to 100 printable characters".into())
-    })?;
+    validate_name(&input.account_name)
+        .map_err(|_| Error::Invalid("account name must be 1 to 100 printable characters".into()))?;
     Ok(())
 }
 

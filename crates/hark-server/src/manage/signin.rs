@@ -20,7 +20,9 @@ const TICKET_CONTEXT: &str = "sign-in-second-factor-ticket";
 pub enum SignIn {
     Done(Box<NewLogin>),
     /// The password was right and the person has MFA: ask for a code with this ticket.
-    SecondFactor { ticket: String },
+    SecondFactor {
+        ticket: String,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
