@@ -52,7 +52,8 @@ impl Driver {
         let guard = ChildGuard(Some(child));
         let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
-        while common::http_get(&format!("{url}/status"), None).is_err() {
+        // chromedriver keeps connections open, so wait for the port, not a response.
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "chromedriver did not start");
             std::thread::sleep(Duration::from_millis(100));
         }
