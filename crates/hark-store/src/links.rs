@@ -5,7 +5,7 @@
 
 use crate::ledger::append_audit;
 use crate::members::insert_mail;
-use crate::sql::{parse_id, parse_opt_id};
+use crate::sql::parse_opt_id;
 use crate::*;
 use hark_core::clock::Millis;
 use hark_core::UserId;
