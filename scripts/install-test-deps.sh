@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs what Hark's test suite needs on a fresh Debian machine, skipping whatever is
 # already there (safe to run on every CI start; a no-op takes well under a second):
-#   - Debian packages: sox (+ all format handlers), ffmpeg, espeak-ng, mold (the linker)
+#   - Debian packages: sox (+ all format handlers), ffmpeg, espeak-ng, mold (the linker),
+#     chromium and chromium-driver (the dashboard's browser tests, over WebDriver)
 #   - a Python venv at ${HARK_VENV:-$HOME/.cache/hark/venv} with assemblyai and pytest
 #     (the official SDK tests). faster-whisper is for bench/ only and is not installed.
 #   - Node.js and the official Node SDK (npm `assemblyai`, major 4) in
 #     ${HARK_NODE_DIR:-$HOME/.cache/hark/node} (the streaming SDK tests).
 set -euo pipefail
 
-APT_PACKAGES=(sox libsox-fmt-all ffmpeg espeak-ng mold)
+APT_PACKAGES=(sox libsox-fmt-all ffmpeg espeak-ng mold chromium chromium-driver)
 PY_PACKAGES=(assemblyai pytest)
 VENV="${HARK_VENV:-$HOME/.cache/hark/venv}"
 NODE_DIR="${HARK_NODE_DIR:-$HOME/.cache/hark/node}"
@@ -50,7 +51,7 @@ else
     log "apt: already present: ${APT_PACKAGES[*]}"
 fi
 
-for tool in sox soxi ffmpeg espeak-ng node npm; do
+for tool in sox soxi ffmpeg espeak-ng node npm chromium chromedriver; do
     command -v "$tool" >/dev/null 2>&1 || { log "ERROR: $tool still missing after install"; exit 1; }
 done
 

@@ -31,6 +31,19 @@ pub struct Config {
     pub streaming: StreamingSettings,
     pub tls: TlsConfig,
     pub smtp: SmtpConfig,
+    /// Who may create an account from the dashboard's sign-up page: `invite_only`
+    /// (default: people join through invites, the operator makes accounts) or `open`
+    /// (anyone; a new account on the Free plan with its Owner and a default project).
+    pub signup: SignupMode,
+}
+
+/// The `signup` setting.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SignupMode {
+    #[default]
+    InviteOnly,
+    Open,
 }
 
 /// Live `/v3/ws` sessions.
@@ -146,6 +159,7 @@ impl Default for Config {
             streaming: StreamingSettings::default(),
             tls: TlsConfig::default(),
             smtp: SmtpConfig::default(),
+            signup: SignupMode::default(),
         }
     }
 }

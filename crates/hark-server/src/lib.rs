@@ -7,6 +7,8 @@
 pub mod auth;
 pub mod config;
 pub mod control;
+pub mod cookies;
+pub mod dashboard;
 pub mod data_plane;
 pub mod error;
 pub mod mailer;
@@ -179,6 +181,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v3/token", get(streaming::token))
         .route("/v3/ws", get(streaming::ws))
         .nest("/api/v1", management::routes())
+        .merge(dashboard::router(state.clone()))
         .route("/health", get(auth::health))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

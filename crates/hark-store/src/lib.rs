@@ -7,6 +7,7 @@
 
 mod jobs;
 mod ledger;
+mod links;
 mod manage;
 mod members;
 pub mod model;
@@ -22,6 +23,7 @@ use async_trait::async_trait;
 use hark_core::clock::Millis;
 use hark_core::plan::LimitOverrides;
 use hark_core::{AccountId, ApiKeyId, Plan, ProjectId, TranscriptId, UploadId, UserId};
+pub use links::{AuthLink, LinkPurpose, LinkStore, NewAuthLink};
 pub use manage::{AuditFilter, Deleted, KeyTraffic, ManageStore};
 pub use members::{
     Accepted, AccountMembership, Invite, Mail, MemberRow, MemberStore, NewInvite, OutboxEntry,
@@ -204,6 +206,7 @@ pub trait Store:
     + UserStore
     + MemberStore
     + ManageStore
+    + LinkStore
 {
 }
 impl<
@@ -217,7 +220,8 @@ impl<
             + StreamStore
             + UserStore
             + MemberStore
-            + ManageStore,
+            + ManageStore
+            + LinkStore,
     > Store for T
 {
 }

@@ -46,6 +46,86 @@ pub(crate) fn scopes_from_row(row: &AnyRow) -> StoreResult<Vec<hark_core::scope:
 }
 
 impl SqlStore {
+    /// Inserts an account with its Owner (an existing user with that email, or a new one
+    /// with `owner_password_hash`) and first project, audited, inside `tx`. With a
+    /// password hash the email must be new (`Conflict` otherwise): a sign-up never
+    /// takes over someone's login.
+    pub(crate) async fn insert_account(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        new: NewAccount,
+        owner_password_hash: Option<&str>,
+        actor: &Actor,
+        now: Millis,
+    ) -> StoreResult<Bootstrap> {
+        let limits = new.plan.default_limits();
+        let email = new.owner_email.trim().to_lowercase();
+        sqlx::query(
+            "INSERT INTO accounts (id, name, plan, limit_overrides, max_projects, max_api_keys, max_members, \
+             max_concurrent_jobs, max_stream_sessions_per_minute, created_at) VALUES ($1, $2, $3, '{}', $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(new.id.to_string())
+        .bind(&new.name)
+        .bind(new.plan.as_str())
+        .bind(i64::from(limits.projects))
+        .bind(i64::from(limits.api_keys))
+        .bind(i64::from(limits.members))
+        .bind(i64::from(limits.concurrent_jobs))
+        .bind(i64::from(limits.streaming_sessions_per_minute))
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        // The owner may already exist (a person can belong to several accounts).
+        let existing: Option<String> = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
+            .bind(&email)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let owner = match existing {
+            Some(_) if owner_password_hash.is_some() => {
+                return Err(StoreError::Conflict(
+                    "a user with this email exists: sign in instead".into(),
+                ))
+            }
+            Some(id) => UserId::parse(&id).ok_or_else(|| StoreError::Corrupt("users.id".into()))?,
+            None => {
+                sqlx::query("INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(new.owner_id.to_string())
+                    .bind(&email)
+                    .bind(owner_password_hash)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                new.owner_id
+            }
+        };
+        sqlx::query("INSERT INTO memberships (account_id, user_id, role, created_at) VALUES ($1, $2, 'owner', $3)")
+            .bind(new.id.to_string())
+            .bind(owner.to_string())
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        let project = Self::insert_project(tx, new.id, &new.project, now).await?;
+        append_audit(
+            tx,
+            Some(new.id),
+            actor,
+            "account.create",
+            &new.id.to_string(),
+            json!({"name": new.name, "plan": new.plan.as_str(), "owner_email": email, "project_id": project.id}),
+            now,
+        )
+        .await?;
+        let row = sqlx::query(ACCOUNT_SELECT_BY_ID)
+            .bind(new.id.to_string())
+            .fetch_one(&mut **tx)
+            .await?;
+        let account = AccountRow::decode(&row)?.0;
+        Ok(Bootstrap {
+            account,
+            owner,
+            project,
+        })
+    }
+
     async fn insert_project(
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         account: AccountId,
@@ -75,69 +155,10 @@ impl SqlStore {
 impl AccountStore for SqlStore {
     async fn create_account(&self, new: NewAccount, actor: &Actor) -> StoreResult<Bootstrap> {
         let now = self.now();
-        let limits = new.plan.default_limits();
-        let email = new.owner_email.trim().to_lowercase();
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO accounts (id, name, plan, limit_overrides, max_projects, max_api_keys, max_members, \
-             max_concurrent_jobs, max_stream_sessions_per_minute, created_at) VALUES ($1, $2, $3, '{}', $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(new.id.to_string())
-        .bind(&new.name)
-        .bind(new.plan.as_str())
-        .bind(i64::from(limits.projects))
-        .bind(i64::from(limits.api_keys))
-        .bind(i64::from(limits.members))
-        .bind(i64::from(limits.concurrent_jobs))
-        .bind(i64::from(limits.streaming_sessions_per_minute))
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        // The owner may already exist (a person can belong to several accounts).
-        let existing: Option<String> = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
-            .bind(&email)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let owner = match existing {
-            Some(id) => UserId::parse(&id).ok_or_else(|| StoreError::Corrupt("users.id".into()))?,
-            None => {
-                sqlx::query("INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3)")
-                    .bind(new.owner_id.to_string())
-                    .bind(&email)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                new.owner_id
-            }
-        };
-        sqlx::query("INSERT INTO memberships (account_id, user_id, role, created_at) VALUES ($1, $2, 'owner', $3)")
-            .bind(new.id.to_string())
-            .bind(owner.to_string())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        let project = Self::insert_project(&mut tx, new.id, &new.project, now).await?;
-        append_audit(
-            &mut tx,
-            Some(new.id),
-            actor,
-            "account.create",
-            &new.id.to_string(),
-            json!({"name": new.name, "plan": new.plan.as_str(), "owner_email": email, "project_id": project.id}),
-            now,
-        )
-        .await?;
-        let row = sqlx::query(ACCOUNT_SELECT_BY_ID)
-            .bind(new.id.to_string())
-            .fetch_one(&mut *tx)
-            .await?;
-        let account = AccountRow::decode(&row)?.0;
+        let boot = Self::insert_account(&mut tx, new, None, actor, now).await?;
         tx.commit().await?;
-        Ok(Bootstrap {
-            account,
-            owner,
-            project,
-        })
+        Ok(boot)
     }
 
     async fn get_account(&self, id: AccountId) -> StoreResult<Option<Account>> {

@@ -16,6 +16,8 @@ use sqlx::Row;
 pub struct User {
     pub id: UserId,
     pub email: String,
+    /// The name the person gave (empty when they gave none).
+    pub name: String,
     /// Argon2id PHC string; `None` for a user who never set a password.
     pub password_hash: Option<String>,
     pub created_at: Millis,
@@ -68,13 +70,14 @@ pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
 }
 
-const USER_SELECT: &str = "SELECT u.id, u.email, u.password_hash, u.created_at, \
+const USER_SELECT: &str = "SELECT u.id, u.email, u.name, u.password_hash, u.created_at, \
      (SELECT count(*) FROM user_totp t WHERE t.user_id = u.id AND t.confirmed_at IS NOT NULL) AS mfa FROM users u";
 
 fn user_from_row(row: &AnyRow) -> StoreResult<User> {
     Ok(User {
         id: parse_id(row, "id", UserId::parse)?,
         email: row.try_get("email")?,
+        name: row.try_get("name")?,
         password_hash: row.try_get("password_hash")?,
         created_at: row.try_get("created_at")?,
         mfa_enabled: row.try_get::<i64, _>("mfa")? > 0,
@@ -114,6 +117,8 @@ pub trait UserStore: Send + Sync {
         keep: Option<LoginSessionId>,
         actor: &Actor,
     ) -> StoreResult<()>;
+    /// Sets the name a person goes by (shown to the members of their accounts).
+    async fn set_user_name(&self, user: UserId, name: &str) -> StoreResult<()>;
     /// Operator support: change a user's email.
     async fn change_email(&self, old: &str, new: &str, actor: &Actor) -> StoreResult<User>;
 
@@ -222,6 +227,7 @@ impl UserStore for SqlStore {
         Ok(User {
             id,
             email,
+            name: String::new(),
             password_hash: password_hash.map(str::to_string),
             created_at: now,
             mfa_enabled: false,
@@ -277,6 +283,18 @@ impl UserStore for SqlStore {
         )
         .await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_user_name(&self, user: UserId, name: &str) -> StoreResult<()> {
+        let updated = sqlx::query("UPDATE users SET name = $2 WHERE id = $1")
+            .bind(user.to_string())
+            .bind(name.trim())
+            .execute(&self.pool)
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound("user"));
+        }
         Ok(())
     }
 

@@ -52,6 +52,9 @@ conformance!(
     usage_is_idempotent,
     stream_token_redeems_exactly_once,
     stream_rate_limit_and_lost_sessions,
+    setup_link_creates_first_account_once,
+    password_links_work_once_and_expire,
+    sign_up_never_takes_an_existing_email,
 );
 
 async fn new_account(store: &SqlStore, plan: Plan) -> Bootstrap {
@@ -1423,4 +1426,183 @@ mod papercuts {
         let seconds = traffic[&key].audio_seconds;
         assert_eq!(serde_json::json!(seconds).to_string(), "75.926");
     }
+}
+
+fn digest(token: &str) -> String {
+    hark_core::keys::SecretDigest::of(token).to_hex()
+}
+
+fn first_account(email: &str) -> NewAccount {
+    NewAccount {
+        id: AccountId::new(),
+        name: "First".into(),
+        plan: Plan::Free,
+        owner_id: UserId::new(),
+        owner_email: email.into(),
+        project: NewProject {
+            id: ProjectId::new(),
+            name: "Default project".into(),
+            webhook_secret_sealed: "sealed".into(),
+        },
+    }
+}
+
+async fn setup_link_creates_first_account_once(c: Ctx) {
+    let s = &c.store;
+    assert_eq!(s.account_count().await.unwrap(), 0);
+    for token in ["setup-a", "setup-b"] {
+        s.create_auth_link(
+            NewAuthLink {
+                purpose: LinkPurpose::Setup,
+                user_id: None,
+                digest_hex: digest(token),
+                expires_at: None,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    // The wrong kind of use, or an unknown token, does nothing.
+    assert!(matches!(
+        s.use_password_link(&digest("setup-a"), LinkPurpose::PasswordReset, "h")
+            .await,
+        Err(StoreError::NotFound("link"))
+    ));
+    assert!(matches!(
+        s.use_setup_link(&digest("nope"), first_account("x@example.com"), "h")
+            .await,
+        Err(StoreError::NotFound("link"))
+    ));
+    let boot = s
+        .use_setup_link(
+            &digest("setup-a"),
+            first_account("First@Example.com"),
+            "hash-1",
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.account_count().await.unwrap(), 1);
+    let owner = s.user_by_email("first@example.com").await.unwrap().unwrap();
+    assert_eq!(owner.id, boot.owner);
+    assert_eq!(owner.password_hash.as_deref(), Some("hash-1"));
+    assert_eq!(
+        s.role_of(boot.account.id, owner.id).await.unwrap(),
+        Some(hark_core::Role::Owner)
+    );
+    // Used once; a second, still unused setup link cannot make another account.
+    assert!(matches!(
+        s.use_setup_link(&digest("setup-a"), first_account("again@example.com"), "h")
+            .await,
+        Err(StoreError::NotFound("link"))
+    ));
+    assert!(matches!(
+        s.use_setup_link(&digest("setup-b"), first_account("again@example.com"), "h")
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.account_count().await.unwrap(), 1);
+    // The failed attempt rolled back: setup-b was not consumed by it either.
+    let b = s.auth_link(&digest("setup-b")).await.unwrap().unwrap();
+    assert!(b.used_at.is_none());
+}
+
+async fn password_links_work_once_and_expire(c: Ctx) {
+    let s = &c.store;
+    let boot = new_account(s, Plan::Free).await;
+    let user = boot.owner;
+    let link = |token: &str, purpose, ttl: Option<i64>| NewAuthLink {
+        purpose,
+        user_id: Some(user),
+        digest_hex: digest(token),
+        expires_at: ttl.map(|t| T0 + t),
+    };
+    let mail = Mail {
+        to: "owner@example.com".into(),
+        subject: "Reset".into(),
+        body: "open reset-1".into(),
+    };
+    s.create_auth_link(
+        link("reset-1", LinkPurpose::PasswordReset, Some(60_000)),
+        Some(mail.clone()),
+    )
+    .await
+    .unwrap();
+    s.create_auth_link(
+        link("reset-2", LinkPurpose::PasswordReset, Some(60_000)),
+        None,
+    )
+    .await
+    .unwrap();
+    s.create_auth_link(link("set-1", LinkPurpose::SetPassword, None), None)
+        .await
+        .unwrap();
+    // The mail went to the outbox with the link, in the same transaction.
+    let outbox = s.outbox(true).await.unwrap();
+    assert!(outbox.iter().any(|m| m.mail == mail));
+    // A reset token cannot be used as a set-password token.
+    assert!(matches!(
+        s.use_password_link(&digest("reset-1"), LinkPurpose::SetPassword, "x")
+            .await,
+        Err(StoreError::NotFound("link"))
+    ));
+    assert_eq!(
+        s.use_password_link(&digest("reset-1"), LinkPurpose::PasswordReset, "hash-2")
+            .await
+            .unwrap(),
+        user
+    );
+    let u = s.get_user(user).await.unwrap().unwrap();
+    assert_eq!(u.password_hash.as_deref(), Some("hash-2"));
+    // Once only; and the password change voids the user's other open links.
+    for (token, purpose) in [
+        ("reset-1", LinkPurpose::PasswordReset),
+        ("reset-2", LinkPurpose::PasswordReset),
+        ("set-1", LinkPurpose::SetPassword),
+    ] {
+        assert!(
+            matches!(
+                s.use_password_link(&digest(token), purpose, "hash-3").await,
+                Err(StoreError::NotFound("link"))
+            ),
+            "{token} still works"
+        );
+    }
+    // Expiry follows the clock.
+    s.create_auth_link(
+        link("reset-3", LinkPurpose::PasswordReset, Some(60_000)),
+        None,
+    )
+    .await
+    .unwrap();
+    c.clock.advance_ms(60_000);
+    assert!(matches!(
+        s.use_password_link(&digest("reset-3"), LinkPurpose::PasswordReset, "hash-4")
+            .await,
+        Err(StoreError::NotFound("link"))
+    ));
+    let u = s.get_user(user).await.unwrap().unwrap();
+    assert_eq!(u.password_hash.as_deref(), Some("hash-2"));
+}
+
+async fn sign_up_never_takes_an_existing_email(c: Ctx) {
+    let s = &c.store;
+    let boot = s
+        .create_account_with_owner(first_account("new@example.com"), "pw-hash")
+        .await
+        .unwrap();
+    s.set_user_name(boot.owner, "  Ada Lovelace ")
+        .await
+        .unwrap();
+    let user = s.user_by_email("new@example.com").await.unwrap().unwrap();
+    assert_eq!(user.name, "Ada Lovelace");
+    assert_eq!(user.id, boot.owner);
+    assert_eq!(user.password_hash.as_deref(), Some("pw-hash"));
+    assert_eq!(s.list_projects(boot.account.id).await.unwrap().len(), 1);
+    assert!(matches!(
+        s.create_account_with_owner(first_account("NEW@example.com"), "other")
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.account_count().await.unwrap(), 1);
 }

@@ -241,16 +241,39 @@ async fn execute(config: &Config, ops: &Ops, args: AdminArgs) -> anyhow::Result<
                 )
                 .await?;
             let (key, secret) = ops.create_key(boot.project.id, "Default key", None).await?;
+            let owner = store
+                .get_user(boot.owner)
+                .await?
+                .ok_or_else(|| anyhow!("the Owner just created is missing"))?;
+            // An Owner who already had a password (a person in several accounts) keeps it.
+            let set_password_url = match owner.password_hash {
+                Some(_) => None,
+                None => Some(
+                    hark_server::manage::links::issue_set_password_link(
+                        store,
+                        ops.clock.as_ref(),
+                        &config.effective_public_base_url(None),
+                        boot.owner,
+                    )
+                    .await?,
+                ),
+            };
             print(
                 j,
-                json!({"account_id": account_id, "project_id": boot.project.id, "api_key_id": key.id, "api_key": secret, "owner_id": boot.owner}),
+                json!({"account_id": account_id, "project_id": boot.project.id, "api_key_id": key.id, "api_key": secret, "owner_id": boot.owner, "set_password_url": set_password_url}),
                 |v| {
-                    format!(
+                    let mut text = format!(
                         "account {}\nproject {}\nAPI key (shown only now): {}",
                         v["account_id"].as_str().unwrap_or_default(),
                         v["project_id"].as_str().unwrap_or_default(),
                         v["api_key"].as_str().unwrap_or_default()
-                    )
+                    );
+                    if let Some(url) = v["set_password_url"].as_str() {
+                        text.push_str(&format!(
+                            "\nThe Owner sets a password at this link (once, within 7 days):\n    {url}"
+                        ));
+                    }
+                    text
                 },
             );
         }

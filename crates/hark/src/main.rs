@@ -142,6 +142,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("hark: TLS certificate {}", files.cert.display());
             }
             eprintln!("hark speech {}", hark_speech::kernels::cpu_summary());
+            // While no account exists, the way in is a one-time setup link.
+            if let Some(link) = hark_server::manage::links::first_run_link(&server.state)
+                .await
+                .context("making the first-run setup link")?
+            {
+                eprintln!(
+                    "hark: no account exists yet. Open this link to create the first account and its Owner (it works once):\n\n    {link}\n"
+                );
+            }
             eprintln!("hark listening on {}", server.state.public_base_url);
             let state = server.state.clone();
             tokio::select! {

@@ -239,7 +239,7 @@ pub async fn create_invite(
         to: hark_store::normalize_email(email),
         subject: format!("You are invited to {} on Hark", auth.account.name),
         body: format!(
-            "{} invited you to the Hark account \"{}\" as {}.\n\nAccept within 7 days: POST {}/api/v1/invites/accept with {{\"token\": \"{}\", \"password\": \"...\"}}\n",
+            "{} invited you to the Hark account \"{}\" as {}.\n\nOpen this link within 7 days to accept (it works once):\n{}/invite/{}\n",
             caller.user.email,
             auth.account.name,
             role.as_str(),

@@ -7,10 +7,14 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod enrolment;
 pub mod error;
+pub mod links;
 pub mod mfa;
+pub mod onboarding;
 pub mod projects;
 pub mod sessions;
+pub mod signin;
 pub mod views;
 
 use crate::AppState;
@@ -123,6 +127,15 @@ pub mod ids {
     pub fn transcript(raw: &str) -> TranscriptId {
         TranscriptId::parse(raw).unwrap_or(TranscriptId(Uuid::nil()))
     }
+}
+
+/// Email addresses people type into forms: trimmed, with an `@`, no spaces.
+pub fn valid_email(email: &str) -> bool {
+    let email = email.trim();
+    !email.is_empty()
+        && email.len() <= 254
+        && email.contains('@')
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// A display name of an account, project or key: 1 to 100 printable characters.

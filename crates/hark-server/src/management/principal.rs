@@ -3,7 +3,7 @@
 //! (browsers, with a double-submit CSRF token on unsafe methods); and the extractors
 //! whose rejections speak the management envelope.
 
-use super::{MgmtError, MgmtResult, CSRF_HEADER, SESSION_COOKIE};
+use super::{MgmtError, MgmtResult, CSRF_HEADER};
 use crate::manage::{self, Caller};
 use crate::AppState;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
@@ -27,7 +27,7 @@ pub fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
 }
 
 /// The presented session token and whether it came from the cookie.
-fn session_token(parts: &Parts) -> Option<(&str, bool)> {
+fn session_token<'a>(parts: &'a Parts, state: &AppState) -> Option<(&'a str, bool)> {
     let auth = parts
         .headers
         .get(AUTHORIZATION)
@@ -41,7 +41,7 @@ fn session_token(parts: &Parts) -> Option<(&str, bool)> {
             _ => Some((auth, false)),
         };
     }
-    cookie(parts, SESSION_COOKIE).map(|c| (c, true))
+    cookie(parts, crate::cookies::session_cookie_name(state)).map(|c| (c, true))
 }
 
 fn is_safe(method: &Method) -> bool {
@@ -52,7 +52,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = MgmtError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> MgmtResult<Self> {
-        let (token, via_cookie) = session_token(parts).ok_or(MgmtError::Unauthenticated)?;
+        let (token, via_cookie) = session_token(parts, state).ok_or(MgmtError::Unauthenticated)?;
         let caller = manage::sessions::authenticate(state, token).await?;
         if via_cookie && !is_safe(&parts.method) {
             let presented = parts
@@ -99,7 +99,8 @@ impl<T: DeserializeOwned + schemars::JsonSchema, S: Send + Sync> FromRequest<S> 
         let has_credentials = req.headers().contains_key(AUTHORIZATION)
             || req.headers().get_all(COOKIE).iter().any(|v| {
                 v.to_str()
-                    .is_ok_and(|c| c.contains(&format!("{SESSION_COOKIE}=")))
+                    // Either name of the session cookie (`__Host-` prefixed over TLS).
+                    .is_ok_and(|c| c.contains("hark_session="))
             });
         let form_type = req
             .headers()

@@ -3,7 +3,8 @@
 //! change and account switching. The rules are in [`crate::manage::sessions`].
 
 use super::principal::{ClientAddr, JsonBody};
-use super::{MgmtError, MgmtResult, CSRF_COOKIE, SESSION_COOKIE};
+use super::{MgmtError, MgmtResult};
+use crate::cookies::{csrf_cookie_name, session_cookie_name};
 use crate::manage::sessions::{self as core, LoginInput, PasswordChange, ReauthInput};
 use crate::manage::views::{Instant, LoginResult, Profile, Reauthenticated};
 use crate::manage::{ids, Caller, SESSION_TTL_MS};
@@ -54,8 +55,8 @@ pub fn session_cookies(
         None => ("", "", 0),
     };
     Ok([
-        cookie_header(state, SESSION_COOKIE, token, true, max_age)?,
-        cookie_header(state, CSRF_COOKIE, csrf, false, max_age)?,
+        cookie_header(state, session_cookie_name(state), token, true, max_age)?,
+        cookie_header(state, csrf_cookie_name(state), csrf, false, max_age)?,
     ])
 }
 

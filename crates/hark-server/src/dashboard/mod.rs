@@ -1,0 +1,129 @@
+//! The web dashboard served at `/`: server-rendered HTML (askama templates in
+//! `templates/`), first-party CSS and ES modules embedded from `static/`, plain forms
+//! that work without JavaScript (POST, redirect, GET). Handlers stay thin: extract the
+//! form, call the management core (`crate::manage`), render a template or redirect.
+//!
+//! How to add a page (see also `docs/dashboard.md`):
+//! 1. a file here with its handlers and an askama struct whose first field is
+//!    `chrome: Chrome` (the layout's data) and a template `templates/<page>.html` that
+//!    `{% extends "base.html" %}`;
+//! 2. its routes in [`router`];
+//! 3. for an account page, an entry in [`NAV`] (shown only to roles with its
+//!    permission, and only because the page exists).
+//!
+//! Every route gets the security layer ([`security::guard`]): the strict CSP and other
+//! headers, the session, and the CSRF check of every unsafe request.
+
+pub mod accounts;
+pub mod assets;
+pub mod chrome;
+pub mod error;
+pub mod invite;
+pub mod password;
+pub mod profile;
+pub mod security;
+pub mod settings;
+pub mod setup;
+pub mod signin;
+pub mod signup;
+
+use crate::AppState;
+use axum::middleware;
+use axum::routing::{get, post};
+use axum::Router;
+use hark_core::Permission;
+
+pub use chrome::Chrome;
+pub use error::{DashError, DashResult};
+pub use security::{FormToken, MaybeMe, Me};
+
+/// One entry of an account's navigation: `path` is relative to `/accounts/{id}`.
+#[derive(Debug, Clone, Copy)]
+pub struct NavItem {
+    pub label: &'static str,
+    pub path: &'static str,
+    /// Roles without it do not see the entry (the page refuses them anyway).
+    pub permission: Permission,
+}
+
+/// The account navigation, in order. Add a page's entry here when the page exists; a
+/// link to a page that does not exist must never be shown. Planned, in this order:
+/// Projects, API Keys, Members, Security, Account, Transcripts, Audit log, Usage,
+/// Billing.
+pub const NAV: &[NavItem] = &[
+    NavItem {
+        label: "Overview",
+        path: "",
+        permission: Permission::ViewProjects,
+    },
+    NavItem {
+        label: "Security",
+        path: "/security",
+        permission: Permission::ManageSettings,
+    },
+];
+
+/// The dashboard's routes, merged at `/` into the server's router.
+pub fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/", get(accounts::home))
+        .route("/accounts", get(accounts::list))
+        .route("/accounts/switch", post(accounts::switch))
+        .route("/accounts/{account}", get(accounts::overview))
+        .route(
+            "/accounts/{account}/security",
+            get(settings::security).post(settings::set_require_mfa),
+        )
+        .route("/signin", get(signin::page).post(signin::submit))
+        .route("/signin/code", post(signin::submit_code))
+        .route("/signout", post(signin::sign_out))
+        .route(
+            "/forgot-password",
+            get(password::forgot_page).post(password::forgot_submit),
+        )
+        .route(
+            "/password/{token}",
+            get(password::link_page).post(password::link_submit),
+        )
+        .route("/setup/{token}", get(setup::page).post(setup::submit))
+        .route("/invite/{token}", get(invite::page).post(invite::submit))
+        .route("/signup", get(signup::page).post(signup::submit))
+        .route("/profile", get(profile::page))
+        .route("/profile/password", post(profile::change_password))
+        .route("/profile/mfa", get(profile::mfa_page))
+        .route("/profile/mfa/start", post(profile::mfa_start))
+        .route("/profile/mfa/confirm", post(profile::mfa_confirm))
+        .route("/profile/mfa/disable", post(profile::mfa_disable))
+        .route("/static/{file}", get(assets::serve))
+        .layer(middleware::from_fn_with_state(state, security::guard))
+}
+
+/// A local path to go to after signing in: only same-site paths (`/...`, never
+/// `//host` or a scheme), else the home page.
+pub fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && !n.chars().any(char::is_control) =>
+        {
+            n.to_string()
+        }
+        _ => "/".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_stays_on_site() {
+        assert_eq!(safe_next(Some("/accounts/x")), "/accounts/x");
+        assert_eq!(safe_next(Some("//evil.example/")), "/");
+        assert_eq!(safe_next(Some("https://evil.example/")), "/");
+        assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(safe_next(None), "/");
+    }
+}
