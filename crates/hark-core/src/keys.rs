@@ -1,6 +1,7 @@
-//! Formats of the bearer secrets Hark issues (API keys, temporary streaming tokens,
-//! login sessions): a typed prefix, a high-entropy body and a checksum, so scanners can
-//! recognise a leaked one and a mistyped one is refused without touching the database.
+//! Formats of the bearer secrets Hark issues (API keys, streaming tokens, login sessions
+//! and their CSRF tokens, invites, password resets, setup links): a typed prefix per kind,
+//! a high-entropy body and a checksum, so a leaked secret says what it is, scanners can
+//! recognise one, and a mistyped one is refused without touching the database.
 
 use rand::distributions::{Alphanumeric, DistString};
 use sha2::{Digest, Sha256};
@@ -12,21 +13,64 @@ const BODY_LEN: usize = 40;
 const CHECKSUM_LEN: usize = 6;
 const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
-/// The kinds of secret, each with its own prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The kinds of secret, each with its own prefix. No prefix is the beginning of another,
+/// so [`SecretKind::of`] names the kind of any well-formed secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SecretKind {
+    /// A project's API key (data plane and streaming).
     ApiKey,
+    /// A single-use temporary token that opens one streaming session (`GET /v3/token`).
     TempToken,
+    /// A login session of the management API and dashboard.
     Session,
+    /// The double-submit CSRF token that goes with a cookie session.
+    Csrf,
+    /// The mailed token that accepts an invitation to an account.
+    Invite,
+    /// The mailed token that sets a new password after "forgot password".
+    PasswordReset,
+    /// The one-time link that lets a user created by the operator set their first password.
+    SetupLink,
 }
 
 impl SecretKind {
+    pub const ALL: [SecretKind; 7] = [
+        SecretKind::ApiKey,
+        SecretKind::TempToken,
+        SecretKind::Session,
+        SecretKind::Csrf,
+        SecretKind::Invite,
+        SecretKind::PasswordReset,
+        SecretKind::SetupLink,
+    ];
+
     pub fn prefix(self) -> &'static str {
         match self {
             SecretKind::ApiKey => "hark_key_",
             SecretKind::TempToken => "hark_tmp_",
             SecretKind::Session => "hark_ses_",
+            SecretKind::Csrf => "hark_csrf_",
+            SecretKind::Invite => "hark_inv_",
+            SecretKind::PasswordReset => "hark_pwr_",
+            SecretKind::SetupLink => "hark_setup_",
         }
+    }
+
+    /// Prefixes this kind was issued with before it had its own; such secrets stay valid
+    /// until they end (invites mailed before the change last 7 days).
+    pub fn legacy_prefixes(self) -> &'static [&'static str] {
+        match self {
+            SecretKind::Invite => &["hark_tmp_"],
+            SecretKind::Csrf => &["hark_ses_"],
+            _ => &[],
+        }
+    }
+
+    /// The kind whose prefix `secret` carries, if any.
+    pub fn of(secret: &str) -> Option<SecretKind> {
+        SecretKind::ALL
+            .into_iter()
+            .find(|k| secret.starts_with(k.prefix()))
     }
 }
 
@@ -93,9 +137,13 @@ pub fn generate(kind: SecretKind) -> Secret {
 /// Whether `candidate` is well-formed for `kind` (prefix, length, alphabet, checksum).
 /// Cheap and allocation-free: run before any database lookup.
 pub fn is_well_formed(kind: SecretKind, candidate: &str) -> bool {
-    let Some(rest) = candidate.strip_prefix(kind.prefix()) else {
-        return false;
-    };
+    candidate
+        .strip_prefix(kind.prefix())
+        .is_some_and(well_formed_body)
+}
+
+/// Body and checksum after the prefix.
+fn well_formed_body(rest: &str) -> bool {
     if rest.len() != BODY_LEN + CHECKSUM_LEN || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return false;
     }
@@ -103,17 +151,21 @@ pub fn is_well_formed(kind: SecretKind, candidate: &str) -> bool {
     encode_checksum(crc32fast::hash(body.as_bytes())).as_bytes() == checksum.as_bytes()
 }
 
+/// As [`is_well_formed`], also accepting the kind's legacy prefixes.
+pub fn is_well_formed_or_legacy(kind: SecretKind, candidate: &str) -> bool {
+    is_well_formed(kind, candidate)
+        || kind
+            .legacy_prefixes()
+            .iter()
+            .any(|legacy| candidate.strip_prefix(legacy).is_some_and(well_formed_body))
+}
+
 /// A display form that identifies a secret without revealing it: prefix, the first
 /// four body characters, and the last four.
 pub fn mask(secret: &str) -> String {
-    let (prefix, body) = [
-        SecretKind::ApiKey,
-        SecretKind::TempToken,
-        SecretKind::Session,
-    ]
-    .iter()
-    .find_map(|k| secret.strip_prefix(k.prefix()).map(|b| (k.prefix(), b)))
-    .unwrap_or(("", secret));
+    let (prefix, body) = SecretKind::of(secret)
+        .and_then(|k| secret.strip_prefix(k.prefix()).map(|b| (k.prefix(), b)))
+        .unwrap_or(("", secret));
     if body.len() < 12 || !body.is_ascii() {
         return format!("{prefix}****");
     }
@@ -178,6 +230,44 @@ mod tests {
         let masked = mask(s.expose());
         assert!(masked.starts_with("hark_key_"));
         assert!(!masked.contains(&s.expose()[14..40]));
+    }
+
+    #[test]
+    fn every_kind_has_its_own_prefix() {
+        for a in SecretKind::ALL {
+            let secret = generate(a);
+            assert_eq!(SecretKind::of(secret.expose()), Some(a), "{a:?}");
+            for b in SecretKind::ALL {
+                assert_eq!(is_well_formed(b, secret.expose()), a == b, "{a:?} as {b:?}");
+                if a != b {
+                    assert!(!a.prefix().starts_with(b.prefix()), "{a:?} / {b:?}");
+                }
+            }
+            assert!(mask(secret.expose()).starts_with(a.prefix()));
+        }
+    }
+
+    #[test]
+    fn legacy_prefixes_stay_valid_for_their_kind_only() {
+        let old_invite = generate(SecretKind::TempToken);
+        assert!(is_well_formed_or_legacy(
+            SecretKind::Invite,
+            old_invite.expose()
+        ));
+        assert!(!is_well_formed(SecretKind::Invite, old_invite.expose()));
+        assert!(!is_well_formed_or_legacy(
+            SecretKind::Session,
+            old_invite.expose()
+        ));
+        let invite = generate(SecretKind::Invite);
+        assert!(is_well_formed_or_legacy(
+            SecretKind::Invite,
+            invite.expose()
+        ));
+        assert!(!is_well_formed_or_legacy(
+            SecretKind::Invite,
+            "hark_tmp_short"
+        ));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod scope;
 pub mod seal;
 pub mod speech;
 pub mod totp;
+pub mod units;
 pub mod views;
 pub mod webhook_sign;
 

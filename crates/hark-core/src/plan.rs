@@ -78,6 +78,58 @@ pub struct PlanLimits {
     pub streaming_sessions_per_minute: u32,
 }
 
+/// A limit that refuses a write when reached (the others throttle or close streams).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Limit {
+    Projects,
+    ApiKeys,
+    Members,
+}
+
+impl Limit {
+    /// The limit's name, as `hark admin account set-plan --limit NAME=N` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::Projects => "projects",
+            Limit::ApiKeys => "api_keys",
+            Limit::Members => "members",
+        }
+    }
+
+    /// What counts toward the limit, in the words a user reads in a refusal.
+    pub fn what_counts(self) -> &'static str {
+        match self {
+            Limit::Projects => "every project of the account counts",
+            Limit::ApiKeys => {
+                "keys of all the account's projects count; revoked, expired and rotated-out keys do not"
+            }
+            Limit::Members => "active members and pending invites count",
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Limit::Projects => "projects",
+            Limit::ApiKeys => "API keys",
+            Limit::Members => "members",
+        }
+    }
+}
+
+/// The refusal of a write that would pass an account's limit: it names the plan, the
+/// limit and what counts toward it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "this account's plan ({plan}) allows at most {max} {noun} ({counts}); the operator can change the plan or raise the limit",
+    noun = .limit.noun(),
+    counts = .limit.what_counts()
+)]
+pub struct LimitReached {
+    pub plan: Plan,
+    pub limit: Limit,
+    pub max: i64,
+}
+
 /// Per-account overrides of the plan's limits (Enterprise "custom" limits).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LimitOverrides {
@@ -136,7 +188,8 @@ impl LimitOverrides {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// A member's role in an account. Written in lowercase; read in any case (`"Reader"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Owner,
@@ -145,12 +198,23 @@ pub enum Role {
 }
 
 impl Role {
+    /// The roles an invite or a role change can give: ownership moves only by transfer.
+    pub const ASSIGNABLE: [Role; 2] = [Role::Admin, Role::Reader];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Owner => "owner",
             Role::Admin => "admin",
             Role::Reader => "reader",
         }
+    }
+
+    /// The refusal of a role that cannot be given, listing those that can.
+    pub fn assignable_choices() -> String {
+        format!(
+            "role must be one of: {}",
+            Role::ASSIGNABLE.map(Role::as_str).join(", ")
+        )
     }
 }
 
@@ -163,6 +227,13 @@ impl FromStr for Role {
             "reader" => Ok(Role::Reader),
             _ => Err(format!("unknown role '{s}'")),
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for Role {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -299,6 +370,44 @@ mod tests {
         assert!(role_allows(Role::Owner, DeleteAccount));
         assert!(!role_allows(Role::Admin, DeleteAccount));
         assert!(!role_allows(Role::Reader, DeleteAccount));
+    }
+
+    #[test]
+    fn limit_refusals_name_plan_limit_and_what_counts() {
+        let e = LimitReached {
+            plan: Plan::Free,
+            limit: Limit::ApiKeys,
+            max: 2,
+        };
+        assert_eq!(
+            e.to_string(),
+            "this account's plan (free) allows at most 2 API keys (keys of all the account's projects count; revoked, expired and rotated-out keys do not); the operator can change the plan or raise the limit"
+        );
+        for l in [Limit::Projects, Limit::ApiKeys, Limit::Members] {
+            let mut o = LimitOverrides::default();
+            assert!(o.set(&format!("{}=3", l.name())).is_ok());
+        }
+    }
+
+    #[test]
+    fn roles_read_in_any_case_and_write_in_lowercase() {
+        for (text, role) in [
+            ("\"Reader\"", Role::Reader),
+            ("\"ADMIN\"", Role::Admin),
+            ("\"owner\"", Role::Owner),
+        ] {
+            let parsed: Role = serde_json::from_str(text).unwrap();
+            assert_eq!(parsed, role);
+            assert_eq!(
+                serde_json::to_string(&parsed).unwrap(),
+                format!("\"{}\"", role.as_str())
+            );
+        }
+        assert!(serde_json::from_str::<Role>("\"boss\"").is_err());
+        assert_eq!(
+            Role::assignable_choices(),
+            "role must be one of: admin, reader"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use crate::speech::Word;
 use serde::Serialize;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 /// Gap (ms) that ends a sentence when the transcript has no sentence punctuation
@@ -171,6 +172,13 @@ pub fn vtt(words: &[Word], chars_per_caption: Option<usize>) -> String {
 /// `count: 0` when it does not occur. Overlapping phrase matches all count.
 pub fn word_search(words: &[Word], terms: &[String]) -> WordSearch {
     let normalised: Vec<String> = words.iter().map(|w| normalise(&w.text)).collect();
+    // Where each normalised word occurs, built once: a term then costs only the
+    // occurrences of its first word, so the whole search stays linear in the
+    // transcript's length whatever the terms are.
+    let mut positions: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, w) in normalised.iter().enumerate() {
+        positions.entry(w.as_str()).or_default().push(i);
+    }
     let mut matches = Vec::with_capacity(terms.len());
     let mut total_count = 0;
     for term in terms {
@@ -185,13 +193,16 @@ pub fn word_search(words: &[Word], terms: &[String]) -> WordSearch {
             timestamps: Vec::new(),
             indexes: Vec::new(),
         };
-        if !needle.is_empty() && needle.len() <= normalised.len() {
-            for i in 0..=normalised.len() - needle.len() {
-                if normalised[i..i + needle.len()] == needle[..] {
-                    let last = &words[i + needle.len() - 1];
-                    found.timestamps.push([words[i].start, last.end]);
-                    found.indexes.push(i);
-                }
+        let starts = needle
+            .first()
+            .and_then(|first| positions.get(first.as_str()))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for &i in starts {
+            let end = i + needle.len();
+            if end <= normalised.len() && normalised[i..end] == needle[..] {
+                found.timestamps.push([words[i].start, words[end - 1].end]);
+                found.indexes.push(i);
             }
         }
         found.count = found.indexes.len();
@@ -212,7 +223,11 @@ pub fn word_search(words: &[Word], terms: &[String]) -> WordSearch {
 /// there are more than [`MAX_SEARCH_TERMS`] terms, or when a phrase has more than
 /// [`MAX_WORDS_PER_SEARCH_TERM`] words.
 pub fn parse_search_terms(raw: &str) -> Result<Vec<String>, String> {
+    // Repeats are found with a set and parsing stops at the first term past the limit,
+    // so the cost is one pass over the text whatever it holds (it was quadratic in the
+    // number of entries, and the limit was checked only after all were parsed).
     let mut terms: Vec<String> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
     for entry in raw.split(',') {
         let parts: Vec<&str> = entry.split_whitespace().collect();
         if parts.is_empty() {
@@ -227,8 +242,12 @@ pub fn parse_search_terms(raw: &str) -> Result<Vec<String>, String> {
             ));
         }
         let term = parts.join(" ");
-        let lower = term.to_lowercase();
-        if !terms.iter().any(|t| t.to_lowercase() == lower) {
+        if seen.insert(term.to_lowercase()) {
+            if terms.len() == MAX_SEARCH_TERMS {
+                return Err(format!(
+                    "Too many search terms; at most {MAX_SEARCH_TERMS} are allowed."
+                ));
+            }
             terms.push(term);
         }
     }
@@ -237,13 +256,6 @@ pub fn parse_search_terms(raw: &str) -> Result<Vec<String>, String> {
             "The words parameter must list at least one word or phrase, separated by commas."
                 .to_string(),
         );
-    }
-    if terms.len() > MAX_SEARCH_TERMS {
-        return Err(format!(
-            "Too many search terms ({}); at most {} are allowed.",
-            terms.len(),
-            MAX_SEARCH_TERMS
-        ));
     }
     Ok(terms)
 }
@@ -824,5 +836,61 @@ mod tests {
         let many: Vec<String> = (0..=MAX_SEARCH_TERMS).map(|i| format!("w{i}")).collect();
         assert!(parse_search_terms(&many.join(",")).is_err());
         assert!(parse_search_terms(&many[..MAX_SEARCH_TERMS].join(",")).is_ok());
+    }
+
+    #[test]
+    fn parse_search_terms_counts_distinct_terms_and_stops_at_the_limit() {
+        // Repeats (in any case) are one term and never count toward the limit.
+        let mut entries = vec!["Smoke"; 5_000];
+        entries.extend(["smoke"; 5_000]);
+        let distinct: Vec<String> = (1..MAX_SEARCH_TERMS).map(|i| format!("w{i}")).collect();
+        entries.extend(distinct.iter().map(String::as_str));
+        assert_eq!(
+            parse_search_terms(&entries.join(",")).map(|t| t.len()),
+            Ok(MAX_SEARCH_TERMS)
+        );
+        // Parsing stops at the first term past the limit: what follows is never read.
+        let mut past: Vec<String> = (0..=MAX_SEARCH_TERMS).map(|i| format!("w{i}")).collect();
+        past.push("one two three four five six".into());
+        let err = parse_search_terms(&past.join(",")).unwrap_err();
+        assert!(err.contains("Too many search terms"), "{err}");
+    }
+
+    #[test]
+    fn word_search_finds_what_a_scan_of_every_position_finds() {
+        // A small deterministic generator: transcripts over a 4-word vocabulary make
+        // many overlapping and repeated matches.
+        let vocab = ["a", "b", "C,", "a."];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: usize| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((seed >> 33) as usize) % n
+        };
+        for _ in 0..200 {
+            let len = next(40);
+            let ws: Vec<Word> = (0..len)
+                .map(|i| w(vocab[next(4)], i as u64 * 100, i as u64 * 100 + 90))
+                .collect();
+            let terms: Vec<String> = (0..1 + next(4))
+                .map(|_| {
+                    (0..1 + next(3))
+                        .map(|_| vocab[next(4)])
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .collect();
+            let got = word_search(&ws, &terms);
+            let norm: Vec<String> = ws.iter().map(|x| normalise(&x.text)).collect();
+            for (term, found) in terms.iter().zip(&got.matches) {
+                let needle: Vec<String> = term.split_whitespace().map(normalise).collect();
+                let expected: Vec<usize> = (0..norm.len())
+                    .filter(|&i| norm.get(i..i + needle.len()) == Some(&needle[..]))
+                    .collect();
+                assert_eq!(found.indexes, expected, "{term} in {norm:?}");
+                assert_eq!(found.count, expected.len());
+            }
+        }
     }
 }

@@ -7,7 +7,7 @@ use crate::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::Method;
+use axum::http::{HeaderMap, Method};
 use hark_core::clock::{Clock, Millis};
 use hark_core::keys::{self, SecretDigest, SecretKind};
 use hark_core::scope::Scope;
@@ -197,14 +197,39 @@ pub async fn watch_auth_epoch(state: AppState, interval: Duration) {
     }
 }
 
+/// `GET /health`: open to load balancers; when an `Authorization` header is present the
+/// key in it is checked (a rotation runbook verifies a new key this way before revoking
+/// the old one), answering 401 with the data plane's usual body unless it is usable.
+/// Names the region and node that answered.
+pub async fn health(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    headers: HeaderMap,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    if headers.contains_key(AUTHORIZATION) {
+        state
+            .auth
+            .verify(
+                presented_key(&headers),
+                state.store.as_ref(),
+                state.clock.as_ref(),
+            )
+            .await?;
+    }
+    Ok(axum::Json(serde_json::json!({
+        "status": "ok",
+        "region": state.config.region,
+        "node": state.node_id,
+        "api_base_url": state.public_base_url,
+    })))
+}
+
 /// The caller of a data-plane route: a usable API key of some project.
 #[derive(Debug, Clone)]
 pub struct ApiPrincipal(pub KeyPrincipal);
 
 /// The key in an `Authorization` header: raw as AssemblyAI sends it, or after `Bearer `.
-pub fn presented_key(parts: &Parts) -> &str {
-    let raw = parts
-        .headers
+pub fn presented_key(headers: &HeaderMap) -> &str {
+    let raw = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
@@ -225,7 +250,7 @@ impl FromRequestParts<AppState> for ApiPrincipal {
         let principal = state
             .auth
             .verify(
-                presented_key(parts),
+                presented_key(&parts.headers),
                 state.store.as_ref(),
                 state.clock.as_ref(),
             )

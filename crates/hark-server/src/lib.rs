@@ -10,6 +10,7 @@ pub mod control;
 pub mod data_plane;
 pub mod error;
 pub mod mailer;
+pub mod manage;
 pub mod management;
 pub mod params;
 pub mod provisioning;
@@ -198,7 +199,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v3/token", get(streaming::token))
         .route("/v3/ws", get(streaming::ws))
         .nest("/api/v1", management::routes())
-        .route("/health", get(health))
+        .route("/health", get(auth::health))
         .route("/ready", get(ready))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -218,16 +219,6 @@ pub fn router(state: AppState) -> Router {
             ),
         )
         .with_state(state)
-}
-
-/// `GET /health`: the process is alive; which region and node answered.
-async fn health(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({
-        "status": "ok",
-        "region": state.config.region,
-        "node": state.node_id,
-        "api_base_url": state.public_base_url,
-    }))
 }
 
 /// `GET /ready`: 200 when this node can serve: the database answers, a speech model is

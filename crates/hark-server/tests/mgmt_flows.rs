@@ -42,7 +42,7 @@ async fn invite_accept_switch(db: Db) {
     assert_eq!(inv.status, 201, "{}", inv.text);
     assert_eq!(inv.body["role"], "reader");
     assert!(
-        !inv.text.contains("hark_tmp_"),
+        !inv.text.contains("hark_inv_"),
         "the token is mailed, not returned"
     );
     let listed = call(
@@ -600,6 +600,43 @@ async fn reveal_needs_recent_reauth(db: Db) {
             .count(),
         1
     );
+    ts.stop().await;
+}
+
+async fn rotated_key_successor_keeps_the_expiry(db: Db) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let ts = TestServer::start_with_clock(db, None, clock.clone(), |_| {}).await;
+    let a = org(&ts, Plan::Payg).await;
+    let keys = format!("/accounts/{}/projects/{}/keys", a.account, a.project);
+    let created = call(
+        &ts,
+        "POST",
+        &keys,
+        Some(&a.owner.token),
+        Some(json!({"name": "temporary", "expires_in_seconds": 3600})),
+    )
+    .await;
+    let old_id = created.ok()["id"].as_str().expect("id").to_string();
+    let expires_at = created.body["expires_at"].clone();
+    assert!(expires_at.is_string());
+    clock.advance_ms(600_000);
+    let rot = call(
+        &ts,
+        "POST",
+        &format!("{keys}/{old_id}/rotate"),
+        Some(&a.owner.token),
+        Some(json!({"grace_seconds": 60})),
+    )
+    .await;
+    assert_eq!(rot.status, 201, "{}", rot.text);
+    assert_eq!(
+        rot.body["new"]["expires_at"], expires_at,
+        "the successor expires when the original was made to"
+    );
+    let new = rot.body["new"]["key"].as_str().expect("secret").to_string();
+    assert_eq!(v2(&ts, &new).await, 200);
+    clock.advance_ms(3_000_000);
+    assert_eq!(v2(&ts, &new).await, 401, "the successor expired on time");
     ts.stop().await;
 }
 
@@ -1396,4 +1433,5 @@ both_databases!(
     account_deletion_leaves_nothing,
     audit_api_filters_and_exports,
     openapi_documents_every_route,
+    rotated_key_successor_keeps_the_expiry,
 );

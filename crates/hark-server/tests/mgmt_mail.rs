@@ -98,7 +98,7 @@ async fn invites_go_out_by_smtp(db: Db) {
     let message = delivered.expect("the invite reached the SMTP server");
     assert!(message.contains("You are invited"), "{message}");
     assert!(
-        message.contains("hark_tmp_"),
+        message.contains("hark_inv_"),
         "the accept token is in the mail"
     );
     // Marked sent in the outbox.
@@ -110,7 +110,7 @@ async fn invites_go_out_by_smtp(db: Db) {
             .find(|m| m.mail.to == email && m.sent_at.is_some())
         {
             assert!(
-                !m.mail.body.contains("hark_tmp_"),
+                !m.mail.body.contains("hark_inv_"),
                 "a delivered body is cleared"
             );
             sent = true;

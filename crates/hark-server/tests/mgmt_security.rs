@@ -242,6 +242,76 @@ async fn login_throttling_without_enumeration(db: Db) {
     ts.stop().await;
 }
 
+/// A login sent from another loopback address (the server sees it as another client).
+async fn login_from(ts: &TestServer, from: [u8; 4], email: &str, password: &str) -> u16 {
+    let client = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(from))
+        .build()
+        .expect("client");
+    client
+        .post(ts.url("/api/v1/auth/login"))
+        .json(&json!({"email": email, "password": password, "return_token": true}))
+        .send()
+        .await
+        .expect("login")
+        .status()
+        .as_u16()
+}
+
+async fn stranger_cannot_lock_a_person_out(db: Db) {
+    let ts = TestServer::start(db).await;
+    let a = org(&ts, Plan::Payg).await;
+    // Someone at another address guesses until they are refused...
+    for _ in 0..5 {
+        assert_eq!(
+            login_from(&ts, [127, 0, 0, 2], &a.owner.email, "guess").await,
+            401
+        );
+    }
+    assert_eq!(
+        login_from(&ts, [127, 0, 0, 2], &a.owner.email, PASSWORD).await,
+        429,
+        "the guessing address is throttled for this email"
+    );
+    // ...while the person signs in from their own address as usual.
+    assert_eq!(login(&ts, &a.owner.email, PASSWORD).await.status, 200);
+    ts.stop().await;
+}
+
+async fn concurrent_guesses_are_counted_before_they_are_checked(db: Db) {
+    let ts = TestServer::start(db).await;
+    let a = org(&ts, Plan::Payg).await;
+    let guesses = (0..40).map(|i| {
+        let ts = &ts;
+        let email = a.owner.email.clone();
+        async move { login(ts, &email, &format!("wrong guess {i}")).await.status }
+    });
+    let statuses = futures::future::join_all(guesses).await;
+    let evaluated = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((evaluated, refused), (5, 35), "{statuses:?}");
+    let failures: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'user.login_failed'")
+            .fetch_one(ts.store.pool())
+            .await
+            .expect("count");
+    assert_eq!(failures, 5, "only the evaluated guesses were audited");
+    ts.stop().await;
+}
+
+async fn failed_login_audit_keeps_a_bounded_email(db: Db) {
+    let ts = TestServer::start(db).await;
+    let long = format!("{}@example.com", "x".repeat(20_000));
+    assert_eq!(login(&ts, &long, "whatever password").await.status, 401);
+    let details: String =
+        sqlx::query_scalar("SELECT details FROM audit_log WHERE action = 'user.login_failed'")
+            .fetch_one(ts.store.pool())
+            .await
+            .expect("audit entry");
+    assert!(details.len() < 1_000, "{} bytes", details.len());
+    ts.stop().await;
+}
+
 async fn no_secret_in_database_or_logs(db: Db) {
     let logs = captured_logs();
     let ts = TestServer::start(db).await;
@@ -381,5 +451,8 @@ both_databases!(
     csrf_is_required_for_cookie_sessions,
     no_session_fixation,
     login_throttling_without_enumeration,
+    stranger_cannot_lock_a_person_out,
+    concurrent_guesses_are_counted_before_they_are_checked,
+    failed_login_audit_keeps_a_bounded_email,
     no_secret_in_database_or_logs,
 );

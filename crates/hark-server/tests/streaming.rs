@@ -243,6 +243,29 @@ async fn token_ranges(db: Db) {
     ts.stop().await;
 }
 
+async fn token_refuses_unknown_parameters(db: Db) {
+    let ts = scripted(db).await;
+    let t = ts.tenant(Plan::Payg).await;
+    for q in [
+        "expires_in_seconds=60&foo=1",
+        "foo=1&expires_in_seconds=60",
+        "expires_in_seconds=60&max_session_duration_seconds=60&foo=",
+    ] {
+        let r = mint(&ts, &t.key, q).await;
+        r.exact_error(
+            400,
+            "Unknown query parameter 'foo': /v3/token takes expires_in_seconds and max_session_duration_seconds",
+        );
+    }
+    // No token was minted by a refused request.
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM stream_tokens")
+        .fetch_one(ts.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+    ts.stop().await;
+}
+
 async fn session_with_api_key(db: Db) {
     let ts = scripted(db).await;
     let t = ts.tenant(Plan::Payg).await;
@@ -936,6 +959,7 @@ async fn plain_http_to_ws_is_refused(db: Db) {
 
 both_databases!(
     token_ranges,
+    token_refuses_unknown_parameters,
     session_with_api_key,
     tokens_open_one_session_each,
     concurrent_redemption_exactly_once,

@@ -265,4 +265,45 @@ async fn bad_credentials_are_refused(db: Db) {
     ts.stop().await;
 }
 
-both_databases!(foreign_keys_see_nothing, bad_credentials_are_refused);
+/// `/health` stays open without credentials (load balancers) and, when an
+/// `Authorization` header is sent, answers 200 only for a usable key: the check a
+/// rotation runbook makes before revoking the old key.
+async fn health_checks_a_presented_key(db: Db) {
+    let ts = TestServer::start(db).await;
+    let owner = ts.tenant(Plan::Payg).await;
+    let health = |auth: Option<String>| {
+        let mut req = ts.http.get(ts.url("/health"));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        send(req)
+    };
+    let r = health(None).await;
+    assert_eq!((r.status, r.json()), (200, json!({"status": "ok"})));
+    for good in [owner.key.clone(), format!("Bearer {}", owner.key)] {
+        let r = health(Some(good)).await;
+        assert_eq!((r.status, r.json()), (200, json!({"status": "ok"})));
+    }
+    let (revoked_id, revoked) = ts.key(owner.project, None).await;
+    assert_eq!(health(Some(revoked.clone())).await.status, 200);
+    ts.revoke(revoked_id).await;
+    let (_, expired) = ts.key(owner.project, Some(1)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for bad in [
+        String::new(),
+        "not-a-key".into(),
+        keys::generate(SecretKind::ApiKey).into_inner(),
+        keys::generate(SecretKind::TempToken).into_inner(),
+        format!("Bearer {revoked}"),
+        expired,
+    ] {
+        health(Some(bad.clone())).await.exact_error(401, AUTH_ERROR);
+    }
+    ts.stop().await;
+}
+
+both_databases!(
+    foreign_keys_see_nothing,
+    bad_credentials_are_refused,
+    health_checks_a_presented_key
+);

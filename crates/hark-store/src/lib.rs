@@ -32,14 +32,21 @@ pub use model::*;
 pub use sql::{Backend, SqlStore};
 use std::sync::Arc;
 pub use streaming::*;
-pub use users::{normalize_email, LoginSession, NewSession, TotpRecord, User, UserStore};
+pub use users::{
+    normalize_email, LoginAttempt, LoginSession, NewSession, TotpRecord, User, UserStore,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0} not found")]
     NotFound(&'static str),
-    #[error("the plan allows at most {limit} {what}")]
-    LimitReached { what: &'static str, limit: i64 },
+    /// A write would pass the account's limit (the text comes from `hark_core::plan`).
+    #[error("{}", hark_core::plan::LimitReached { plan: *plan, limit: *what, max: *limit })]
+    LimitReached {
+        plan: hark_core::Plan,
+        what: hark_core::plan::Limit,
+        limit: i64,
+    },
     #[error("{0}")]
     Conflict(String),
     #[error("stored data is inconsistent: {0}")]

@@ -19,7 +19,8 @@ pub struct AuditFilter {
     pub limit: u32,
 }
 
-/// A key's traffic: transcripts it created and the audio it was billed for.
+/// A key's traffic: transcripts it created and the audio it was billed for (seconds,
+/// rounded to the millisecond).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct KeyTraffic {
     pub transcripts: i64,
@@ -182,6 +183,8 @@ impl ManageStore for SqlStore {
             "DELETE FROM uploads WHERE account_id = $1",
             "DELETE FROM api_keys WHERE account_id = $1",
             "DELETE FROM projects WHERE account_id = $1",
+            // Unsent invite mail carries the invite's id (and its token in clear).
+            "DELETE FROM outbox WHERE sent_at IS NULL AND id IN (SELECT id FROM invites WHERE account_id = $1)",
             "DELETE FROM invites WHERE account_id = $1",
             "DELETE FROM usage_events WHERE account_id = $1",
             "DELETE FROM memberships WHERE account_id = $1",
@@ -319,7 +322,7 @@ impl ManageStore for SqlStore {
         for r in &rows {
             let id = crate::sql::parse_id(r, "api_key_id", ApiKeyId::parse)?;
             out.entry(id).or_default().audio_seconds =
-                r.try_get::<Option<f64>, _>("s")?.unwrap_or(0.0);
+                hark_core::units::seconds_to_ms(r.try_get::<Option<f64>, _>("s")?.unwrap_or(0.0));
         }
         Ok(out)
     }

@@ -92,6 +92,19 @@ fn invite_from_row(row: &AnyRow) -> StoreResult<Invite> {
     })
 }
 
+/// Drops an ended invite's mail if it has not gone out: it would invite to nothing, and
+/// its body holds the invite's token in clear.
+pub(crate) async fn drop_unsent_invite_mail(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    invite: InviteId,
+) -> StoreResult<()> {
+    sqlx::query("DELETE FROM outbox WHERE id = $1 AND sent_at IS NULL")
+        .bind(invite.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 const INVITE_COLUMNS: &str =
     "id, account_id, email, role, invited_by, created_at, expires_at, accepted_at";
 
@@ -100,10 +113,21 @@ pub(crate) async fn insert_mail(
     mail: &Mail,
     now: Millis,
 ) -> StoreResult<()> {
+    insert_mail_as(tx, &uuid::Uuid::now_v7().to_string(), mail, now).await
+}
+
+/// Queues `mail` under the outbox id `id`. An invite's mail takes the invite's id (both
+/// time-ordered UUIDs), so the mail can be dropped when the invite ends.
+pub(crate) async fn insert_mail_as(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    id: &str,
+    mail: &Mail,
+    now: Millis,
+) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO outbox (id, to_addr, subject, body, created_at) VALUES ($1, $2, $3, $4, $5)",
     )
-    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(id)
     .bind(&mail.to)
     .bind(&mail.subject)
     .bind(&mail.body)
@@ -366,7 +390,8 @@ impl MemberStore for SqlStore {
         let limit = i64::from(acct.0.limits.members);
         if members + pending >= limit {
             return Err(StoreError::LimitReached {
-                what: "members (active and invited)",
+                plan: acct.0.plan,
+                what: hark_core::plan::Limit::Members,
                 limit,
             });
         }
@@ -404,7 +429,7 @@ impl MemberStore for SqlStore {
         .bind(new.expires_at)
         .execute(&mut *tx)
         .await?;
-        insert_mail(&mut tx, &mail, now).await?;
+        insert_mail_as(&mut tx, &new.id.to_string(), &mail, now).await?;
         append_audit(
             &mut tx,
             Some(new.account_id),
@@ -468,6 +493,7 @@ impl MemberStore for SqlStore {
         if deleted == 0 {
             return Ok(false);
         }
+        drop_unsent_invite_mail(&mut tx, id).await?;
         append_audit(
             &mut tx,
             Some(account),
@@ -505,6 +531,7 @@ impl MemberStore for SqlStore {
         if claimed == 0 {
             return Err(StoreError::NotFound("invite"));
         }
+        drop_unsent_invite_mail(&mut tx, invite.id).await?;
         let existing: Option<String> = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
             .bind(&invite.email)
             .fetch_optional(&mut *tx)

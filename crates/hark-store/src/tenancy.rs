@@ -233,7 +233,8 @@ impl AccountStore for SqlStore {
         let limit = i64::from(acct.0.limits.projects);
         if count >= limit {
             return Err(StoreError::LimitReached {
-                what: "projects",
+                plan: acct.0.plan,
+                what: hark_core::plan::Limit::Projects,
                 limit,
             });
         }
@@ -323,17 +324,20 @@ impl KeyStore for SqlStore {
             .await?
             .ok_or(StoreError::NotFound("project"))?;
         let (mut tx, acct) = self.begin_for_account(project.account_id).await?;
-        // Revoked keys, and rotated ones in their grace period, no longer count.
+        // Revoked and expired keys, and rotated ones in their grace period, no longer count.
         let count: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM api_keys WHERE account_id = $1 AND revoked_at IS NULL AND replaced_by IS NULL",
+            "SELECT count(*) FROM api_keys WHERE account_id = $1 AND revoked_at IS NULL AND replaced_by IS NULL \
+             AND (expires_at IS NULL OR expires_at > $2)",
         )
         .bind(project.account_id.to_string())
+        .bind(now)
         .fetch_one(&mut *tx)
         .await?;
         let limit = i64::from(acct.0.limits.api_keys);
         if count >= limit {
             return Err(StoreError::LimitReached {
-                what: "API keys",
+                plan: acct.0.plan,
+                what: hark_core::plan::Limit::ApiKeys,
                 limit,
             });
         }

@@ -23,6 +23,12 @@ pub struct User {
     pub mfa_enabled: bool,
 }
 
+/// The rows one counted sign-in attempt left (see [`UserStore::begin_login_attempt`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginAttempt {
+    pub row_ids: Vec<String>,
+}
+
 /// A login session as stored (the token itself is never stored).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoginSession {
@@ -120,6 +126,27 @@ pub trait UserStore: Send + Sync {
     ) -> StoreResult<()>;
     /// Failed logins of `subject` at or after `since`.
     async fn login_failures_since(&self, subject: &str, since: Millis) -> StoreResult<i64>;
+    /// Counts a sign-in attempt against each `(subject, limit)` before its credential is
+    /// checked. When some subject already has `limit` attempts at or after `since`,
+    /// nothing is recorded and the answer is `None`; otherwise one row per subject is
+    /// recorded, and it stays as a failure unless [`UserStore::forgive_login_attempt`]
+    /// removes it. Serialised with every other write, so concurrent attempts (on any
+    /// node) can never together pass more than `limit`.
+    async fn begin_login_attempt(
+        &self,
+        subjects: &[(String, i64)],
+        since: Millis,
+    ) -> StoreResult<Option<LoginAttempt>>;
+    /// The attempt succeeded (or was not a guess): its rows go.
+    async fn forgive_login_attempt(&self, attempt: &LoginAttempt) -> StoreResult<()>;
+    /// Audits a failed attempt (installation log; the subjects name an email and an
+    /// address, not a secret).
+    async fn audit_login_failure(
+        &self,
+        subjects: &[String],
+        user: Option<UserId>,
+        reason: &str,
+    ) -> StoreResult<()>;
 
     /// Creates a session after a successful login, audited in the same transaction;
     /// clears the email's failure count.
@@ -313,6 +340,78 @@ impl UserStore for SqlStore {
                 .await?;
         }
         // The subjects name an email and an address, not a secret.
+        append_audit(
+            &mut tx,
+            None,
+            &Actor::System,
+            "user.login_failed",
+            &user.map(|u| u.to_string()).unwrap_or_default(),
+            json!({"subjects": subjects, "reason": reason}),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn begin_login_attempt(
+        &self,
+        subjects: &[(String, i64)],
+        since: Millis,
+    ) -> StoreResult<Option<LoginAttempt>> {
+        let now = self.now();
+        // `begin_write` takes the store's write lock first, so the counts below cannot
+        // go stale before the rows are inserted.
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM login_failures WHERE created_at < $1")
+            .bind(now - FAILURE_RETENTION_MS)
+            .execute(&mut *tx)
+            .await?;
+        for (subject, limit) in subjects {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM login_failures WHERE subject = $1 AND created_at >= $2",
+            )
+            .bind(subject)
+            .bind(since)
+            .fetch_one(&mut *tx)
+            .await?;
+            if n >= *limit {
+                return Ok(None);
+            }
+        }
+        let mut row_ids = Vec::with_capacity(subjects.len());
+        for (subject, _) in subjects {
+            let id = uuid::Uuid::now_v7().to_string();
+            sqlx::query("INSERT INTO login_failures (id, subject, created_at) VALUES ($1, $2, $3)")
+                .bind(&id)
+                .bind(subject)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            row_ids.push(id);
+        }
+        tx.commit().await?;
+        Ok(Some(LoginAttempt { row_ids }))
+    }
+
+    async fn forgive_login_attempt(&self, attempt: &LoginAttempt) -> StoreResult<()> {
+        for id in &attempt.row_ids {
+            sqlx::query("DELETE FROM login_failures WHERE id = $1")
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn audit_login_failure(
+        &self,
+        subjects: &[String],
+        user: Option<UserId>,
+        reason: &str,
+    ) -> StoreResult<()> {
+        let now = self.now();
+        let mut tx = self.begin_write().await?;
         append_audit(
             &mut tx,
             None,

@@ -171,7 +171,8 @@ async fn project_limit_and_overrides(c: Ctx) {
     assert!(matches!(
         err,
         StoreError::LimitReached {
-            what: "projects",
+            plan: Plan::Free,
+            what: hark_core::plan::Limit::Projects,
             limit: 2
         }
     ));
@@ -750,6 +751,34 @@ mod management {
                 .unwrap(),
             1
         );
+        // Counted attempts: refused at a subject's limit (nothing recorded then); a
+        // forgiven attempt leaves no row.
+        let subjects = vec![("pair:y|a".to_string(), 2), ("addr:a".to_string(), 10)];
+        let first = c
+            .store
+            .begin_login_attempt(&subjects, T0)
+            .await
+            .unwrap()
+            .expect("counted");
+        c.store.forgive_login_attempt(&first).await.unwrap();
+        assert_eq!(c.store.login_failures_since("addr:a", T0).await.unwrap(), 0);
+        for _ in 0..2 {
+            assert!(c
+                .store
+                .begin_login_attempt(&subjects, T0)
+                .await
+                .unwrap()
+                .is_some());
+        }
+        assert_eq!(
+            c.store.begin_login_attempt(&subjects, T0).await.unwrap(),
+            None
+        );
+        assert_eq!(c.store.login_failures_since("addr:a", T0).await.unwrap(), 2);
+        c.store
+            .audit_login_failure(&["pair:y|a".into()], None, "bad_credentials")
+            .await
+            .unwrap();
         // TOTP: steps are accepted once, in increasing order; recovery codes once.
         c.store.begin_totp(u.id, "sealed-seed").await.unwrap();
         assert!(!c.store.get_user(u.id).await.unwrap().unwrap().mfa_enabled);
@@ -1197,4 +1226,201 @@ async fn stream_rate_limit_and_lost_sessions(c: Ctx) {
         Some((renewed_at - opened[1].started_at) as f64 / 1000.0)
     );
     assert!(events.iter().all(|e| e.event.product == "streaming"));
+}
+
+/// Issue 14 (papercuts a newcomer hit): reported figures, limit texts, the invite outbox.
+mod papercuts {
+    use super::*;
+
+    conformance!(
+        key_traffic_seconds_round_to_the_millisecond,
+        key_limit_counts_the_account_without_revoked_or_expired_keys,
+        ended_invites_leave_no_unsent_mail,
+    );
+
+    /// An invite's unsent mail goes when the invite ends (revoked, accepted, or its
+    /// account deleted), in the same transaction; sent mail and other mail stay.
+    async fn ended_invites_leave_no_unsent_mail(c: Ctx) {
+        use hark_core::keys::SecretDigest;
+        use hark_core::{InviteId, Role};
+        let a = new_account(&c.store, Plan::Payg).await;
+        let invite = |email: &str, token: &str| {
+            (
+                NewInvite {
+                    id: InviteId::new(),
+                    account_id: a.account.id,
+                    email: email.into(),
+                    role: Role::Reader,
+                    digest_hex: SecretDigest::of(token).to_hex(),
+                    expires_at: T0 + 86_400_000,
+                },
+                Mail {
+                    to: email.into(),
+                    subject: "invite".into(),
+                    body: format!("token {token}"),
+                },
+            )
+        };
+        let unsent_to = |store: SqlStore| async move {
+            let mut to: Vec<String> = store
+                .outbox(true)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| m.mail.to)
+                .collect();
+            to.sort();
+            to
+        };
+        let mut ids = Vec::new();
+        for who in ["revoked", "accepted", "sent", "pending"] {
+            let (new, mail) = invite(&format!("{who}@example.com"), who);
+            ids.push(new.id);
+            c.store
+                .create_invite(new, mail, &Actor::Operator)
+                .await
+                .unwrap();
+        }
+        c.store
+            .enqueue_mail(Mail {
+                to: "notice@example.com".into(),
+                subject: "notice".into(),
+                body: "n".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(unsent_to(c.store.clone()).await.len(), 5);
+        let sent = c.store.outbox(true).await.unwrap();
+        let sent = sent
+            .iter()
+            .find(|m| m.mail.to == "sent@example.com")
+            .unwrap();
+        c.store.mark_mail_sent(&sent.id).await.unwrap();
+
+        assert!(c
+            .store
+            .delete_invite(a.account.id, ids[0], &Actor::Operator)
+            .await
+            .unwrap());
+        c.store
+            .accept_invite(
+                &SecretDigest::of("accepted").to_hex(),
+                (UserId::new(), "hash".into()),
+            )
+            .await
+            .unwrap();
+        // The sent invite ends too; its (sent) entry stays as the record of delivery.
+        assert!(c
+            .store
+            .delete_invite(a.account.id, ids[2], &Actor::Operator)
+            .await
+            .unwrap());
+        assert_eq!(
+            unsent_to(c.store.clone()).await,
+            ["notice@example.com", "pending@example.com"]
+        );
+        assert_eq!(c.store.outbox(false).await.unwrap().len(), 3);
+
+        // Deleting the account drops the pending invite's mail with the invite.
+        let accepted = c
+            .store
+            .members(a.account.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|m| m.email == "accepted@example.com")
+            .unwrap();
+        c.store
+            .remove_member(a.account.id, accepted.user_id, &Actor::Operator)
+            .await
+            .unwrap();
+        c.store
+            .delete_account(a.account.id, &Actor::Operator)
+            .await
+            .unwrap();
+        assert_eq!(unsent_to(c.store.clone()).await, ["notice@example.com"]);
+    }
+
+    /// The key limit counts usable keys of every project of the account; revoked and
+    /// expired keys free their place; the refusal names plan, limit and what counts.
+    async fn key_limit_counts_the_account_without_revoked_or_expired_keys(c: Ctx) {
+        let a = new_account(&c.store, Plan::Free).await;
+        let second = c
+            .store
+            .create_project(
+                a.account.id,
+                NewProject {
+                    id: ProjectId::new(),
+                    name: "second".into(),
+                    webhook_secret_sealed: "s".into(),
+                },
+                &Actor::Operator,
+            )
+            .await
+            .unwrap();
+        let mut expiring = new_key(a.project.id, "expiring");
+        expiring.expires_at = Some(T0 + 1_000);
+        c.store
+            .create_api_key(expiring, &Actor::Operator)
+            .await
+            .unwrap();
+        let revoked = c
+            .store
+            .create_api_key(new_key(second.id, "revoked"), &Actor::Operator)
+            .await
+            .unwrap();
+        // Two keys over two projects: the Free plan's two are used up.
+        let err = c
+            .store
+            .create_api_key(new_key(second.id, "third"), &Actor::Operator)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "this account's plan (free) allows at most 2 API keys (keys of all the account's projects count; revoked, expired and rotated-out keys do not); the operator can change the plan or raise the limit"
+        );
+        c.store
+            .revoke_api_key(revoked.id, &Actor::Operator)
+            .await
+            .unwrap();
+        c.store
+            .create_api_key(new_key(second.id, "after revoke"), &Actor::Operator)
+            .await
+            .unwrap();
+        assert!(matches!(
+            c.store
+                .create_api_key(new_key(second.id, "refused"), &Actor::Operator)
+                .await,
+            Err(StoreError::LimitReached { limit: 2, .. })
+        ));
+        c.clock.advance_ms(1_000);
+        c.store
+            .create_api_key(new_key(second.id, "after expiry"), &Actor::Operator)
+            .await
+            .unwrap();
+    }
+
+    /// Sums of stored seconds are reported to the millisecond: no `75.92637500000001`.
+    async fn key_traffic_seconds_round_to_the_millisecond(c: Ctx) {
+        let a = new_account(&c.store, Plan::Payg).await;
+        let key = ApiKeyId::new();
+        for (i, seconds) in [30.1, 25.726375, 20.1].into_iter().enumerate() {
+            c.store
+                .record_usage(NewUsageEvent {
+                    idempotency_key: format!("transcript:{i}"),
+                    account_id: a.account.id,
+                    project_id: a.project.id,
+                    api_key_id: key,
+                    product: "speech_to_text".into(),
+                    model: "whisper-tiny.en".into(),
+                    audio_seconds: seconds,
+                    session_seconds: None,
+                })
+                .await
+                .unwrap();
+        }
+        let traffic = c.store.key_traffic(a.project.id).await.unwrap();
+        let seconds = traffic[&key].audio_seconds;
+        assert_eq!(serde_json::json!(seconds).to_string(), "75.926");
+    }
 }

@@ -63,7 +63,7 @@ fn support_commands(database_url: Option<String>) {
         &hash
     ));
     // A second member, through an invite (its mail lands in the outbox).
-    let token = keys::generate(SecretKind::TempToken);
+    let token = keys::generate(SecretKind::Invite);
     let digest = SecretDigest::of(token.expose()).to_hex();
     rt.block_on(store.create_invite(
         NewInvite {

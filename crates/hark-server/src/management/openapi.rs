@@ -1,12 +1,24 @@
-//! The management API's route table — one list that both mounts the handlers and
-//! generates the OpenAPI 3 document served at `/api/v1/openapi.json`, so the
-//! document cannot drift from the router.
+//! The management API's route table: one list that mounts the handlers and generates
+//! the OpenAPI 3 document served at `/api/v1/openapi.json`. Request and response
+//! schemas are derived from the Rust types the handlers take and return (`schemars`),
+//! so the document cannot drift from the router or from the bodies.
 
+use super::error::ErrorBody;
 use super::{accounts, audit, keys, mfa, sessions};
+use crate::manage::accounts::{AcceptInput, AccountUpdate, InviteInput, MemberUpdate};
+use crate::manage::audit::AuditQuery;
+use crate::manage::mfa::ConfirmInput;
+use crate::manage::projects::{KeyInput, ProjectInput, RotateInput};
+use crate::manage::sessions::{PasswordChange, ReauthInput};
+use crate::manage::views::*;
+use crate::manage::MAX_PAGE;
 use crate::AppState;
 use axum::routing::{delete, get, patch, post, MethodRouter};
 use axum::Json;
 use hark_core::Permission;
+use schemars::gen::{SchemaGenerator, SchemaSettings};
+use schemars::schema::Schema;
+use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 
 /// How an endpoint authenticates.
@@ -16,8 +28,45 @@ pub enum Auth {
     Session,
 }
 
+/// Adds a type's schema to the generator's components and returns a reference to it.
+type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
+
+fn schema_of<T: JsonSchema>(g: &mut SchemaGenerator) -> Schema {
+    g.subschema_for::<T>()
+}
+
+/// The query parameters of a flat query type, as OpenAPI parameter objects.
+type ParamsFn = fn() -> Vec<Value>;
+
+fn query_params_of<T: JsonSchema>() -> Vec<Value> {
+    let root = SchemaGenerator::new(settings()).into_root_schema_for::<T>();
+    let v = serde_json::to_value(&root.schema).unwrap_or_default();
+    v["properties"]
+        .as_object()
+        .map(|props| {
+            props
+                .iter()
+                .map(|(name, schema)| {
+                    let mut schema = schema.clone();
+                    let description = schema.as_object_mut().and_then(|o| o.remove("description"));
+                    let mut p = json!({"name": name, "in": "query", "schema": schema});
+                    if let Some(d) = description {
+                        p["description"] = d;
+                    }
+                    p
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// OpenAPI 3.0 flavour: `nullable`, components under `#/components/schemas/`.
+fn settings() -> SchemaSettings {
+    SchemaSettings::openapi3()
+}
+
 /// One documented endpoint.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Endpoint {
     pub method: &'static str,
     pub path: &'static str,
@@ -25,15 +74,15 @@ pub struct Endpoint {
     pub auth: Auth,
     /// The permission the caller's role needs in the account of the path.
     pub permission: Option<Permission>,
-    /// Request body fields (name, JSON type, required).
-    pub body: &'static [(&'static str, &'static str, bool)],
+    pub body: Option<SchemaFn>,
+    pub query: Option<ParamsFn>,
     pub paginated: bool,
     pub success: u16,
-    /// The component schema of the success body (a page of it when `paginated`).
-    pub response: Option<&'static str>,
+    /// The success body (one page of it when `paginated`).
+    pub response: Option<SchemaFn>,
 }
 
-const fn ep(
+fn ep(
     method: &'static str,
     path: &'static str,
     summary: &'static str,
@@ -46,7 +95,8 @@ const fn ep(
         summary,
         auth,
         permission,
-        body: &[],
+        body: None,
+        query: None,
         paginated: false,
         success: 200,
         response: None,
@@ -54,20 +104,24 @@ const fn ep(
 }
 
 impl Endpoint {
-    const fn body(mut self, body: &'static [(&'static str, &'static str, bool)]) -> Self {
-        self.body = body;
+    fn body<T: JsonSchema>(mut self) -> Self {
+        self.body = Some(schema_of::<T>);
         self
     }
-    const fn paged(mut self) -> Self {
+    fn query<T: JsonSchema>(mut self) -> Self {
+        self.query = Some(query_params_of::<T>);
+        self
+    }
+    fn paged(mut self) -> Self {
         self.paginated = true;
         self
     }
-    const fn status(mut self, code: u16) -> Self {
+    fn status(mut self, code: u16) -> Self {
         self.success = code;
         self
     }
-    const fn returns(mut self, schema: &'static str) -> Self {
-        self.response = Some(schema);
+    fn returns<T: JsonSchema>(mut self) -> Self {
+        self.response = Some(schema_of::<T>);
         self
     }
 }
@@ -79,56 +133,56 @@ pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
     vec![
         (ep("get", "/openapi.json", "This OpenAPI document", Open, None), get(document)),
         (
-            ep("post", "/auth/login", "Log in; returns a session token and sets the session and CSRF cookies", Open, None).returns("LoginResult")
-                .body(&[("email", "string", true), ("password", "string", true), ("totp_code", "string", false), ("recovery_code", "string", false), ("return_token", "boolean", false)]),
+            ep("post", "/auth/login", "Log in; returns a session token and sets the session and CSRF cookies", Open, None).returns::<LoginResult>()
+                .body::<sessions::LoginRequest>(),
             post(sessions::login),
         ),
         (ep("post", "/auth/logout", "End this session", Session, None).status(204), post(sessions::logout)),
         (
-            ep("post", "/auth/reauth", "Re-enter the password or a TOTP code (opens a 5-minute window for sensitive actions)", Session, None).returns("Reauthenticated")
-                .body(&[("password", "string", false), ("totp_code", "string", false)]),
+            ep("post", "/auth/reauth", "Re-enter the password or a TOTP code (opens a 5-minute window for sensitive actions)", Session, None).returns::<Reauthenticated>()
+                .body::<ReauthInput>(),
             post(sessions::reauth),
         ),
-        (ep("get", "/me", "The caller, their accounts and roles, and the current account", Session, None).returns("Profile"), get(sessions::me)),
+        (ep("get", "/me", "The caller, their accounts and roles, and the current account", Session, None).returns::<Profile>(), get(sessions::me)),
         (
             ep("post", "/me/password", "Change the password (ends other sessions)", Session, None)
-                .body(&[("current_password", "string", true), ("new_password", "string", true)])
+                .body::<PasswordChange>()
                 .status(204),
             post(sessions::change_password),
         ),
         (
-            ep("post", "/me/account", "Switch the current account", Session, None).returns("Profile").body(&[("account_id", "string", true)]),
+            ep("post", "/me/account", "Switch the current account", Session, None).returns::<Profile>().body::<sessions::SwitchAccount>(),
             post(sessions::switch_account),
         ),
-        (ep("post", "/me/mfa/totp", "Start TOTP enrolment (seed and otpauth URI)", Session, None).returns("TotpEnrolment"), post(mfa::begin)),
+        (ep("post", "/me/mfa/totp", "Start TOTP enrolment (seed and otpauth URI)", Session, None).returns::<TotpEnrolment>(), post(mfa::begin)),
         (ep("delete", "/me/mfa/totp", "Disable TOTP (needs recent re-authentication)", Session, None).status(204), delete(mfa::disable)),
         (
-            ep("post", "/me/mfa/totp/confirm", "Confirm TOTP with a code; returns ten recovery codes", Session, None).returns("RecoveryCodes")
-                .body(&[("code", "string", true)]),
+            ep("post", "/me/mfa/totp/confirm", "Confirm TOTP with a code; returns ten recovery codes", Session, None).returns::<RecoveryCodes>()
+                .body::<ConfirmInput>(),
             post(mfa::confirm),
         ),
         (
-            ep("post", "/invites/accept", "Accept an invite with the mailed token", Open, None).returns("InviteAccepted")
-                .body(&[("token", "string", true), ("password", "string", true)]),
+            ep("post", "/invites/accept", "Accept an invite with the mailed token", Open, None).returns::<InviteAccepted>()
+                .body::<AcceptInput>(),
             post(accounts::accept_invite),
         ),
-        (ep("get", "/accounts", "The caller's accounts", Session, None).returns("AccountMembership").paged(), get(accounts::list_accounts)),
-        (ep("get", "/accounts/{account}", "An account", Session, Some(ViewProjects)).returns("Account"), get(accounts::get_account)),
+        (ep("get", "/accounts", "The caller's accounts", Session, None).returns::<AccountMembership>().paged(), get(accounts::list_accounts)),
+        (ep("get", "/accounts/{account}", "An account", Session, Some(ViewProjects)).returns::<AccountView>(), get(accounts::get_account)),
         (
-            ep("patch", "/accounts/{account}", "Rename the account or set Require MFA for all members", Session, Some(ManageSettings)).returns("Account")
-                .body(&[("name", "string", false), ("require_mfa", "boolean", false)]),
+            ep("patch", "/accounts/{account}", "Rename the account or set Require MFA for all members", Session, Some(ManageSettings)).returns::<AccountView>()
+                .body::<AccountUpdate>(),
             patch(accounts::update_account),
         ),
         (
             ep("delete", "/accounts/{account}", "Delete the account and everything in it (sole Owner, recent re-authentication)", Session, Some(DeleteAccount)).status(204),
             delete(accounts::delete_account),
         ),
-        (ep("get", "/accounts/{account}/billing", "Plan, limits and billing email", Session, Some(ManageBilling)).returns("Billing"), get(accounts::billing)),
-        (ep("get", "/accounts/{account}/usage", "Usage summary", Session, Some(ViewUsage)).returns("Usage"), get(audit::usage)),
-        (ep("get", "/accounts/{account}/members", "Members with role and MFA status", Session, Some(ViewMembers)).returns("Member").paged(), get(accounts::list_members)),
+        (ep("get", "/accounts/{account}/billing", "Plan, limits and billing email", Session, Some(ManageBilling)).returns::<Billing>(), get(accounts::billing)),
+        (ep("get", "/accounts/{account}/usage", "Usage summary", Session, Some(ViewUsage)).returns::<UsageSummary>(), get(audit::usage)),
+        (ep("get", "/accounts/{account}/members", "Members with role and MFA status", Session, Some(ViewMembers)).returns::<Member>().paged(), get(accounts::list_members)),
         (
             ep("patch", "/accounts/{account}/members/{user}", "Change a member's role", Session, Some(ManageMembers))
-                .body(&[("role", "string", true)])
+                .body::<MemberUpdate>()
                 .status(204),
             patch(accounts::update_member),
         ),
@@ -136,10 +190,10 @@ pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
             ep("delete", "/accounts/{account}/members/{user}", "Remove a member (ends their sessions)", Session, Some(ManageMembers)).status(204),
             delete(accounts::remove_member),
         ),
-        (ep("get", "/accounts/{account}/invites", "Pending invites", Session, Some(ViewMembers)).returns("Invite").paged(), get(accounts::list_invites)),
+        (ep("get", "/accounts/{account}/invites", "Pending invites", Session, Some(ViewMembers)).returns::<InviteView>().paged(), get(accounts::list_invites)),
         (
-            ep("post", "/accounts/{account}/invites", "Invite an email (role defaults to reader)", Session, Some(ManageMembers)).returns("Invite")
-                .body(&[("email", "string", true), ("role", "string", false)])
+            ep("post", "/accounts/{account}/invites", "Invite an email (role defaults to reader)", Session, Some(ManageMembers)).returns::<InviteView>()
+                .body::<InviteInput>()
                 .status(201),
             post(accounts::create_invite),
         ),
@@ -147,16 +201,16 @@ pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
             ep("delete", "/accounts/{account}/invites/{invite}", "Revoke a pending invite", Session, Some(ManageMembers)).status(204),
             delete(accounts::delete_invite),
         ),
-        (ep("get", "/accounts/{account}/projects", "Projects", Session, Some(ViewProjects)).returns("Project").paged(), get(keys::list_projects)),
+        (ep("get", "/accounts/{account}/projects", "Projects", Session, Some(ViewProjects)).returns::<ProjectView>().paged(), get(keys::list_projects)),
         (
-            ep("post", "/accounts/{account}/projects", "Create a project", Session, Some(ManageProjects)).returns("Project")
-                .body(&[("name", "string", true)])
+            ep("post", "/accounts/{account}/projects", "Create a project", Session, Some(ManageProjects)).returns::<ProjectView>()
+                .body::<ProjectInput>()
                 .status(201),
             post(keys::create_project),
         ),
-        (ep("get", "/accounts/{account}/projects/{project}", "A project", Session, Some(ViewProjects)).returns("Project"), get(keys::get_project)),
+        (ep("get", "/accounts/{account}/projects/{project}", "A project", Session, Some(ViewProjects)).returns::<ProjectView>(), get(keys::get_project)),
         (
-            ep("patch", "/accounts/{account}/projects/{project}", "Rename a project", Session, Some(ManageProjects)).returns("Project").body(&[("name", "string", true)]),
+            ep("patch", "/accounts/{account}/projects/{project}", "Rename a project", Session, Some(ManageProjects)).returns::<ProjectView>().body::<ProjectInput>(),
             patch(keys::rename_project),
         ),
         (
@@ -164,36 +218,36 @@ pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
             delete(keys::delete_project),
         ),
         (
-            ep("get", "/accounts/{account}/projects/{project}/transcripts", "Transcripts of a project", Session, Some(ViewTranscripts)).returns("TranscriptSummary").paged(),
+            ep("get", "/accounts/{account}/projects/{project}/transcripts", "Transcripts of a project", Session, Some(ViewTranscripts)).returns::<TranscriptSummary>().paged(),
             get(keys::list_transcripts),
         ),
-        (ep("get", "/accounts/{account}/projects/{project}/keys", "API keys (masked), with last use and traffic", Session, Some(ViewApiKeys)).returns("ListedApiKey").paged(), get(keys::list_keys)),
+        (ep("get", "/accounts/{account}/projects/{project}/keys", "API keys (masked), with last use and traffic", Session, Some(ViewApiKeys)).returns::<ListedApiKey>().paged(), get(keys::list_keys)),
         (
-            ep("post", "/accounts/{account}/projects/{project}/keys", "Create an API key (the secret is returned once)", Session, Some(ManageApiKeys)).returns("NewApiKey")
-                .body(&[("name", "string", true), ("expires_in_seconds", "integer", false), ("scopes", "array", false)])
+            ep("post", "/accounts/{account}/projects/{project}/keys", "Create an API key (the secret is returned once)", Session, Some(ManageApiKeys)).returns::<NewApiKey>()
+                .body::<KeyInput>()
                 .status(201),
             post(keys::create_key),
         ),
         (
-            ep("delete", "/accounts/{account}/projects/{project}/keys/{key}", "Revoke an API key", Session, Some(ManageApiKeys)).returns("ApiKey"),
+            ep("delete", "/accounts/{account}/projects/{project}/keys/{key}", "Revoke an API key", Session, Some(ManageApiKeys)).returns::<ApiKeyView>(),
             delete(keys::revoke_key),
         ),
         (
-            ep("post", "/accounts/{account}/projects/{project}/keys/{key}/reveal", "Reveal a key (recent re-authentication; audited)", Session, Some(RevealApiKeys)).returns("RevealedKey"),
+            ep("post", "/accounts/{account}/projects/{project}/keys/{key}/reveal", "Reveal a key (recent re-authentication; audited)", Session, Some(RevealApiKeys)).returns::<RevealedKey>(),
             post(keys::reveal_key),
         ),
         (
-            ep("post", "/accounts/{account}/projects/{project}/keys/{key}/rotate", "Rotate a key with a grace period of 0 to 86400 s", Session, Some(ManageApiKeys)).returns("Rotation")
-                .body(&[("grace_seconds", "integer", true), ("name", "string", false)])
+            ep("post", "/accounts/{account}/projects/{project}/keys/{key}/rotate", "Rotate a key with a grace period of 0 to 86400 s", Session, Some(ManageApiKeys)).returns::<Rotation>()
+                .body::<RotateInput>()
                 .status(201),
             post(keys::rotate_key),
         ),
         (
-            ep("get", "/accounts/{account}/audit", "Audit log (filters action, actor, since, until)", Session, Some(ViewAuditLog)).returns("AuditEntry").paged(),
+            ep("get", "/accounts/{account}/audit", "Audit log (filters action, actor, since, until)", Session, Some(ViewAuditLog)).returns::<AuditEntryView>().paged().query::<AuditQuery>(),
             get(audit::list),
         ),
         (
-            ep("get", "/accounts/{account}/audit/export", "Audit log as NDJSON", Session, Some(ViewAuditLog)),
+            ep("get", "/accounts/{account}/audit/export", "Audit log as NDJSON", Session, Some(ViewAuditLog)).query::<AuditQuery>(),
             get(audit::export),
         ),
     ]
@@ -206,18 +260,27 @@ fn path_params(path: &str) -> Vec<Value> {
         .collect()
 }
 
+fn to_value(schema: &Schema) -> Value {
+    serde_json::to_value(schema).unwrap_or_default()
+}
+
 /// Builds the OpenAPI 3.0 document from [`endpoints`].
 pub fn build() -> Value {
+    let mut generator = SchemaGenerator::new(settings());
+    let error = to_value(&generator.subschema_for::<ErrorBody>());
     let mut paths: Map<String, Value> = Map::new();
     for (e, _) in endpoints() {
         let mut params = path_params(e.path);
-        if e.paginated {
-            params.push(json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": super::MAX_PAGE}}));
+        if e.paginated && e.query.is_none() {
+            params.push(json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}}));
             params.push(json!({"name": "cursor", "in": "query", "schema": {"type": "string"}}));
+        }
+        if let Some(query) = e.query {
+            params.extend(query());
         }
         let mut success = json!({"description": "Success"});
         if let Some(schema) = e.response {
-            let item = json!({"$ref": format!("#/components/schemas/{schema}")});
+            let item = to_value(&schema(&mut generator));
             let body = if e.paginated {
                 json!({"type": "object", "required": ["data", "has_more", "next_cursor"], "properties": {
                     "data": {"type": "array", "items": item},
@@ -234,7 +297,7 @@ pub fn build() -> Value {
             "parameters": params,
             "responses": {
                 e.success.to_string(): success,
-                "default": {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                "default": {"description": "Error", "content": {"application/json": {"schema": error.clone()}}},
             },
         });
         if let Some(p) = e.permission {
@@ -243,28 +306,20 @@ pub fn build() -> Value {
         if e.auth == Auth::None {
             op["security"] = json!([]);
         }
-        if !e.body.is_empty() {
-            let mut props = Map::new();
-            let mut required = Vec::new();
-            for (name, ty, req) in e.body {
-                let schema = if *ty == "array" {
-                    json!({"type": "array", "items": {"type": "string"}})
-                } else {
-                    json!({"type": ty})
-                };
-                props.insert((*name).to_string(), schema);
-                if *req {
-                    required.push(*name);
-                }
-            }
-            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {
-                "type": "object", "properties": props, "required": required}}}});
+        if let Some(body) = e.body {
+            op["requestBody"] = json!({"required": true, "content": {"application/json": {
+                "schema": to_value(&body(&mut generator))}}});
         }
         let entry = paths
             .entry(format!("/api/v1{}", e.path))
             .or_insert_with(|| json!({}));
         entry[e.method] = op;
     }
+    let schemas: Map<String, Value> = generator
+        .definitions()
+        .iter()
+        .map(|(name, schema)| (name.clone(), to_value(schema)))
+        .collect();
     json!({
         "openapi": "3.0.3",
         "info": {"title": "Hark management API", "version": env!("CARGO_PKG_VERSION")},
@@ -274,129 +329,9 @@ pub fn build() -> Value {
                 "session": {"type": "http", "scheme": "bearer", "description": "A hark_ses_ session token from /api/v1/auth/login"},
                 "cookie": {"type": "apiKey", "in": "cookie", "name": super::SESSION_COOKIE, "description": "Browsers; unsafe methods need the X-CSRF-Token header"},
             },
-            "schemas": schemas(),
+            "schemas": schemas,
         },
         "security": [{"session": []}, {"cookie": []}],
-    })
-}
-
-/// An object schema whose listed properties are all present in every response.
-fn object(props: &[(&str, Value)]) -> Value {
-    let mut p = Map::new();
-    for (k, v) in props {
-        p.insert((*k).to_string(), v.clone());
-    }
-    let required: Vec<&str> = props.iter().map(|(k, _)| *k).collect();
-    json!({"type": "object", "required": required, "properties": p})
-}
-
-/// The response bodies, as the handlers build them (a test compares live responses).
-pub fn schemas() -> Value {
-    let s = || json!({"type": "string"});
-    let ns = || json!({"type": "string", "nullable": true});
-    let t = || json!({"type": "string", "format": "date-time"});
-    let nt = || json!({"type": "string", "format": "date-time", "nullable": true});
-    let b = || json!({"type": "boolean"});
-    let i = || json!({"type": "integer"});
-    let role = || json!({"type": "string", "enum": ["owner", "admin", "reader"]});
-    let r = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
-    let api_key = [
-        ("id", s()),
-        ("project_id", s()),
-        ("name", s()),
-        ("masked_key", s()),
-        ("created_by", s()),
-        ("created_at", t()),
-        ("last_used_at", nt()),
-        ("expires_at", nt()),
-        ("revoked_at", nt()),
-        (
-            "scopes",
-            json!({"type": "array", "items": {"type": "string", "enum": ["transcripts:read", "transcripts:write", "streaming"]}}),
-        ),
-        ("replaced_by", ns()),
-        (
-            "status",
-            json!({"type": "string", "enum": ["active", "rotating", "expired", "revoked"]}),
-        ),
-    ];
-    let mut new_key = api_key.to_vec();
-    new_key.push(("key", s()));
-    let mut listed_key = api_key.to_vec();
-    listed_key.push((
-        "traffic",
-        object(&[
-            ("transcripts", i()),
-            ("audio_seconds", json!({"type": "number"})),
-        ]),
-    ));
-    let profile = [
-        (
-            "user",
-            object(&[
-                ("id", s()),
-                ("email", s()),
-                ("mfa_enabled", b()),
-                ("created_at", t()),
-            ]),
-        ),
-        (
-            "accounts",
-            json!({"type": "array", "items": r("AccountMembership")}),
-        ),
-        ("current_account_id", ns()),
-        ("mfa_enrollment_required", b()),
-    ];
-    let mut login = profile.to_vec();
-    login.extend([
-        ("csrf_token", s()),
-        ("session_id", s()),
-        ("expires_at", t()),
-    ]);
-    let mut login = object(&login);
-    // Present only when the request set `return_token`.
-    login["properties"]["token"] = s();
-    json!({
-        "Error": {"type": "object", "required": ["error", "code"], "properties": {
-            "error": s(), "code": s(), "permission": s()}},
-        "AccountMembership": object(&[("id", s()), ("name", s()), ("role", role()), ("require_mfa", b())]),
-        "Profile": object(&profile),
-        "LoginResult": login,
-        "Reauthenticated": object(&[("reauthenticated_at", t()), ("valid_until", t())]),
-        "TotpEnrolment": object(&[("secret", s()), ("otpauth_uri", s()), ("digits", i()), ("period", i())]),
-        "RecoveryCodes": object(&[("mfa_enabled", b()), ("recovery_codes", json!({"type": "array", "items": s()}))]),
-        "InviteAccepted": object(&[("account_id", s()), ("user_id", s()), ("role", role()), ("created_user", b()), ("accepted_at", t())]),
-        "Account": object(&[
-            ("id", s()), ("name", s()), ("plan", s()), ("require_mfa", b()), ("your_role", role()),
-            ("limits", object(&[("projects", i()), ("api_keys", i()), ("members", i())])),
-            ("created_at", t()),
-        ]),
-        "Billing": object(&[("plan", s()), ("limits", json!({"type": "object"})), ("billing_email", ns())]),
-        "Usage": object(&[
-            ("audio_seconds", json!({"type": "number"})), ("events", i()),
-            ("by_project", json!({"type": "object", "additionalProperties": {"type": "number"}})),
-            ("by_api_key", json!({"type": "object", "additionalProperties": {"type": "number"}})),
-            ("by_model", json!({"type": "object", "additionalProperties": {"type": "number"}})),
-        ]),
-        "Member": object(&[("user_id", s()), ("email", s()), ("role", role()), ("mfa_enabled", b()), ("joined_at", t())]),
-        "Invite": object(&[
-            ("id", s()), ("email", s()), ("role", role()), ("invited_by", s()), ("created_at", t()),
-            ("expires_at", t()), ("status", json!({"type": "string", "enum": ["pending"]})),
-        ]),
-        "Project": object(&[("id", s()), ("account_id", s()), ("name", s()), ("created_at", t())]),
-        "TranscriptSummary": object(&[
-            ("id", s()), ("status", s()), ("audio_url", s()), ("audio_duration", json!({"type": "number", "nullable": true})),
-            ("created_at", t()), ("completed_at", nt()), ("api_key_id", s()),
-        ]),
-        "ApiKey": object(&api_key),
-        "ListedApiKey": object(&listed_key),
-        "NewApiKey": object(&new_key),
-        "RevealedKey": object(&[("id", s()), ("key", s())]),
-        "Rotation": object(&[("old", r("ApiKey")), ("new", r("NewApiKey"))]),
-        "AuditEntry": object(&[
-            ("seq", i()), ("actor", s()), ("action", s()), ("target", s()),
-            ("details", json!({"type": "object"})), ("created_at", t()), ("hash", s()),
-        ]),
     })
 }
 

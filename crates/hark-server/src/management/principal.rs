@@ -1,28 +1,17 @@
 //! Who is calling the management API: a login session presented as a bearer token
-//! (`Authorization: Bearer hark_ses_...`, for scripts) or as the `hark_session`
-//! cookie (browsers, with a double-submit CSRF token on unsafe methods); and the
-//! one place an account-scoped action is authorised.
+//! (`Authorization: Bearer hark_ses_...`, for scripts) or as the `hark_session` cookie
+//! (browsers, with a double-submit CSRF token on unsafe methods); and the extractors
+//! whose rejections speak the management envelope.
 
-use super::{MgmtError, MgmtResult, CSRF_HEADER, REAUTH_WINDOW_MS, SESSION_COOKIE};
+use super::{MgmtError, MgmtResult, CSRF_HEADER, SESSION_COOKIE};
+use crate::manage::{self, Caller};
 use crate::AppState;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
 use axum::http::Method;
-use hark_core::keys::{self, SecretDigest, SecretKind};
-use hark_core::plan::role_allows;
-use hark_core::{AccountId, Permission, Role};
-use hark_store::{Account, LoginSession, User};
 use serde::de::DeserializeOwned;
 use std::net::IpAddr;
-
-/// A signed-in person and their session.
-#[derive(Debug, Clone)]
-pub struct UserCtx {
-    pub user: User,
-    pub session: LoginSession,
-    pub via_cookie: bool,
-}
 
 /// The value of cookie `name` in the request, if any.
 pub fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
@@ -59,44 +48,23 @@ fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-impl FromRequestParts<AppState> for UserCtx {
+impl FromRequestParts<AppState> for Caller {
     type Rejection = MgmtError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> MgmtResult<Self> {
         let (token, via_cookie) = session_token(parts).ok_or(MgmtError::Unauthenticated)?;
-        if !keys::is_well_formed(SecretKind::Session, token) {
-            return Err(MgmtError::Unauthenticated);
-        }
-        let session = state
-            .store
-            .session_by_digest(&SecretDigest::of(token).to_hex())
-            .await?
-            .ok_or(MgmtError::Unauthenticated)?;
-        if session.expires_at <= state.clock.now_ms() {
-            return Err(MgmtError::Unauthenticated);
-        }
+        let caller = manage::sessions::authenticate(state, token).await?;
         if via_cookie && !is_safe(&parts.method) {
             let presented = parts
                 .headers
                 .get(CSRF_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            let expected = SecretDigest::from_hex(&session.csrf_digest);
-            let ok = expected.is_some_and(|e| e.ct_eq(&SecretDigest::of(presented)));
-            if presented.is_empty() || !ok {
+            if !manage::sessions::csrf_matches(&caller, presented) {
                 return Err(MgmtError::Csrf);
             }
         }
-        let user = state
-            .store
-            .get_user(session.user_id)
-            .await?
-            .ok_or(MgmtError::Unauthenticated)?;
-        Ok(UserCtx {
-            user,
-            session,
-            via_cookie,
-        })
+        Ok(caller)
     }
 }
 
@@ -120,14 +88,50 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
 /// A JSON body whose rejection speaks the management envelope.
 pub struct JsonBody<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+impl<T: DeserializeOwned + schemars::JsonSchema, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = MgmtError;
 
+    /// Any body that parses as JSON, whatever its content type (see [`super::body`]);
+    /// except that a request without credentials (sign-in, invite acceptance) may not
+    /// use the content types a cross-site HTML form can send, so another site cannot
+    /// sign a visitor into an account of its choosing.
     async fn from_request(req: Request, state: &S) -> MgmtResult<Self> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(JsonBody(v)),
-            Err(rejection) => Err(MgmtError::Invalid(rejection.body_text())),
+        let has_credentials = req.headers().contains_key(AUTHORIZATION)
+            || req.headers().get_all(COOKIE).iter().any(|v| {
+                v.to_str()
+                    .is_ok_and(|c| c.contains(&format!("{SESSION_COOKIE}=")))
+            });
+        let form_type = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .is_some_and(|t| {
+                matches!(
+                    t.as_str(),
+                    "application/x-www-form-urlencoded" | "multipart/form-data" | "text/plain"
+                )
+            });
+        if form_type && !has_credentials {
+            return Err(MgmtError::Invalid(
+                "send this body as JSON with Content-Type: application/json (form content types are refused where no session is sent)".into(),
+            ));
         }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| match rejection.status() {
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                    MgmtError::Invalid("the body is too large".into())
+                }
+                _ => MgmtError::Invalid("the body could not be read".into()),
+            })?;
+        super::body::parse(&bytes).map(JsonBody)
     }
 }
 
@@ -142,50 +146,5 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
             Ok(axum::extract::Query(v)) => Ok(QueryParams(v)),
             Err(rejection) => Err(MgmtError::Invalid(rejection.body_text())),
         }
-    }
-}
-
-/// An account the caller may act on, with their role in it.
-#[derive(Debug, Clone)]
-pub struct Authorized {
-    pub account: Account,
-    pub role: Role,
-}
-
-/// The one gate of every account-scoped action: the caller must be a member (else the
-/// account answers as missing), must have MFA if the account requires it, and their
-/// role must allow `permission` (else a 403 naming it).
-pub async fn authorize(
-    state: &AppState,
-    ctx: &UserCtx,
-    account: &str,
-    permission: Permission,
-) -> MgmtResult<Authorized> {
-    let id = AccountId::parse(account).ok_or(MgmtError::NotFound("account"))?;
-    let role = state
-        .store
-        .role_of(id, ctx.user.id)
-        .await?
-        .ok_or(MgmtError::NotFound("account"))?;
-    let account = state
-        .store
-        .get_account(id)
-        .await?
-        .ok_or(MgmtError::NotFound("account"))?;
-    if account.require_mfa && !ctx.user.mfa_enabled {
-        return Err(MgmtError::MfaEnrollmentRequired);
-    }
-    if !role_allows(role, permission) {
-        return Err(MgmtError::Forbidden { permission, role });
-    }
-    Ok(Authorized { account, role })
-}
-
-/// Sensitive actions need a password or TOTP re-entry within the last few minutes.
-pub fn require_recent_reauth(state: &AppState, ctx: &UserCtx) -> MgmtResult<()> {
-    let now = state.clock.now_ms();
-    match ctx.session.reauth_at {
-        Some(at) if now - at <= REAUTH_WINDOW_MS && at <= now => Ok(()),
-        _ => Err(MgmtError::ReauthRequired),
     }
 }

@@ -31,6 +31,9 @@ pub const TOKEN_EXPIRY_RANGE: (i64, i64) = (1, 600);
 /// `max_session_duration_seconds` bounds and default (reference 5.1).
 pub const SESSION_CAP_RANGE: (i64, i64) = (60, 10_800);
 
+/// The only query parameters of `GET /v3/token`; any other is refused.
+const TOKEN_PARAMS: [&str; 2] = ["expires_in_seconds", "max_session_duration_seconds"];
+
 /// The query string as name → value (the last of repeated names wins).
 pub(crate) fn query_map(raw: Option<&str>) -> HashMap<String, String> {
     url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
@@ -61,6 +64,12 @@ pub async fn token(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let query = query_map(raw.as_deref());
+    if let Some(unknown) = query.keys().find(|k| !TOKEN_PARAMS.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "Unknown query parameter '{unknown}': /v3/token takes {}",
+            TOKEN_PARAMS.join(" and ")
+        )));
+    }
     let expires_in = integer_param(&query, "expires_in_seconds", TOKEN_EXPIRY_RANGE)?
         .ok_or_else(|| ApiError::bad_request("expires_in_seconds is required"))?;
     let session_cap = integer_param(&query, "max_session_duration_seconds", SESSION_CAP_RANGE)?

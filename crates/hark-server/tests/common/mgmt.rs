@@ -174,7 +174,7 @@ pub async fn roomy(ts: &TestServer, account: AccountId) {
 /// Adds a member through a real invite accepted by the store, then signs them in.
 pub async fn add_member(ts: &TestServer, account: AccountId, role: Role) -> Person {
     let email = unique_email(role.as_str());
-    let token = keys::generate(SecretKind::TempToken);
+    let token = keys::generate(SecretKind::Invite);
     let digest = SecretDigest::of(token.expose()).to_hex();
     ts.store
         .create_invite(
@@ -210,8 +210,12 @@ pub async fn mailed_token(ts: &TestServer, email: &str) -> String {
         .rev()
         .find(|m| m.mail.to == email)
         .unwrap_or_else(|| panic!("no mail to {email}"));
-    let start = mail.mail.body.find("hark_tmp_").expect("token in mail");
-    mail.mail.body[start..start + "hark_tmp_".len() + 46].to_string()
+    // Invites mailed before the invite prefix existed carry the streaming-token prefix.
+    let (start, prefix) = [SecretKind::Invite.prefix(), "hark_tmp_"]
+        .iter()
+        .find_map(|p| mail.mail.body.find(p).map(|at| (at, *p)))
+        .expect("token in mail");
+    mail.mail.body[start..start + prefix.len() + 46].to_string()
 }
 
 /// Count of rows in `table` where `column` = `value`.
