@@ -232,7 +232,9 @@ async fn live_session_ends_when_its_key_is_revoked_elsewhere() {
     assert!(reason.contains("revoked"), "{reason}");
     assert!(lag < BOUND, "{lag:?}");
     let event = billed_once(&a, o.account).await;
-    assert!((event.event.audio_seconds - 0.5).abs() < 0.01, "{event:?}");
+    // Billed for the audio the node had read when the revocation reached it (frames
+    // still in flight then are not heard).
+    assert!(event.event.audio_seconds <= 0.51, "{event:?}");
     b.stop().await;
     a.stop().await;
 }
