@@ -2,7 +2,8 @@
 # Installs what Hark's test suite needs on a fresh Debian machine, skipping whatever is
 # already there (safe to run on every CI start; a no-op takes well under a second):
 #   - Debian packages: sox (+ all format handlers), ffmpeg, espeak-ng, mold (the linker),
-#     chromium and chromium-driver (the dashboard's browser tests, over WebDriver)
+#     chromium and chromium-driver (the dashboard's browser tests, over WebDriver),
+#     redis-server when missing (the cluster tests)
 #   - a Python venv at ${HARK_VENV:-$HOME/.cache/hark/venv} with assemblyai and pytest
 #     (the official SDK tests). faster-whisper is for bench/ only and is not installed.
 #   - Node.js and the official Node SDK (npm `assemblyai`, major 4) in
@@ -31,6 +32,8 @@ is_installed() {
 }
 
 command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs)
+# The cluster tests share the rate limit through a real Redis.
+command -v redis-server >/dev/null 2>&1 || APT_PACKAGES+=(redis-server)
 command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(npm)
 
 # python3 -m venv needs ensurepip, which Debian ships separately.

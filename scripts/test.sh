@@ -21,6 +21,14 @@ if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
     pg_isready -h 127.0.0.1 -p 5432 -q || { echo "test.sh: PostgreSQL is required and unreachable" >&2; exit 1; }
 fi
 
+# The cluster tests share the REST rate limit through Redis; never skipped either.
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+    echo "test.sh: Redis is not answering on 127.0.0.1:6379; starting it" >&2
+    redis-server --bind 127.0.0.1 --port 6379 --daemonize yes --save '' --appendonly no >/dev/null
+    for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.5; done
+    redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || { echo "test.sh: Redis is required and unreachable" >&2; exit 1; }
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

@@ -1,5 +1,6 @@
 //! Authentication of data-plane requests by project API key, with a cache of verified
-//! keys that every credential change invalidates, and per-account rate limiting.
+//! keys that every credential change invalidates (through the revocation bus, with the
+//! auth epoch poll as fallback), then the per-account rate limit (`rate_limit`).
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -7,15 +8,12 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method};
-use governor::clock::{Clock as _, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use hark_core::clock::{Clock, Millis};
 use hark_core::keys::{self, SecretDigest, SecretKind};
 use hark_core::scope::Scope;
-use hark_core::{AccountId, ApiKeyId};
-use hark_store::{KeyPrincipal, Store};
+use hark_core::ApiKeyId;
+use hark_store::{CredentialChange, KeyPrincipal, Store};
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -56,6 +54,30 @@ impl AuthCache {
         }
     }
 
+    /// Forgets the cached keys a credential change concerns.
+    pub fn forget(&self, change: CredentialChange) {
+        // Bumped first: a lookup already under way must not cache what it read.
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let Ok(mut map) = self.entries.write() else {
+            return;
+        };
+        let keep = |e: &Arc<CachedKey>| -> bool {
+            let who = &e.principal;
+            match change {
+                CredentialChange::Key(k) => who.key_id != k,
+                CredentialChange::Project(p) => who.project_id != p,
+                CredentialChange::Account(a) => who.account_id != a,
+                CredentialChange::User(_) => true,
+                CredentialChange::All => false,
+            }
+        };
+        if change == CredentialChange::All {
+            map.clear();
+        } else {
+            map.retain(|_, e| keep(e));
+        }
+    }
+
     /// The principal of a presented key, or `Unauthorized`.
     pub async fn verify(
         &self,
@@ -64,30 +86,49 @@ impl AuthCache {
         clock: &dyn Clock,
     ) -> Result<KeyPrincipal, ApiError> {
         if !keys::is_well_formed(SecretKind::ApiKey, presented) {
+            crate::telemetry::auth_failure(if presented.is_empty() {
+                "missing"
+            } else {
+                "malformed"
+            });
             return Err(ApiError::Unauthorized);
         }
         let digest = SecretDigest::of(presented);
         let now = clock.now_ms();
-        let cached = self
-            .entries
-            .read()
-            .ok()
-            .and_then(|m| m.get(&digest.0).cloned());
+        // A node that may be missing credential changes (its bus listener is down) reads
+        // every key from the database until it hears them again.
+        let trusted = store.credential_bus().is_connected();
+        let cached = if trusted {
+            self.entries
+                .read()
+                .ok()
+                .and_then(|m| m.get(&digest.0).cloned())
+        } else {
+            None
+        };
         let entry = match cached {
-            Some(entry) => entry,
+            Some(entry) => {
+                crate::telemetry::key_cache("hit");
+                entry
+            }
             None => {
+                crate::telemetry::key_cache(if trusted { "miss" } else { "untrusted" });
                 let generation = self.generation.load(Ordering::SeqCst);
                 let principal = store
                     .principal_by_digest(&digest.to_hex())
-                    .await?
-                    .ok_or(ApiError::Unauthorized)?;
+                    .await
+                    .inspect_err(|_| crate::telemetry::database_error())?
+                    .ok_or_else(|| {
+                        crate::telemetry::auth_failure("unknown");
+                        ApiError::Unauthorized
+                    })?;
                 let entry = Arc::new(CachedKey {
                     principal,
                     last_used_noted: AtomicI64::new(0),
                 });
                 if let Ok(mut map) = self.entries.write() {
                     // A change that landed while we read must not be undone by caching.
-                    if self.generation.load(Ordering::SeqCst) == generation {
+                    if trusted && self.generation.load(Ordering::SeqCst) == generation {
                         if map.len() >= MAX_CACHED_KEYS {
                             map.clear();
                         }
@@ -98,6 +139,7 @@ impl AuthCache {
             }
         };
         if !entry.principal.is_usable_at(now) {
+            crate::telemetry::auth_failure("revoked_or_expired");
             return Err(ApiError::Unauthorized);
         }
         if now - entry.last_used_noted.load(Ordering::Relaxed) >= LAST_USED_RESOLUTION_MS {
@@ -129,8 +171,8 @@ impl Default for AuthCache {
     }
 }
 
-/// Watches the store's auth epoch so changes made by other processes or nodes
-/// (the operator CLI, another server) clear this node's cache within `interval`.
+/// Watches the store's auth epoch, the fallback of the revocation bus: a change it
+/// sees (say, one whose notification was lost) counts as a change of everything.
 pub async fn watch_auth_epoch(state: AppState, interval: Duration) {
     let mut last = None;
     let mut ticker = tokio::time::interval(interval);
@@ -140,6 +182,7 @@ pub async fn watch_auth_epoch(state: AppState, interval: Duration) {
             Ok(epoch) => {
                 if last.is_some_and(|l| l != epoch) {
                     state.auth.clear();
+                    state.store.credential_bus().publish(CredentialChange::All);
                 }
                 last = Some(epoch);
             }
@@ -157,6 +200,7 @@ pub async fn watch_auth_epoch(state: AppState, interval: Duration) {
 /// `GET /health`: open to load balancers; when an `Authorization` header is present the
 /// key in it is checked (a rotation runbook verifies a new key this way before revoking
 /// the old one), answering 401 with the data plane's usual body unless it is usable.
+/// Names the region and node that answered.
 pub async fn health(
     axum::extract::State(state): axum::extract::State<AppState>,
     headers: HeaderMap,
@@ -171,34 +215,12 @@ pub async fn health(
             )
             .await?;
     }
-    Ok(axum::Json(serde_json::json!({"status": "ok"})))
-}
-
-/// Per-account REST request limit.
-pub struct AccountRateLimiter {
-    limiter: DefaultKeyedRateLimiter<AccountId>,
-}
-
-impl AccountRateLimiter {
-    pub fn new(requests: u32, window: Duration) -> Self {
-        let requests = NonZeroU32::new(requests.max(1)).unwrap_or(NonZeroU32::MIN);
-        let period = (window / requests.get()).max(Duration::from_nanos(1));
-        let quota = Quota::with_period(period)
-            .unwrap_or_else(|| Quota::per_second(requests))
-            .allow_burst(requests);
-        Self {
-            limiter: RateLimiter::keyed(quota),
-        }
-    }
-
-    pub fn check(&self, account: AccountId) -> Result<(), ApiError> {
-        self.limiter.check_key(&account).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            ApiError::TooManyRequests {
-                retry_after_secs: wait.as_secs_f64().ceil() as u64,
-            }
-        })
-    }
+    Ok(axum::Json(serde_json::json!({
+        "status": "ok",
+        "region": state.config.region,
+        "node": state.node_id,
+        "api_base_url": state.public_base_url,
+    })))
 }
 
 /// The caller of a data-plane route: a usable API key of some project.
@@ -241,12 +263,18 @@ impl FromRequestParts<AppState> for ApiPrincipal {
                 Scope::TranscriptsWrite
             };
             if !principal.allows(needed) {
+                crate::telemetry::auth_failure("scope");
                 return Err(ApiError::MissingScope(needed.as_str()));
             }
         } else if parts.uri.path().starts_with("/v3/") && !principal.allows(Scope::Streaming) {
+            crate::telemetry::auth_failure("scope");
             return Err(ApiError::MissingScope(Scope::Streaming.as_str()));
         }
-        state.rate_limiter.check(principal.account_id)?;
+        state
+            .rate_limiter
+            .check(principal.account_id)
+            .await
+            .inspect_err(|_| crate::telemetry::auth_failure("rate_limited"))?;
         Ok(ApiPrincipal(principal))
     }
 }

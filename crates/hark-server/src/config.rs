@@ -26,6 +26,20 @@ pub struct Config {
     pub workers: usize,
     pub job_lease_ms: i64,
     pub rate_limit: RateLimitConfig,
+    /// How often the auth epoch is polled: the fallback bound on how long a credential
+    /// change made through another node goes unseen if its notification is lost.
+    pub auth_epoch_poll_ms: u64,
+    /// `redis://...`: the REST rate limit is shared by every node through it. Empty
+    /// means each node enforces the limit on its own (N nodes allow N times it).
+    #[serde(skip_serializing)]
+    pub redis_url: hark_core::keys::Secret,
+    /// Where Prometheus metrics are served (`/metrics`), apart from the API; empty
+    /// means not served.
+    pub metrics_bind: String,
+    /// The region this cluster serves (e.g. `eu`), reported by `/health`.
+    pub region: String,
+    /// `text` (default) or `json` (one JSON object per line).
+    pub log_format: String,
     pub outbound: OutboundConfig,
     pub models: ModelConfig,
     pub streaming: StreamingSettings,
@@ -154,6 +168,11 @@ impl Default for Config {
             workers: 2,
             job_lease_ms: 30_000,
             rate_limit: RateLimitConfig::default(),
+            auth_epoch_poll_ms: 250,
+            redis_url: hark_core::keys::Secret::default(),
+            metrics_bind: String::new(),
+            region: String::new(),
+            log_format: "text".into(),
             outbound: OutboundConfig::default(),
             models: ModelConfig::default(),
             streaming: StreamingSettings::default(),
@@ -247,6 +266,15 @@ impl Config {
         }
         if let Some(v) = read_secret_file("HARK_DATABASE_URL_FILE")? {
             config.database_url = v;
+        }
+        if let Some(v) = read_secret_file("HARK_REDIS_URL_FILE")? {
+            config.redis_url = hark_core::keys::Secret::new(v);
+        }
+        if !matches!(config.log_format.as_str(), "text" | "json") {
+            return Err(ConfigError::Invalid(format!(
+                "log_format must be \"text\" or \"json\", not \"{}\"",
+                config.log_format
+            )));
         }
         if let Some(v) = read_secret_file("HARK_SMTP_PASSWORD_FILE")? {
             config.smtp.password = hark_core::keys::Secret::new(v);
@@ -345,6 +373,7 @@ const NOT_CONFIG_ENV: &[&str] = &[
     "master_key_file",
     "smtp_password_file",
     "database_url_file",
+    "redis_url_file",
     "venv",
     "model_cache",
     "fixtures_force",

@@ -31,6 +31,11 @@ pub async fn serve_control(state: AppState, path: PathBuf) {
             let mut reader = BufReader::new(read);
             if reader.read_line(&mut line).await.is_ok() && line.trim() == "invalidate" {
                 state.auth.clear();
+                // Live sessions of revoked keys end too.
+                state
+                    .store
+                    .credential_bus()
+                    .publish(hark_store::CredentialChange::All);
                 let _ = write.write_all(b"ok\n").await;
             }
         });

@@ -16,16 +16,19 @@ pub mod manage;
 pub mod management;
 pub mod params;
 pub mod provisioning;
+pub mod rate_limit;
 mod remote;
 pub mod render;
 pub mod streaming;
+pub mod telemetry;
 pub mod tls;
 mod worker;
 
-use crate::auth::{AccountRateLimiter, AuthCache};
+use crate::auth::AuthCache;
 use crate::config::Config;
 use crate::error::ApiError;
-use axum::extract::DefaultBodyLimit;
+use crate::rate_limit::AccountRateLimiter;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 use axum::Router;
 use hark_core::clock::Clock;
@@ -38,10 +41,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
-
-/// How often a node checks the store's auth epoch: the bound on how long a credential
-/// change made elsewhere can go unseen.
-pub const AUTH_EPOCH_INTERVAL: Duration = Duration::from_millis(250);
 
 pub struct AppStateInner {
     pub config: Config,
@@ -148,6 +147,27 @@ pub fn load_master_key(config: &Config) -> Result<MasterKey, StartError> {
     MasterKey::from_hex(&text).map_err(|e| StartError::Config(format!("{}: {e}", path.display())))
 }
 
+/// What the master-key check value seals.
+const MASTER_KEY_CHECK: &str = "hark master key check v1";
+const MASTER_KEY_CHECK_CONTEXT: &str = "cluster:master_key_check";
+
+/// Refuses to start a node whose master key differs from the one the cluster's first
+/// node sealed its check value with: it could neither reveal nor verify what the
+/// others sealed, nor they what it seals.
+pub async fn check_master_key(store: &dyn Store, master_key: &MasterKey) -> Result<(), StartError> {
+    let proposed = master_key.seal(MASTER_KEY_CHECK, MASTER_KEY_CHECK_CONTEXT);
+    let stored = store.master_key_check(&proposed).await?;
+    match master_key.open(&stored, MASTER_KEY_CHECK_CONTEXT) {
+        Ok(text) if text == MASTER_KEY_CHECK => Ok(()),
+        _ => Err(StartError::Config(
+            "this node's master key cannot open the database's master-key check value: every node \
+             on one database must use the same master key (master_key / HARK_MASTER_KEY_FILE, or \
+             the same <data_dir>/master.key); refusing to start"
+                .into(),
+        )),
+    }
+}
+
 pub async fn open_store(config: &Config, clock: Arc<dyn Clock>) -> Result<SqlStore, StartError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Io {
         path: config.data_dir.clone(),
@@ -183,9 +203,11 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", management::routes())
         .merge(dashboard::router(state.clone()))
         .route("/health", get(auth::health))
+        .route("/ready", get(ready))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_json))
+        .layer(axum::middleware::from_fn(telemetry::track_requests))
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(
                 // The path only: query strings can carry secrets (`/v3/ws?token=…`,
@@ -202,9 +224,87 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// `GET /ready`: 200 when this node can serve: the database answers, a speech model is
+/// loaded, and the revocation listener is up (else its key cache is not trusted and
+/// every request costs a database read); 503 naming what is missing.
+async fn ready(State(state): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let database = match state.store.auth_epoch().await {
+        Ok(_) => true,
+        Err(e) => {
+            telemetry::database_error();
+            tracing::warn!(error = %e, "readiness: database unreachable");
+            false
+        }
+    };
+    let model = state
+        .engine
+        .as_ref()
+        .is_some_and(|e| !e.models().is_empty());
+    let listener = state.store.credential_bus().is_connected();
+    let ok = database && model && listener;
+    let status = if ok {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(serde_json::json!({
+            "status": if ok { "ready" } else { "not ready" },
+            "database": database,
+            "model_loaded": model,
+            "revocation_listener": listener,
+        })),
+    )
+        .into_response()
+}
+
+/// Samples the gauges that are read rather than counted: the job queue's depth and
+/// whether the revocation listener is up.
+async fn sample_gauges(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        match state.store.queued_jobs().await {
+            Ok(n) => telemetry::jobs_queued(n),
+            Err(e) => {
+                telemetry::database_error();
+                tracing::warn!(error = %e, "could not count queued jobs");
+            }
+        }
+        telemetry::bus_connected(state.store.credential_bus().is_connected());
+        if let Some(handle) = telemetry::handle() {
+            // Folds recorded histogram samples into their buckets.
+            handle.run_upkeep();
+        }
+    }
+}
+
+/// Serves `/metrics` on its own listener, apart from the API.
+async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let app = Router::new().route(
+        "/metrics",
+        get(|| async { telemetry::handle().map(|h| h.render()).unwrap_or_default() }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await
+}
+
 /// A server started by [`start`].
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, when `metrics_bind` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub state: AppState,
     /// The certificate and key in use when serving TLS.
     pub tls: Option<tls::TlsFiles>,
@@ -242,6 +342,34 @@ pub async fn start(
     engine: Option<Arc<dyn SpeechEngine>>,
     clock: Arc<dyn Clock>,
 ) -> Result<RunningServer, StartError> {
+    start_node(config, engine, clock, Role::Serve).await
+}
+
+/// What a node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The API (REST, streaming, management) and, with `workers > 0`, transcription.
+    Serve,
+    /// Transcription workers only (with the webhook and mail senders): no HTTP
+    /// listener, so speech can scale apart from the API.
+    Worker,
+}
+
+/// Starts a transcription-only node (`hark worker`); its `addr` is unspecified.
+pub async fn start_worker(
+    config: Config,
+    engine: Option<Arc<dyn SpeechEngine>>,
+    clock: Arc<dyn Clock>,
+) -> Result<RunningServer, StartError> {
+    start_node(config, engine, clock, Role::Worker).await
+}
+
+async fn start_node(
+    config: Config,
+    engine: Option<Arc<dyn SpeechEngine>>,
+    clock: Arc<dyn Clock>,
+    role: Role,
+) -> Result<RunningServer, StartError> {
     let master_key = Arc::new(load_master_key(&config)?);
     let policy = config
         .outbound_policy()
@@ -251,6 +379,7 @@ pub async fn start(
     let mailer = mailer::SmtpMailer::from_config(&config.smtp)
         .map_err(|e| StartError::Config(e.to_string()))?;
     let store = open_store(&config, clock.clone()).await?;
+    check_master_key(&store, &master_key).await?;
     let uploads_dir = config.data_dir.join("uploads");
     let tmp_dir = config.data_dir.join("tmp");
     for dir in [&uploads_dir, &tmp_dir] {
@@ -259,25 +388,61 @@ pub async fn start(
             source,
         })?;
     }
-    let tls_files = tls::resolve_files(&config)?;
-    let tls = tls_files.as_ref().map(tls::server_config).transpose()?;
-    let listener = tokio::net::TcpListener::bind(&config.bind)
-        .await
-        .map_err(|source| StartError::Io {
+    let serving = role == Role::Serve;
+    let (tls_files, tls, listener, addr) = if serving {
+        let tls_files = tls::resolve_files(&config)?;
+        let tls = tls_files.as_ref().map(tls::server_config).transpose()?;
+        let listener = tokio::net::TcpListener::bind(&config.bind)
+            .await
+            .map_err(|source| StartError::Io {
+                path: PathBuf::from(&config.bind),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Io {
             path: PathBuf::from(&config.bind),
             source,
         })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Io {
-        path: PathBuf::from(&config.bind),
-        source,
-    })?;
+        (tls_files, tls, Some(listener), addr)
+    } else {
+        (None, None, None, SocketAddr::from(([0, 0, 0, 0], 0)))
+    };
+    let redis_url = config.redis_url.expose();
+    let rate_limiter = AccountRateLimiter::new(
+        config.rate_limit.requests,
+        Duration::from_secs(config.rate_limit.window_secs),
+        (!redis_url.is_empty()).then_some(redis_url),
+    )
+    .map_err(|e| StartError::Config(e.to_string()))?;
+    if rate_limiter.is_shared() {
+        tracing::info!(
+            requests = config.rate_limit.requests,
+            window_secs = config.rate_limit.window_secs,
+            "REST rate limit shared by all nodes through Redis"
+        );
+    } else {
+        tracing::info!(
+            requests = config.rate_limit.requests,
+            window_secs = config.rate_limit.window_secs,
+            "REST rate limit is per node (set redis_url to share it across nodes)"
+        );
+    }
+    let metrics_listener = if config.metrics_bind.is_empty() {
+        None
+    } else {
+        telemetry::handle();
+        let listener = tokio::net::TcpListener::bind(&config.metrics_bind)
+            .await
+            .map_err(|source| StartError::Io {
+                path: PathBuf::from(&config.metrics_bind),
+                source,
+            })?;
+        Some(listener)
+    };
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     let (shutdown, shutdown_rx) = watch::channel(false);
     let state = AppState(Arc::new(AppStateInner {
-        public_base_url: config.effective_public_base_url(Some(addr)),
-        rate_limiter: AccountRateLimiter::new(
-            config.rate_limit.requests,
-            Duration::from_secs(config.rate_limit.window_secs),
-        ),
+        public_base_url: config.effective_public_base_url(serving.then_some(addr)),
+        rate_limiter,
         store: Arc::new(store),
         clock,
         master_key,
@@ -293,19 +458,33 @@ pub async fn start(
         config,
     }));
     let mut tasks = Vec::new();
-    // Registered before the first session opens, so no other node takes this one's
-    // sessions for lost.
-    state
-        .store
-        .heartbeat_stream_node(
-            &state.node_id,
-            (state.config.streaming.node_lease_secs.max(3) * 1000) as i64,
-        )
-        .await?;
-    tasks.push(tokio::spawn(streaming::upkeep(
-        state.clone(),
-        shutdown_rx.clone(),
-    )));
+    if let Some(listener) = metrics_listener {
+        tasks.push(tokio::spawn(sample_gauges(
+            state.clone(),
+            shutdown_rx.clone(),
+        )));
+        let stop = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = serve_metrics(listener, stop).await {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        }));
+    }
+    if serving {
+        // Registered before the first session opens, so no other node takes this one's
+        // sessions for lost.
+        state
+            .store
+            .heartbeat_stream_node(
+                &state.node_id,
+                (state.config.streaming.node_lease_secs.max(3) * 1000) as i64,
+            )
+            .await?;
+        tasks.push(tokio::spawn(streaming::upkeep(
+            state.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
     for i in 0..state.config.workers {
         let id = format!("{}-{}", uuid::Uuid::new_v4().simple(), i);
         tasks.push(tokio::spawn(worker::run_worker(
@@ -314,14 +493,25 @@ pub async fn start(
             shutdown_rx.clone(),
         )));
     }
-    tasks.push(tokio::spawn(auth::watch_auth_epoch(
-        state.clone(),
-        AUTH_EPOCH_INTERVAL,
-    )));
-    tasks.push(tokio::spawn(control::serve_control(
-        state.clone(),
-        control::socket_path(&state.config.data_dir),
-    )));
+    // Only a serving node caches credentials and holds live sessions.
+    if serving {
+        tasks.push(tokio::spawn(streaming::follow_credential_changes(
+            state.clone(),
+            shutdown_rx.clone(),
+        )));
+        let listening = state.store.clone();
+        tasks.push(tokio::spawn(async move {
+            listening.listen_for_credential_changes().await
+        }));
+        tasks.push(tokio::spawn(auth::watch_auth_epoch(
+            state.clone(),
+            Duration::from_millis(state.config.auth_epoch_poll_ms.max(10)),
+        )));
+        tasks.push(tokio::spawn(control::serve_control(
+            state.clone(),
+            control::socket_path(&state.config.data_dir),
+        )));
+    }
     let sender = hark_outbound::WebhookSender::new(
         state.store.clone(),
         state.outbound.clone(),
@@ -350,8 +540,13 @@ pub async fn start(
     let stopped = async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let http = match tls {
-        Some(tls_config) => {
+    let http = match (listener, tls) {
+        (None, _) => tokio::spawn(async move {
+            // A worker: nothing to serve, it runs until told to stop.
+            stopped.await;
+            Ok(())
+        }),
+        (Some(listener), Some(tls_config)) => {
             let listener =
                 tls::TlsListener::new(listener, tls_config).map_err(|source| StartError::Io {
                     path: PathBuf::from(&state.config.bind),
@@ -366,7 +561,7 @@ pub async fn start(
                 .await
             })
         }
-        None => tokio::spawn(async move {
+        (Some(listener), None) => tokio::spawn(async move {
             axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<tls::PeerAddr>(),
@@ -375,9 +570,14 @@ pub async fn start(
             .await
         }),
     };
-    tracing::info!(%addr, base_url = %state.public_base_url, "hark listening");
+    if serving {
+        tracing::info!(%addr, base_url = %state.public_base_url, region = %state.config.region, node = %state.node_id, "hark listening");
+    } else {
+        tracing::info!(workers = state.config.workers, region = %state.config.region, node = %state.node_id, "hark worker running");
+    }
     Ok(RunningServer {
         addr,
+        metrics_addr,
         state,
         tls: tls_files,
         shutdown,

@@ -38,6 +38,7 @@ pub async fn run_worker(state: AppState, worker_id: String, mut shutdown: watch:
                 }
             }
             Err(e) => {
+                crate::telemetry::database_error();
                 tracing::error!(error = %e, "claiming a job failed");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -47,6 +48,8 @@ pub async fn run_worker(state: AppState, worker_id: String, mut shutdown: watch:
 
 async fn process(state: &AppState, worker_id: &str, job: ClaimedJob) {
     let transcript_id = job.transcript.id;
+    let waited = (state.clock.now_ms() - job.transcript.created_at).max(0) as u64;
+    crate::telemetry::job_wait(Duration::from_millis(waited));
     tracing::info!(transcript = %transcript_id, attempt = job.attempts, "transcribing");
     let heartbeat = {
         let state = state.clone();
@@ -160,11 +163,13 @@ async fn transcribe(
         audio_start_from: params.audio_start_from,
         audio_end_at: params.audio_end_at,
     };
+    let started = std::time::Instant::now();
     let outcome = tokio::task::spawn_blocking(move || match engine {
         Some(engine) => engine.transcribe(&request),
         None => Err(SpeechError::NoModel(request.model.clone())),
     })
     .await;
+    crate::telemetry::inference(started.elapsed());
     if temporary {
         let _ = tokio::fs::remove_file(&path).await;
     }

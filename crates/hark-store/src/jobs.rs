@@ -108,6 +108,14 @@ impl JobStore for SqlStore {
         Ok(None)
     }
 
+    async fn queued_jobs(&self) -> StoreResult<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state = 'queued'")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     async fn extend_lease(&self, job_id: &str, worker: &str, lease_ms: i64) -> StoreResult<bool> {
         let done = sqlx::query(
             "UPDATE jobs SET lease_expires_at = $3 WHERE id = $1 AND lease_owner = $2 AND state = 'running'",

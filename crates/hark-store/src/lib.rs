@@ -5,6 +5,7 @@
 //! reach another tenant's rows by accident: a foreign object answers exactly as a
 //! missing one.
 
+pub mod bus;
 mod jobs;
 mod ledger;
 mod links;
@@ -20,6 +21,7 @@ mod users;
 mod webhooks;
 
 use async_trait::async_trait;
+pub use bus::{CredentialBus, CredentialChange, Heard};
 use hark_core::clock::Millis;
 use hark_core::plan::LimitOverrides;
 use hark_core::{AccountId, ApiKeyId, Plan, ProjectId, TranscriptId, UploadId, UserId};
@@ -30,6 +32,7 @@ pub use members::{
 };
 pub use model::*;
 pub use sql::{Backend, SqlStore};
+use std::sync::Arc;
 pub use streaming::*;
 pub use users::{
     normalize_email, LoginAttempt, LoginSession, NewSession, TotpRecord, User, UserStore,
@@ -115,6 +118,15 @@ pub trait KeyStore: Send + Sync {
     async fn touch_last_used(&self, uses: &[(ApiKeyId, Millis)]) -> StoreResult<()>;
     /// A counter bumped by every credential change, for cache invalidation.
     async fn auth_epoch(&self) -> StoreResult<i64>;
+    /// The cluster's master-key check value: `proposed` is stored if none is yet, and
+    /// the stored one is returned (the first node to start sets it).
+    async fn master_key_check(&self, proposed: &str) -> StoreResult<String>;
+    /// This process's end of the revocation bus: every credential change committed
+    /// through any node is published on it.
+    fn credential_bus(&self) -> Arc<CredentialBus>;
+    /// Keeps this process connected to the bus (runs for as long as the process does;
+    /// returns at once where the bus is in-process).
+    async fn listen_for_credential_changes(&self);
 }
 
 /// Uploads and transcripts of one project.
@@ -150,6 +162,8 @@ pub trait JobStore: Send + Sync {
     /// Claims the oldest runnable job whose account is under its concurrency limit.
     async fn claim_job(&self, worker: &str, lease_ms: i64) -> StoreResult<Option<ClaimedJob>>;
     async fn extend_lease(&self, job_id: &str, worker: &str, lease_ms: i64) -> StoreResult<bool>;
+    /// How many jobs wait to be claimed (all accounts, all nodes).
+    async fn queued_jobs(&self) -> StoreResult<i64>;
     /// Commits the outcome, its usage event and its webhook in one transaction, only
     /// if `worker` still holds the lease. Returns whether it committed.
     async fn finish_job(

@@ -129,6 +129,8 @@ impl ManageStore for SqlStore {
             .bind(&id)
             .fetch_one(&mut *tx)
             .await?;
+        // Live sessions are billed before their rows go.
+        Self::close_sessions_of(&mut tx, "project_id", &id, "the project was deleted", now).await?;
         // Children first, so neither backend depends on cascade order.
         for sql in [
             "DELETE FROM webhook_deliveries WHERE project_id = $1",
@@ -140,7 +142,8 @@ impl ManageStore for SqlStore {
         ] {
             sqlx::query(sql).bind(&id).execute(&mut *tx).await?;
         }
-        Self::bump_auth_epoch(&mut tx).await?;
+        self.bump_auth_epoch(&mut tx, CredentialChange::Project(project))
+            .await?;
         append_audit(
             &mut tx,
             Some(before.account_id),
@@ -151,7 +154,8 @@ impl ManageStore for SqlStore {
             now,
         )
         .await?;
-        tx.commit().await?;
+        self.commit_change(tx, CredentialChange::Project(project))
+            .await?;
         Ok(Deleted { upload_paths })
     }
 
@@ -171,6 +175,7 @@ impl ManageStore for SqlStore {
             )));
         }
         let upload_paths = upload_paths(&mut tx, "account_id", &id).await?;
+        Self::close_sessions_of(&mut tx, "account_id", &id, "the account was deleted", now).await?;
         for sql in [
             "DELETE FROM webhook_deliveries WHERE account_id = $1",
             "DELETE FROM jobs WHERE account_id = $1",
@@ -188,7 +193,8 @@ impl ManageStore for SqlStore {
         ] {
             sqlx::query(sql).bind(&id).execute(&mut *tx).await?;
         }
-        Self::bump_auth_epoch(&mut tx).await?;
+        self.bump_auth_epoch(&mut tx, CredentialChange::Account(account))
+            .await?;
         // The audit chain outlives the account: it records the deletion.
         append_audit(
             &mut tx,
@@ -200,7 +206,8 @@ impl ManageStore for SqlStore {
             now,
         )
         .await?;
-        tx.commit().await?;
+        self.commit_change(tx, CredentialChange::Account(account))
+            .await?;
         Ok(Deleted { upload_paths })
     }
 
@@ -242,7 +249,8 @@ impl ManageStore for SqlStore {
         .bind(grace_end)
         .execute(&mut *tx)
         .await?;
-        Self::bump_auth_epoch(&mut tx).await?;
+        self.bump_auth_epoch(&mut tx, CredentialChange::Key(old))
+            .await?;
         append_audit(
             &mut tx,
             Some(key.account_id),
@@ -253,7 +261,7 @@ impl ManageStore for SqlStore {
             now,
         )
         .await?;
-        tx.commit().await?;
+        self.commit_change(tx, CredentialChange::Key(old)).await?;
         let old_rec = self
             .get_api_key(old)
             .await?

@@ -355,7 +355,9 @@ impl MemberStore for SqlStore {
             now,
         )
         .await?;
-        tx.commit().await?;
+        self.notify_change(&mut tx, CredentialChange::User(user))
+            .await?;
+        self.commit_change(tx, CredentialChange::User(user)).await?;
         Ok(())
     }
 

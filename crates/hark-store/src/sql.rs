@@ -1,6 +1,7 @@
 //! The SQL store: connection, migrations, dialect differences and row decoding shared
 //! by the per-area implementations.
 
+use crate::bus::{CredentialBus, CredentialChange};
 use crate::{StoreError, StoreResult};
 use hark_core::clock::{Clock, Millis};
 use hark_core::plan::LimitOverrides;
@@ -24,6 +25,9 @@ pub struct SqlStore {
     pub(crate) pool: AnyPool,
     pub(crate) backend: Backend,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) bus: Arc<CredentialBus>,
+    /// Where the credential listener connects (PostgreSQL only).
+    listen_url: Option<String>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -81,6 +85,13 @@ impl SqlStore {
             pool,
             backend,
             clock,
+            // One node on SQLite: the in-process bus hears every change of this store.
+            bus: Arc::new(CredentialBus::new(backend == Backend::Sqlite)),
+            // Named, so operators (and tests) can tell the listener's connection apart.
+            listen_url: (backend == Backend::Postgres).then(|| {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}application_name=hark-credential-listener")
+            }),
         })
     }
 
@@ -150,12 +161,59 @@ impl SqlStore {
         Ok(tx)
     }
 
-    /// Marks every cached credential as stale.
-    pub(crate) async fn bump_auth_epoch(tx: &mut Transaction<'static, Any>) -> StoreResult<()> {
+    /// Marks cached credentials as stale inside `tx`: bumps the auth epoch (the
+    /// fallback every node polls) and, on PostgreSQL, notifies every node's listener
+    /// of `change` (delivered only if and when `tx` commits).
+    pub(crate) async fn bump_auth_epoch(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        change: CredentialChange,
+    ) -> StoreResult<()> {
         sqlx::query("UPDATE auth_epoch SET epoch = epoch + 1 WHERE id = 1")
             .execute(&mut **tx)
             .await?;
+        self.notify_change(tx, change).await
+    }
+
+    /// Publishes `change` on PostgreSQL inside `tx` (delivered at commit) without
+    /// touching the auth epoch: for changes no node caches keys for (a member removed).
+    pub(crate) async fn notify_change(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        change: CredentialChange,
+    ) -> StoreResult<()> {
+        if self.backend == Backend::Postgres {
+            // Wrapped: the Any driver cannot decode pg_notify's `void` column.
+            sqlx::query("SELECT count(*) AS n FROM (SELECT pg_notify($1, $2)) AS sent")
+                .bind(crate::bus::CHANNEL)
+                .bind(crate::bus::notification(change, self.now()))
+                .execute(&mut **tx)
+                .await?;
+        }
         Ok(())
+    }
+
+    /// Commits a transaction that bumped the auth epoch and tells this process's
+    /// subscribers at once (other nodes hear the notification sent at commit).
+    pub(crate) async fn commit_change(
+        &self,
+        tx: Transaction<'static, Any>,
+        change: CredentialChange,
+    ) -> StoreResult<()> {
+        tx.commit().await?;
+        self.bus.deliver(crate::bus::Heard {
+            change,
+            committed_at: Some(self.now()),
+        });
+        Ok(())
+    }
+
+    /// Keeps the credential listener connected (PostgreSQL; returns at once on SQLite,
+    /// whose bus is in-process and always connected).
+    pub(crate) async fn run_credential_listener(&self) {
+        if let Some(url) = &self.listen_url {
+            crate::bus::listen_postgres(url.clone(), self.bus.clone()).await;
+        }
     }
 }
 

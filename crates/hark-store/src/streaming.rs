@@ -243,6 +243,41 @@ impl SqlStore {
         Ok(Some(record))
     }
 
+    /// Closes and bills, inside `tx`, every open session whose `column` (`project_id`
+    /// or `account_id`) is `id`: used before those rows are deleted, so each session is
+    /// billed exactly once (up to now, for the audio saved with its last progress) and
+    /// the node holding it finds it already closed.
+    pub(crate) async fn close_sessions_of(
+        tx: &mut Transaction<'static, Any>,
+        column: &'static str,
+        id: &str,
+        reason: &str,
+        now: Millis,
+    ) -> StoreResult<usize> {
+        let rows = sqlx::query(&format!(
+            "SELECT id, audio_ms, final_turns FROM stream_sessions WHERE {column} = $1 AND ended_at IS NULL"
+        ))
+        .bind(id)
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut closed = 0;
+        for row in rows {
+            let session = parse_id(&row, "id", StreamSessionId::parse)?;
+            let close = CloseStreamSession {
+                audio_ms: row.try_get("audio_ms")?,
+                final_turns_json: row.try_get("final_turns")?,
+                reason: reason.to_string(),
+            };
+            if Self::close_session_in(tx, session, &close, now)
+                .await?
+                .is_some()
+            {
+                closed += 1;
+            }
+        }
+        Ok(closed)
+    }
+
     /// Tells apart why a token did not redeem.
     async fn token_refusal(
         tx: &mut Transaction<'static, Any>,

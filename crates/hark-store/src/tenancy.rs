@@ -196,7 +196,8 @@ impl AccountStore for SqlStore {
         .execute(&mut *tx)
         .await?;
         // Cached principals carry the account's limits.
-        Self::bump_auth_epoch(&mut tx).await?;
+        self.bump_auth_epoch(&mut tx, CredentialChange::Account(id))
+            .await?;
         append_audit(
             &mut tx,
             Some(id),
@@ -212,7 +213,8 @@ impl AccountStore for SqlStore {
             .fetch_one(&mut *tx)
             .await?;
         let account = AccountRow::decode(&row)?.0;
-        tx.commit().await?;
+        self.commit_change(tx, CredentialChange::Account(id))
+            .await?;
         Ok(account)
     }
 
@@ -418,7 +420,8 @@ impl KeyStore for SqlStore {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        Self::bump_auth_epoch(&mut tx).await?;
+        self.bump_auth_epoch(&mut tx, CredentialChange::Key(id))
+            .await?;
         append_audit(
             &mut tx,
             Some(key.account_id),
@@ -434,7 +437,7 @@ impl KeyStore for SqlStore {
             .fetch_one(&mut *tx)
             .await?;
         let record = key_from_row(&row)?;
-        tx.commit().await?;
+        self.commit_change(tx, CredentialChange::Key(id)).await?;
         Ok(record)
     }
 
@@ -488,5 +491,30 @@ impl KeyStore for SqlStore {
                 .fetch_one(&self.pool)
                 .await?,
         )
+    }
+
+    async fn master_key_check(&self, proposed: &str) -> StoreResult<String> {
+        sqlx::query(
+            "INSERT INTO cluster_settings (name, value) VALUES ('master_key_check', $1) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(proposed)
+        .execute(&self.pool)
+        .await?;
+        Ok(
+            sqlx::query_scalar(
+                "SELECT value FROM cluster_settings WHERE name = 'master_key_check'",
+            )
+            .fetch_one(&self.pool)
+            .await?,
+        )
+    }
+
+    fn credential_bus(&self) -> Arc<CredentialBus> {
+        self.bus.clone()
+    }
+
+    async fn listen_for_credential_changes(&self) {
+        self.run_credential_listener().await;
     }
 }

@@ -51,6 +51,12 @@ enum Command {
         #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
         tls_self_signed: bool,
     },
+    /// Run transcription workers only (no HTTP listener), on a shared database.
+    Worker {
+        /// Number of transcription workers in this process.
+        #[arg(long)]
+        workers: Option<usize>,
+    },
     /// Apply pending database migrations and exit.
     Migrate,
     /// Install and list speech models.
@@ -75,14 +81,20 @@ impl Cli {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    // A configuration error is reported by `run` below; logging starts as text then.
+    let json = cli.config().is_ok_and(|c| c.log_format == "json");
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HARK_LOG")
                 .unwrap_or_else(|_| "info,sqlx=warn,tower_http=info".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -160,6 +172,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     drop(state);
                 }
             }
+            Ok(())
+        }
+        Command::Worker { workers } => {
+            if let Some(w) = workers {
+                config.workers = w;
+            }
+            let engine = speech_engine(&config)?;
+            let node = hark_server::start_worker(config, engine, clock)
+                .await
+                .context("starting the worker")?;
+            eprintln!(
+                "hark worker running ({} workers)",
+                node.state.config.workers
+            );
+            tokio::signal::ctrl_c()
+                .await
+                .context("waiting for Ctrl-C")?;
+            tracing::info!("shutting down");
+            node.shutdown().await;
             Ok(())
         }
         Command::Migrate => {

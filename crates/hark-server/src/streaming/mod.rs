@@ -1,6 +1,7 @@
 //! Streaming v3: `GET /v3/token` (single-use temporary tokens), the `/v3/ws` upgrade,
-//! and the background upkeep of live sessions (this process's lease, closing the
-//! sessions of processes that died).
+//! the registry of this process's live sessions (ended at once when their credential
+//! is revoked) and their background upkeep (this process's lease, closing the sessions
+//! of processes that died).
 
 pub mod params;
 mod session;
@@ -13,14 +14,17 @@ use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use hark_core::clock::Millis;
 use hark_core::keys::{self, SecretDigest, SecretKind};
 use hark_core::StreamTokenId;
-use hark_store::NewStreamToken;
+use hark_core::{AccountId, ApiKeyId, ProjectId, StreamSessionId};
+use hark_store::{ApiKeyRecord, CredentialChange, NewStreamToken, OpenedStreamSession};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{broadcast, watch, Notify};
 
 /// `expires_in_seconds` bounds (reference 5.1).
 pub const TOKEN_EXPIRY_RANGE: (i64, i64) = (1, 600);
@@ -115,19 +119,98 @@ pub async fn ws(
         .on_upgrade(move |socket| session::run(state, socket, query, credential))
 }
 
-/// Counts live sessions so shutdown can wait for them to end and bill.
+/// What a live session's credential allows now: sessions end as soon as it turns
+/// `Revoked`, and when `key_expires_at` passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Standing {
+    Valid { key_expires_at: Option<Millis> },
+    Revoked(String),
+}
+
+impl Standing {
+    /// The standing of a session's key as stored now (`None`: the key row is gone).
+    fn of(record: Option<&ApiKeyRecord>, change: CredentialChange, now: Millis) -> Self {
+        match record {
+            None => Self::Revoked(
+                match change {
+                    CredentialChange::Project(_) => "the project was deleted",
+                    CredentialChange::Account(_) => "the account was deleted",
+                    _ => "the API key, its project or its account was deleted",
+                }
+                .into(),
+            ),
+            Some(r) if r.revoked_at.is_some() => Self::Revoked("the API key was revoked".into()),
+            Some(r) if r.expires_at.is_some_and(|e| e <= now) => {
+                Self::Revoked("the API key expired".into())
+            }
+            Some(r) => Self::Valid {
+                key_expires_at: r.expires_at,
+            },
+        }
+    }
+}
+
+struct LiveEntry {
+    account: AccountId,
+    project: ProjectId,
+    key: ApiKeyId,
+    standing: Arc<watch::Sender<Standing>>,
+}
+
+impl LiveEntry {
+    fn concerned_by(&self, change: CredentialChange) -> bool {
+        match change {
+            CredentialChange::Key(k) => k == self.key,
+            CredentialChange::Project(p) => p == self.project,
+            CredentialChange::Account(a) => a == self.account,
+            CredentialChange::User(_) => false,
+            CredentialChange::All => true,
+        }
+    }
+}
+
+/// This process's live sessions: counted so shutdown can wait for them to end and
+/// bill, and registered by credential so a revocation ends them at once.
 #[derive(Default)]
 pub struct SessionTracker {
     live: AtomicUsize,
     ended: Notify,
+    registry: Mutex<HashMap<StreamSessionId, LiveEntry>>,
 }
 
-pub(crate) struct TrackedSession<'a>(&'a SessionTracker);
+pub(crate) struct TrackedSession<'a> {
+    tracker: &'a SessionTracker,
+    id: StreamSessionId,
+}
 
 impl SessionTracker {
-    pub(crate) fn enter(&self) -> TrackedSession<'_> {
-        self.live.fetch_add(1, Ordering::SeqCst);
-        TrackedSession(self)
+    /// Registers an opened session; its standing starts valid (the caller checks it).
+    pub(crate) fn enter(
+        &self,
+        opened: &OpenedStreamSession,
+    ) -> (TrackedSession<'_>, Arc<watch::Sender<Standing>>) {
+        crate::telemetry::live_sessions(self.live.fetch_add(1, Ordering::SeqCst) + 1);
+        let standing = Arc::new(watch::Sender::new(Standing::Valid {
+            key_expires_at: None,
+        }));
+        if let Ok(mut map) = self.registry.lock() {
+            map.insert(
+                opened.id,
+                LiveEntry {
+                    account: opened.account_id,
+                    project: opened.project_id,
+                    key: opened.api_key_id,
+                    standing: standing.clone(),
+                },
+            );
+        }
+        (
+            TrackedSession {
+                tracker: self,
+                id: opened.id,
+            },
+            standing,
+        )
     }
 
     pub fn live(&self) -> usize {
@@ -147,12 +230,84 @@ impl SessionTracker {
         };
         let _ = tokio::time::timeout(limit, wait).await;
     }
+
+    /// The keys of the live sessions `change` concerns, with their standings.
+    fn concerned(
+        &self,
+        change: CredentialChange,
+    ) -> HashMap<ApiKeyId, Vec<Arc<watch::Sender<Standing>>>> {
+        let mut by_key: HashMap<ApiKeyId, Vec<_>> = HashMap::new();
+        if let Ok(map) = self.registry.lock() {
+            for entry in map.values().filter(|e| e.concerned_by(change)) {
+                by_key
+                    .entry(entry.key)
+                    .or_default()
+                    .push(entry.standing.clone());
+            }
+        }
+        by_key
+    }
 }
 
 impl Drop for TrackedSession<'_> {
     fn drop(&mut self) {
-        self.0.live.fetch_sub(1, Ordering::SeqCst);
-        self.0.ended.notify_waiters();
+        if let Ok(mut map) = self.tracker.registry.lock() {
+            map.remove(&self.id);
+        }
+        let was = self.tracker.live.fetch_sub(1, Ordering::SeqCst);
+        crate::telemetry::live_sessions(was.saturating_sub(1));
+        self.tracker.ended.notify_waiters();
+    }
+}
+
+/// Re-reads the keys of the live sessions a credential change concerns and tells each
+/// session its standing; a session whose key is gone, revoked or expired ends (1008).
+pub(crate) async fn recheck_sessions(state: &AppState, change: CredentialChange) {
+    for (key, standings) in state.sessions.concerned(change) {
+        let standing = match state.store.get_api_key(key).await {
+            Ok(record) => Standing::of(record.as_ref(), change, state.clock.now_ms()),
+            Err(e) => {
+                // Unknown is not revoked: the next change or poll checks again.
+                tracing::warn!(error = %e, "could not recheck a live session's key");
+                continue;
+            }
+        };
+        for sender in standings {
+            sender.send_if_modified(|now| {
+                let changed = *now != standing;
+                if changed {
+                    *now = standing.clone();
+                }
+                changed
+            });
+        }
+    }
+}
+
+/// Follows the revocation bus: each change drops the cached keys it concerns and
+/// ends the live sessions it revokes; a missed stretch counts as a change of everything.
+pub async fn follow_credential_changes(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let bus = state.store.credential_bus();
+    let mut changes = bus.subscribe();
+    loop {
+        let change = tokio::select! {
+            received = changes.recv() => match received {
+                Ok(heard) => {
+                    if let Some(at) = heard.committed_at {
+                        let lag = (state.clock.now_ms() - at).max(0) as u64;
+                        crate::telemetry::revocation_lag(Duration::from_millis(lag));
+                    }
+                    heard.change
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => CredentialChange::All,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        state.auth.forget(change);
+        let state = state.clone();
+        // Off the bus loop: a slow recheck must not delay the next cache drop.
+        tokio::spawn(async move { recheck_sessions(&state, change).await });
     }
 }
 

@@ -3,6 +3,7 @@
 //! KeepAlive), audio checks, the session cap and timeouts, and the close that bills it.
 
 use super::params::{Encoding, SessionParams, StreamingUpdateParams};
+use super::Standing;
 use crate::AppState;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use axum::http::header::AUTHORIZATION;
@@ -17,6 +18,7 @@ use hark_store::{
 };
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Close codes (reference 5.5).
@@ -65,6 +67,9 @@ enum Ending {
     ClientGone { reason: String },
     /// The server is stopping.
     Shutdown,
+    /// The session's key was revoked or expired, or its project or account deleted:
+    /// no more results, close 1008.
+    Revoked { reason: String },
 }
 
 /// Work for the engine, applied in arrival order.
@@ -98,6 +103,11 @@ struct Live {
     finals: Vec<Value>,
     finishing: bool,
     finished: bool,
+    /// What the session's credential allows now (see `super::Standing`); the sender is
+    /// kept so the receiver always has one.
+    standing: tokio::sync::watch::Receiver<Standing>,
+    _standing_sender: Arc<tokio::sync::watch::Sender<Standing>>,
+    key_expires_at: Option<Millis>,
 }
 
 /// Runs a session on an upgraded socket until it ends; always bills what it opened.
@@ -219,7 +229,18 @@ pub(crate) async fn run(
             tracing::error!(error = %e, "could not store the session's webhook header");
         }
     }
-    let _tracked = state.sessions.enter();
+    let (_tracked, standing) = state.sessions.enter(&opened);
+    // Read once registered, so a revocation that landed before registration counts.
+    match state.store.get_api_key(opened.api_key_id).await {
+        Ok(record) => {
+            standing.send_replace(Standing::of(
+                record.as_ref(),
+                hark_store::CredentialChange::All,
+                state.clock.now_ms(),
+            ));
+        }
+        Err(e) => tracing::warn!(error = %e, "could not read a new session's key"),
+    }
     let now = state.clock.now_ms();
     let live = Live {
         state: state.clone(),
@@ -240,6 +261,9 @@ pub(crate) async fn run(
         finals: Vec::new(),
         finishing: false,
         finished: false,
+        standing: standing.subscribe(),
+        _standing_sender: standing,
+        key_expires_at: None,
     };
     live.run().await;
 }
@@ -420,6 +444,14 @@ impl Live {
             if stopping(&shutdown) {
                 return Ending::Shutdown;
             }
+            match &*self.standing.borrow_and_update() {
+                Standing::Revoked(reason) => {
+                    return Ending::Revoked {
+                        reason: reason.clone(),
+                    }
+                }
+                Standing::Valid { key_expires_at } => self.key_expires_at = *key_expires_at,
+            }
             tokio::select! {
                 msg = self.socket.recv() => {
                     self.last_client_frame = Instant::now();
@@ -450,6 +482,9 @@ impl Live {
                         return ending;
                     }
                 }
+                // The sender lives as long as `self`, so this never fails; the standing
+                // is read at the top of the loop.
+                _ = self.standing.changed() => {}
                 changed = shutdown.changed() => {
                     if changed.is_err() || stopping(&shutdown) {
                         return Ending::Shutdown;
@@ -675,6 +710,11 @@ impl Live {
     async fn on_tick(&mut self) -> Option<Ending> {
         let now = self.state.clock.now_ms();
         let settings = &self.state.config.streaming;
+        if self.key_expires_at.is_some_and(|at| now >= at) {
+            return Some(Ending::Revoked {
+                reason: "the API key expired".into(),
+            });
+        }
         if now >= self.opened.expires_at {
             return Some(Ending::Violation {
                 code: CLOSE_SESSION_EXPIRED,
@@ -717,7 +757,8 @@ impl Live {
     /// Finishes the engine's work where the client can still hear it, tells the client
     /// how the session ended, and closes the session row (billing it) exactly once.
     async fn end(mut self, ending: Ending) {
-        let can_send = !matches!(ending, Ending::ClientGone { .. });
+        // A revoked session gets no more results; a gone client cannot.
+        let can_send = !matches!(ending, Ending::ClientGone { .. } | Ending::Revoked { .. });
         if can_send {
             // The open turn is finalised so the client (and webhook) get its text.
             self.begin_finishing();
@@ -750,6 +791,7 @@ impl Live {
         let reason = match &ending {
             Ending::Graceful { reason } | Ending::ClientGone { reason } => reason.clone(),
             Ending::Violation { code, reason } => format!("{code}: {reason}"),
+            Ending::Revoked { reason } => format!("{CLOSE_UNAUTHORIZED}: {reason}"),
             Ending::Shutdown => "server shutdown".into(),
         };
         let closed = self
@@ -791,6 +833,14 @@ impl Live {
                     &mut self.socket,
                     CLOSE_GOING_AWAY,
                     "Session ended: the server is shutting down",
+                )
+                .await;
+            }
+            Ending::Revoked { reason } => {
+                close_with(
+                    &mut self.socket,
+                    CLOSE_UNAUTHORIZED,
+                    &format!("Unauthorized Connection: {reason}"),
                 )
                 .await;
             }

@@ -91,6 +91,45 @@ impl TestServer {
         }
     }
 
+    /// Another node on this server's database (same master key, own data directory),
+    /// with its own store handle; dropping the database stays with `self`.
+    pub async fn start_peer(
+        &self,
+        engine: Option<Arc<dyn SpeechEngine>>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = if self.config.master_key.is_empty() {
+            std::fs::read_to_string(self.config.data_dir.join("master.key"))
+                .expect("first node's master key")
+        } else {
+            self.config.master_key.expose().to_string()
+        };
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            master_key: hark_core::keys::Secret::new(key.trim().to_string()),
+            ..self.config.clone()
+        };
+        tweak(&mut config);
+        let server = hark_server::start(config.clone(), engine, self.clock.clone())
+            .await
+            .expect("peer starts");
+        let base = server.state.public_base_url.clone();
+        let store = SqlStore::open(&config.database_url, self.clock.clone())
+            .await
+            .expect("store");
+        Self {
+            server: Some(server),
+            base,
+            store,
+            config,
+            clock: self.clock.clone(),
+            http: reqwest::Client::new(),
+            db: None,
+            _dir: dir,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
