@@ -1,8 +1,10 @@
-//! The append-only ledgers: the hash-chained audit log and the usage events.
+//! The append-only ledgers: the hash-chained audit log, and the usage events with the
+//! hourly rollups that reports read (kept current in the event's own transaction).
 
 use crate::sql::parse_id;
 use crate::*;
 use hark_core::clock::Millis;
+use hark_core::money::{self, Micros};
 use sha2::{Digest, Sha256};
 use sqlx::{Any, Row, Transaction};
 
@@ -162,44 +164,108 @@ impl AuditStore for SqlStore {
     }
 }
 
-pub(crate) async fn insert_usage(
-    tx: &mut Transaction<'static, Any>,
-    event: &NewUsageEvent,
-    now: Millis,
-) -> StoreResult<bool> {
-    let result = sqlx::query(
-        "INSERT INTO usage_events (id, idempotency_key, account_id, project_id, api_key_id, product, model, \
-         audio_seconds, session_seconds, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-         ON CONFLICT (idempotency_key) DO NOTHING",
-    )
-    .bind(uuid::Uuid::now_v7().to_string())
-    .bind(&event.idempotency_key)
-    .bind(event.account_id.to_string())
-    .bind(event.project_id.to_string())
-    .bind(event.api_key_id.to_string())
-    .bind(&event.product)
-    .bind(&event.model)
-    .bind(event.audio_seconds)
-    .bind(event.session_seconds)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(result.rows_affected() == 1)
+/// What writing a usage event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Recorded {
+    pub cost: Micros,
+    pub balance: crate::billing::BalanceChange,
 }
+
+impl SqlStore {
+    /// Appends the event (priced by the table at `now`) and adds it to its hourly
+    /// rollup, inside the caller's transaction; `None` if its idempotency key exists.
+    pub(crate) async fn insert_usage(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        event: &NewUsageEvent,
+        now: Millis,
+    ) -> StoreResult<Option<Recorded>> {
+        let streaming = event.product == money::STREAMING;
+        let billable_ms = if streaming {
+            event.session_ms.unwrap_or(0)
+        } else {
+            event.audio_ms
+        };
+        let price = self.prices.per_hour(&event.product, &event.model, now);
+        let cost = money::cost_of(price, billable_ms);
+        let result = sqlx::query(
+            "INSERT INTO usage_events (id, idempotency_key, account_id, project_id, api_key_id, product, model, \
+             audio_ms, session_ms, price_per_hour, cost, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(&event.idempotency_key)
+        .bind(event.account_id.to_string())
+        .bind(event.project_id.to_string())
+        .bind(event.api_key_id.to_string())
+        .bind(&event.product)
+        .bind(&event.model)
+        .bind(event.audio_ms.max(0))
+        .bind(event.session_ms.map(|s| s.max(0)))
+        .bind(price)
+        .bind(cost)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        if result.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let (transcripts, sessions) = if streaming { (0_i64, 1_i64) } else { (1, 0) };
+        sqlx::query(
+            "INSERT INTO usage_hourly (account_id, hour_start, project_id, api_key_id, product, model, \
+             audio_ms, session_ms, transcripts, sessions, cost) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (account_id, hour_start, project_id, api_key_id, product, model) DO UPDATE SET \
+             audio_ms = usage_hourly.audio_ms + excluded.audio_ms, \
+             session_ms = usage_hourly.session_ms + excluded.session_ms, \
+             transcripts = usage_hourly.transcripts + excluded.transcripts, \
+             sessions = usage_hourly.sessions + excluded.sessions, \
+             cost = usage_hourly.cost + excluded.cost",
+        )
+        .bind(event.account_id.to_string())
+        .bind(now - now.rem_euclid(HOUR_MS))
+        .bind(event.project_id.to_string())
+        .bind(event.api_key_id.to_string())
+        .bind(&event.product)
+        .bind(&event.model)
+        .bind(event.audio_ms.max(0))
+        .bind(event.session_ms.unwrap_or(0).max(0))
+        .bind(transcripts)
+        .bind(sessions)
+        .bind(cost)
+        .execute(&mut **tx)
+        .await?;
+        let balance = Self::change_balance(tx, event.account_id, -cost, cost, now).await?;
+        self.evaluate_alerts(
+            tx,
+            event.account_id,
+            crate::alerts::AlertTrigger {
+                balance,
+                month_spend: balance.month_spend,
+                usage: Some(event),
+            },
+            now,
+        )
+        .await?;
+        Ok(Some(Recorded { cost, balance }))
+    }
+}
+
+pub const HOUR_MS: Millis = 3_600_000;
+pub const DAY_MS: Millis = 86_400_000;
 
 #[async_trait]
 impl UsageStore for SqlStore {
     async fn record_usage(&self, event: NewUsageEvent) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
-        let inserted = insert_usage(&mut tx, &event, self.now()).await?;
+        let inserted = self.insert_usage(&mut tx, &event, self.now()).await?;
         tx.commit().await?;
-        Ok(inserted)
+        Ok(inserted.is_some())
     }
 
     async fn usage_events(&self, account: AccountId) -> StoreResult<Vec<UsageEvent>> {
         let rows = sqlx::query(
-            "SELECT idempotency_key, account_id, project_id, api_key_id, product, model, audio_seconds, session_seconds, \
-             created_at FROM usage_events WHERE account_id = $1 ORDER BY created_at, id",
+            "SELECT idempotency_key, account_id, project_id, api_key_id, product, model, audio_ms, session_ms, \
+             price_per_hour, cost, created_at FROM usage_events WHERE account_id = $1 ORDER BY created_at, id",
         )
         .bind(account.to_string())
         .fetch_all(&self.pool)
@@ -214,10 +280,169 @@ impl UsageStore for SqlStore {
                         api_key_id: parse_id(r, "api_key_id", ApiKeyId::parse)?,
                         product: r.try_get("product")?,
                         model: r.try_get("model")?,
-                        audio_seconds: r.try_get("audio_seconds")?,
-                        session_seconds: r.try_get("session_seconds")?,
+                        audio_ms: r.try_get("audio_ms")?,
+                        session_ms: r.try_get("session_ms")?,
                     },
+                    price_per_hour: r.try_get("price_per_hour")?,
+                    cost: r.try_get("cost")?,
                     created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn usage_lines(
+        &self,
+        account: AccountId,
+        from: Millis,
+        to: Millis,
+    ) -> StoreResult<Vec<UsageLine>> {
+        let rows = sqlx::query(
+            "SELECT product, model, project_id, CAST(SUM(audio_ms) AS BIGINT) AS audio_ms, \
+             CAST(SUM(session_ms) AS BIGINT) AS session_ms, CAST(SUM(transcripts) AS BIGINT) AS transcripts, \
+             CAST(SUM(sessions) AS BIGINT) AS sessions, CAST(SUM(cost) AS BIGINT) AS cost \
+             FROM usage_hourly WHERE account_id = $1 AND hour_start >= $2 AND hour_start < $3 \
+             GROUP BY product, model, project_id ORDER BY product, model, project_id",
+        )
+        .bind(account.to_string())
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UsageLine {
+                    product: r.try_get("product")?,
+                    model: r.try_get("model")?,
+                    project_id: r.try_get("project_id")?,
+                    totals: UsageTotals {
+                        audio_ms: r.try_get("audio_ms")?,
+                        session_ms: r.try_get("session_ms")?,
+                        transcripts: r.try_get("transcripts")?,
+                        sessions: r.try_get("sessions")?,
+                        cost: r.try_get("cost")?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn frozen_statement(
+        &self,
+        account: AccountId,
+        month_start: Millis,
+    ) -> StoreResult<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT body FROM statements WHERE account_id = $1 AND month_start = $2",
+        )
+        .bind(account.to_string())
+        .bind(month_start)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn freeze_statement(
+        &self,
+        account: AccountId,
+        month_start: Millis,
+        body: &str,
+    ) -> StoreResult<String> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO statements (account_id, month_start, body, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (account_id, month_start) DO NOTHING",
+        )
+        .bind(account.to_string())
+        .bind(month_start)
+        .bind(body)
+        .bind(self.now())
+        .execute(&mut *tx)
+        .await?;
+        let stored: String = sqlx::query_scalar(
+            "SELECT body FROM statements WHERE account_id = $1 AND month_start = $2",
+        )
+        .bind(account.to_string())
+        .bind(month_start)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn billed_accounts(&self) -> StoreResult<Vec<AccountId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT account_id FROM balances UNION SELECT account_id FROM usage_hourly \
+             UNION SELECT account_id FROM statements ORDER BY 1",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.iter().filter_map(|i| AccountId::parse(i)).collect())
+    }
+
+    async fn usage_rollup(&self, query: &RollupQuery) -> StoreResult<Vec<RollupRow>> {
+        let bucket = match query.bucket {
+            RollupBucket::Hour => "hour_start",
+            RollupBucket::Day => "hour_start - (hour_start % 86400000)",
+        };
+        let group = query.group_by.map(|g| match g {
+            RollupGroup::Account => "account_id",
+            RollupGroup::Project => "project_id",
+            RollupGroup::ApiKey => "api_key_id",
+            RollupGroup::Product => "product",
+            RollupGroup::Model => "model",
+        });
+        let mut sql = format!(
+            "SELECT {bucket} AS bucket, {} AS grp, CAST(SUM(audio_ms) AS BIGINT) AS audio_ms, \
+             CAST(SUM(session_ms) AS BIGINT) AS session_ms, CAST(SUM(transcripts) AS BIGINT) AS transcripts, \
+             CAST(SUM(sessions) AS BIGINT) AS sessions, CAST(SUM(cost) AS BIGINT) AS cost \
+             FROM usage_hourly WHERE hour_start >= $1 AND hour_start < $2",
+            group.unwrap_or("CAST('' AS TEXT)")
+        );
+        let mut texts: Vec<String> = Vec::new();
+        let mut next = 3;
+        let mut filter = |sql: &mut String, column: &str, values: &[String]| {
+            if values.is_empty() {
+                return;
+            }
+            let params: Vec<String> = values
+                .iter()
+                .map(|v| {
+                    texts.push(v.clone());
+                    let p = format!("${next}");
+                    next += 1;
+                    p
+                })
+                .collect();
+            sql.push_str(&format!(" AND {column} IN ({})", params.join(", ")));
+        };
+        let account: Vec<String> = query.account.iter().map(|a| a.to_string()).collect();
+        filter(&mut sql, "account_id", &account);
+        filter(&mut sql, "project_id", &query.projects);
+        filter(&mut sql, "api_key_id", &query.api_keys);
+        filter(&mut sql, "product", &query.products);
+        filter(&mut sql, "model", &query.models);
+        sql.push_str(if group.is_some() {
+            " GROUP BY 1, 2 ORDER BY 1, 2"
+        } else {
+            " GROUP BY 1 ORDER BY 1"
+        });
+        let mut q = sqlx::query(&sql).bind(query.from).bind(query.to);
+        for t in &texts {
+            q = q.bind(t);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RollupRow {
+                    bucket: r.try_get("bucket")?,
+                    group: r.try_get("grp")?,
+                    totals: UsageTotals {
+                        audio_ms: r.try_get("audio_ms")?,
+                        session_ms: r.try_get("session_ms")?,
+                        transcripts: r.try_get("transcripts")?,
+                        sessions: r.try_get("sessions")?,
+                        cost: r.try_get("cost")?,
+                    },
                 })
             })
             .collect()

@@ -178,7 +178,6 @@ impl ManageStore for SqlStore {
             "DELETE FROM api_keys WHERE account_id = $1",
             "DELETE FROM projects WHERE account_id = $1",
             "DELETE FROM invites WHERE account_id = $1",
-            "DELETE FROM usage_events WHERE account_id = $1",
             "DELETE FROM memberships WHERE account_id = $1",
             "UPDATE sessions SET current_account_id = NULL WHERE current_account_id = $1",
             "DELETE FROM accounts WHERE id = $1",
@@ -303,7 +302,7 @@ impl ManageStore for SqlStore {
             out.entry(id).or_default().transcripts = r.try_get("n")?;
         }
         let rows = sqlx::query(
-            "SELECT api_key_id, sum(audio_seconds) AS s FROM usage_events WHERE project_id = $1 GROUP BY api_key_id",
+            "SELECT api_key_id, CAST(sum(audio_ms) AS BIGINT) AS s FROM usage_events WHERE project_id = $1 GROUP BY api_key_id",
         )
         .bind(project.to_string())
         .fetch_all(&self.pool)
@@ -311,7 +310,7 @@ impl ManageStore for SqlStore {
         for r in &rows {
             let id = crate::sql::parse_id(r, "api_key_id", ApiKeyId::parse)?;
             out.entry(id).or_default().audio_seconds =
-                r.try_get::<Option<f64>, _>("s")?.unwrap_or(0.0);
+                r.try_get::<Option<i64>, _>("s")?.unwrap_or(0) as f64 / 1000.0;
         }
         Ok(out)
     }

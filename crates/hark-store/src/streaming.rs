@@ -1,7 +1,6 @@
 //! Streaming storage: single-use temporary tokens and live-session rows with their
 //! lease, new-session rate limit, and the once-only close that bills the session.
 
-use crate::ledger::insert_usage;
 use crate::sql::{parse_id, parse_opt_id};
 use crate::webhooks::insert_delivery;
 use crate::*;
@@ -75,6 +74,8 @@ pub enum StreamRefusal {
     RateLimited {
         per_minute: u32,
     },
+    /// The account is prepaid and its balance is negative.
+    BalanceNegative,
 }
 
 /// What the serving node reports when a session ends.
@@ -177,6 +178,7 @@ fn key_usable(col: &str, now_param: &str) -> String {
 impl SqlStore {
     /// Closes one session inside `tx` if still open; bills it and queues its webhook.
     async fn close_session_in(
+        &self,
         tx: &mut Transaction<'static, Any>,
         id: StreamSessionId,
         close: &CloseStreamSession,
@@ -205,19 +207,21 @@ impl SqlStore {
         .await?;
         let record = decode_session(&row)?;
         let session_ms = (ended_at - record.started_at).max(0);
-        insert_usage(
+        // The event is stamped when it is written (a reaped session is written after
+        // its end), so no report hour that was already complete ever changes.
+        self.insert_usage(
             tx,
             &NewUsageEvent {
                 idempotency_key: format!("stream:{id}"),
                 account_id: record.account_id,
                 project_id: record.project_id,
                 api_key_id: record.api_key_id,
-                product: "streaming".into(),
+                product: hark_core::money::STREAMING.into(),
                 model: record.model.clone(),
-                audio_seconds: close.audio_ms.max(0) as f64 / 1000.0,
-                session_seconds: Some(session_ms as f64 / 1000.0),
+                audio_ms: close.audio_ms.max(0),
+                session_ms: Some(session_ms),
             },
-            ended_at,
+            self.now().max(ended_at),
         )
         .await?;
         let webhook_url: Option<String> = row.try_get("webhook_url")?;
@@ -326,6 +330,14 @@ impl StreamStore for SqlStore {
             Err(StoreError::NotFound(_)) => return Ok(Err(StreamRefusal::TokenUnknown)),
             Err(e) => return Err(e),
         };
+        let blocked: i64 = sqlx::query_scalar("SELECT balance_blocked FROM accounts WHERE id = $1")
+            .bind(account_id.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+        if blocked != 0 {
+            // Rolled back: a refused opening consumes no token.
+            return Ok(Err(StreamRefusal::BalanceNegative));
+        }
         let (project_id, api_key_id, token_id, max_session_secs) = match (&open.credential, key_row)
         {
             (
@@ -479,7 +491,7 @@ impl StreamStore for SqlStore {
     ) -> StoreResult<Option<StreamSessionRecord>> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
-        let closed = Self::close_session_in(&mut tx, id, &close, now).await?;
+        let closed = self.close_session_in(&mut tx, id, &close, now).await?;
         tx.commit().await?;
         Ok(closed)
     }
@@ -513,7 +525,7 @@ impl StreamStore for SqlStore {
                 reason: "lost: the serving process stopped".into(),
             };
             let mut tx = self.pool.begin().await?;
-            if Self::close_session_in(&mut tx, id, &close, ended_at)
+            if self.close_session_in(&mut tx, id, &close, ended_at)
                 .await?
                 .is_some()
             {

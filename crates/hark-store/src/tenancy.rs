@@ -117,6 +117,19 @@ impl AccountStore for SqlStore {
             .execute(&mut *tx)
             .await?;
         let project = Self::insert_project(&mut tx, new.id, &new.project, now).await?;
+        Self::change_balance(&mut tx, new.id, 0, 0, now).await?;
+        if new.plan == Plan::Free && self.evaluation_credit > 0 {
+            Self::insert_credit(
+                &mut tx,
+                new.id,
+                self.evaluation_credit,
+                crate::billing::CreditKind::Evaluation,
+                "evaluation credit",
+                &Actor::System,
+                now,
+            )
+            .await?;
+        }
         append_audit(
             &mut tx,
             Some(new.id),
@@ -174,6 +187,8 @@ impl AccountStore for SqlStore {
         .bind(i64::from(limits.streaming_sessions_per_minute))
         .execute(&mut *tx)
         .await?;
+        // Invoiced plans are never refused for balance; prepaid ones are below zero.
+        Self::sync_balance_block(&mut tx, id).await?;
         // Cached principals carry the account's limits.
         Self::bump_auth_epoch(&mut tx).await?;
         append_audit(
@@ -416,7 +431,7 @@ impl KeyStore for SqlStore {
     async fn principal_by_digest(&self, digest_hex: &str) -> StoreResult<Option<KeyPrincipal>> {
         let row = sqlx::query(
             "SELECT k.id, k.account_id, k.project_id, k.digest, k.expires_at, k.revoked_at, k.scopes, a.max_projects, a.max_api_keys, \
-             a.max_members, a.max_concurrent_jobs, a.max_stream_sessions_per_minute \
+             a.max_members, a.max_concurrent_jobs, a.max_stream_sessions_per_minute, a.balance_blocked \
              FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.digest = $1",
         )
         .bind(digest_hex)
@@ -443,6 +458,7 @@ impl KeyStore for SqlStore {
             revoked_at: row.try_get("revoked_at")?,
             limits: limits_from_row(&row)?,
             scopes: scopes_from_row(&row)?,
+            balance_blocked: row.try_get::<i64, _>("balance_blocked")? != 0,
         }))
     }
 

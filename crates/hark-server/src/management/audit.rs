@@ -1,5 +1,5 @@
 //! The account's audit log for Owners and Admins (filters, cursor pagination, NDJSON
-//! export) and its usage summary.
+//! export).
 
 use super::principal::{authorize, QueryParams, UserCtx};
 use super::{ts, MgmtError, MgmtResult, DEFAULT_PAGE, MAX_PAGE};
@@ -12,7 +12,6 @@ use hark_core::Permission;
 use hark_store::{AuditEntry, AuditFilter};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct AuditQuery {
@@ -116,34 +115,4 @@ pub async fn export(
         }
     }
     Ok(([(CONTENT_TYPE, "application/x-ndjson")], out).into_response())
-}
-
-/// `GET /api/v1/accounts/{account}/usage`: audio seconds per project, API key and model.
-pub async fn usage(
-    State(state): State<AppState>,
-    ctx: UserCtx,
-    Path(account): Path<String>,
-) -> MgmtResult<Json<Value>> {
-    let auth = authorize(&state, &ctx, &account, Permission::ViewUsage).await?;
-    let events = state.store.usage_events(auth.account.id).await?;
-    let mut by_project: BTreeMap<String, f64> = BTreeMap::new();
-    let mut by_key: BTreeMap<String, f64> = BTreeMap::new();
-    let mut by_model: BTreeMap<String, f64> = BTreeMap::new();
-    let mut total = 0.0;
-    for e in &events {
-        let s = e.event.audio_seconds;
-        total += s;
-        *by_project
-            .entry(e.event.project_id.to_string())
-            .or_default() += s;
-        *by_key.entry(e.event.api_key_id.to_string()).or_default() += s;
-        *by_model.entry(e.event.model.clone()).or_default() += s;
-    }
-    Ok(Json(json!({
-        "audio_seconds": total,
-        "events": events.len(),
-        "by_project": by_project,
-        "by_api_key": by_key,
-        "by_model": by_model,
-    })))
 }

@@ -124,7 +124,24 @@ pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
             delete(accounts::delete_account),
         ),
         (ep("get", "/accounts/{account}/billing", "Plan, limits and billing email", Session, Some(ManageBilling)).returns("Billing"), get(accounts::billing)),
-        (ep("get", "/accounts/{account}/usage", "Usage summary", Session, Some(ViewUsage)).returns("Usage"), get(audit::usage)),
+        (ep("get", "/accounts/{account}/usage", "Usage and spend report: ?from=&to=&granularity=hour|day|month&group_by=product|model|project|api_key, repeatable project, api_key, model, product filters", Session, Some(ViewUsage)).returns("UsageReport"), get(crate::usage::api::usage_json)),
+        (ep("get", "/accounts/{account}/usage.csv", "The same usage report as CSV", Session, Some(ViewUsage)), get(crate::usage::api::usage_csv)),
+        (ep("get", "/accounts/{account}/alerts", "Usage alerts and when each last fired", Session, Some(ViewUsage)).returns("Alert").paged(), get(crate::usage::api::list_alerts)),
+        (
+            ep("post", "/accounts/{account}/alerts", "Create an alert: balance_below or month_spend_above an amount, or daily_audio_above hours for one project or key; optionally a signed webhook", Session, Some(ManageAlerts)).returns("Alert").status(201)
+                .body(&[("kind", "string", true), ("threshold", "string", true), ("project_id", "string", false), ("api_key_id", "string", false), ("webhook_url", "string", false)]),
+            post(crate::usage::api::create_alert),
+        ),
+        (
+            ep("patch", "/accounts/{account}/alerts/{alert}", "Change an alert's threshold (re-arms it) or webhook", Session, Some(ManageAlerts)).returns("Alert")
+                .body(&[("threshold", "string", false), ("webhook_url", "string", false)]),
+            patch(crate::usage::api::update_alert),
+        ),
+        (ep("delete", "/accounts/{account}/alerts/{alert}", "Delete an alert", Session, Some(ManageAlerts)).status(204), delete(crate::usage::api::delete_alert)),
+        (ep("get", "/accounts/{account}/statements", "Months with a billing statement, newest first", Session, Some(ManageBilling)).returns("StatementMonths"), get(crate::usage::api::list_statements)),
+        (ep("get", "/accounts/{account}/statements/{month}", "The statement of a month (YYYY-MM): line items by product, model and project, credits, balances; frozen once the month is closed", Session, Some(ManageBilling)).returns("IssuedStatement"), get(crate::usage::api::statement_json)),
+        (ep("get", "/accounts/{account}/statements/{month}/csv", "The same statement as CSV", Session, Some(ManageBilling)), get(crate::usage::api::statement_csv)),
+        (ep("get", "/accounts/{account}/balance", "Credit balance, the month's spend and the credit ledger", Session, Some(ManageBilling)).returns("Balance"), get(crate::usage::api::balance_json)),
         (ep("get", "/accounts/{account}/members", "Members with role and MFA status", Session, Some(ViewMembers)).returns("Member").paged(), get(accounts::list_members)),
         (
             ep("patch", "/accounts/{account}/members/{user}", "Change a member's role", Session, Some(ManageMembers))
@@ -372,12 +389,58 @@ pub fn schemas() -> Value {
             ("created_at", t()),
         ]),
         "Billing": object(&[("plan", s()), ("limits", json!({"type": "object"})), ("billing_email", ns())]),
-        "Usage": object(&[
-            ("audio_seconds", json!({"type": "number"})), ("events", i()),
-            ("by_project", json!({"type": "object", "additionalProperties": {"type": "number"}})),
-            ("by_api_key", json!({"type": "object", "additionalProperties": {"type": "number"}})),
-            ("by_model", json!({"type": "object", "additionalProperties": {"type": "number"}})),
+        "Alert": object(&[
+            ("id", s()), ("kind", json!({"type": "string", "enum": ["balance_below", "month_spend_above", "daily_audio_above"]})),
+            ("threshold", s()), ("currency", ns()), ("project_id", ns()), ("api_key_id", ns()), ("webhook_url", ns()),
+            ("last_fired_at", nt()), ("fired_this_period", b()), ("created_by", s()), ("created_at", t()),
         ]),
+        "StatementMonths": object(&[("months", json!({"type": "array", "items": s()}))]),
+        "IssuedStatement": object(&[
+            ("billing_email", ns()),
+            ("statement", object(&[
+                ("account_id", s()), ("account_name", ns()), ("month", s()), ("period_start", t()), ("period_end", t()),
+                ("status", json!({"type": "string", "enum": ["open", "closed"]})), ("currency", s()),
+                ("opening_balance", s()),
+                ("line_items", json!({"type": "array", "items": object(&[
+                    ("product", s()), ("model", s()), ("project_id", s()), ("project_name", ns()), ("unit", s()),
+                    ("quantity_seconds", s()), ("transcripts", i()), ("sessions", i()), ("amount", s()), ("amount_micros", i()),
+                ])})),
+                ("usage_total", s()),
+                ("credits", json!({"type": "array", "items": object(&[
+                    ("created_at", t()), ("kind", s()), ("note", s()), ("amount", s()), ("amount_micros", i()),
+                ])})),
+                ("credits_total", s()), ("closing_balance", s()),
+            ])),
+        ]),
+        "Balance": object(&[
+            ("account_id", s()), ("currency", s()), ("plan", s()),
+            ("billing", json!({"type": "string", "enum": ["prepaid", "invoiced"]})),
+            ("balance", s()), ("balance_micros", i()), ("month_spend", s()), ("month_spend_micros", i()),
+            ("refused_for_balance", b()),
+            ("credits", json!({"type": "array", "items": object(&[
+                ("id", s()), ("amount", s()), ("amount_micros", i()), ("kind", s()), ("note", s()), ("created_at", t()),
+            ])})),
+        ]),
+        "UsageReport": {
+            let figures = [
+                ("audio_seconds", json!({"type": "number"})), ("session_seconds", json!({"type": "number"})),
+                ("transcripts", i()), ("sessions", i()), ("cost", s()), ("cost_micros", i()),
+            ];
+            let mut group = figures.to_vec();
+            group.push(("key", s()));
+            object(&[
+                ("account_id", s()), ("from", t()), ("to", t()),
+                ("granularity", json!({"type": "string", "enum": ["hour", "day", "month"]})),
+                ("group_by", json!({"type": "string", "nullable": true, "enum": ["product", "model", "project", "api_key"]})),
+                ("currency", s()), ("as_of", t()),
+                ("buckets", json!({"type": "array", "items": object(&[
+                    ("start", t()), ("end", t()),
+                    ("groups", json!({"type": "array", "items": object(&group)})),
+                    ("totals", object(&figures)),
+                ])})),
+                ("totals", object(&figures)),
+            ])
+        },
         "Member": object(&[("user_id", s()), ("email", s()), ("role", role()), ("mfa_enabled", b()), ("joined_at", t())]),
         "Invite": object(&[
             ("id", s()), ("email", s()), ("role", role()), ("invited_by", s()), ("created_at", t()),

@@ -56,6 +56,7 @@ pub async fn token(
     ApiPrincipal(who): ApiPrincipal,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    ApiError::check_balance(&who)?;
     let query = query_map(raw.as_deref());
     let expires_in = integer_param(&query, "expires_in_seconds", TOKEN_EXPIRY_RANGE)?
         .ok_or_else(|| ApiError::bad_request("expires_in_seconds is required"))?;
