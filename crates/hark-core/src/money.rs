@@ -168,7 +168,17 @@ mod tests {
         assert_eq!(parse_amount("-2.000001"), Ok(-2_000_001));
         assert_eq!(parse_amount(".5"), Ok(500_000));
         assert_eq!(parse_amount("19.99"), Ok(19_990_000));
-        for bad in ["", "-", "1.", "1.0000001", "1e3", "1,00", "abc", "1.2.3", " . "] {
+        for bad in [
+            "",
+            "-",
+            "1.",
+            "1.0000001",
+            "1e3",
+            "1,00",
+            "abc",
+            "1.2.3",
+            " . ",
+        ] {
             assert!(parse_amount(bad).is_err(), "{bad}");
         }
         assert!(matches!(

@@ -224,8 +224,8 @@ async fn alerts_mail_and_post_a_signed_webhook_once(db: Db) {
     let body: Value = serde_json::from_slice(body).unwrap();
     assert_eq!((body["type"].as_str(), body["kind"].as_str()), (Some("usage.alert"), Some("month_spend_above")));
     let mails = ts.store.outbox(false).await.unwrap();
-    let alert_mails: Vec<_> = mails.iter().filter(|m| m.subject.contains("this month passed 0.002 USD")).collect();
-    let mut to: Vec<&str> = alert_mails.iter().map(|m| m.to.as_str()).collect();
+    let alert_mails: Vec<_> = mails.iter().filter(|m| m.mail.subject.contains("this month passed 0.002 USD")).collect();
+    let mut to: Vec<&str> = alert_mails.iter().map(|m| m.mail.to.as_str()).collect();
     to.sort();
     let mut expected = vec![o.owner.email.as_str(), admin.email.as_str()];
     expected.sort();

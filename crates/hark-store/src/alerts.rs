@@ -92,7 +92,8 @@ pub trait AlertStore: Send + Sync {
     async fn delete_alert(&self, account: AccountId, id: &str, actor: &Actor) -> StoreResult<()>;
 }
 
-const ALERT_COLUMNS: &str = "id, account_id, kind, threshold, project_id, api_key_id, webhook_url, \
+const ALERT_COLUMNS: &str =
+    "id, account_id, kind, threshold, project_id, api_key_id, webhook_url, \
      signing_project_id, fired_period, last_fired_at, created_by, created_at";
 
 fn decode_alert(r: &sqlx::any::AnyRow) -> StoreResult<Alert> {
@@ -146,10 +147,12 @@ impl SqlStore {
                     if trigger.balance.after >= alert.threshold {
                         if alert.fired_period.is_some() {
                             // Back above the line: the next fall fires again.
-                            sqlx::query("UPDATE usage_alerts SET fired_period = NULL WHERE id = $1")
-                                .bind(&alert.id)
-                                .execute(&mut **tx)
-                                .await?;
+                            sqlx::query(
+                                "UPDATE usage_alerts SET fired_period = NULL WHERE id = $1",
+                            )
+                            .bind(&alert.id)
+                            .execute(&mut **tx)
+                            .await?;
                         }
                         continue;
                     }
@@ -219,12 +222,26 @@ impl SqlStore {
         let hours = |ms: i64| format!("{:.2}", ms as f64 / 3_600_000.0);
         let (subject, line) = match alert.kind {
             AlertKind::BalanceBelow => (
-                format!("Hark: the credit balance of {name} is below {} {currency}", format_amount(alert.threshold)),
-                format!("The credit balance is {} {currency}, below your alert's {} {currency}.", format_amount(value), format_amount(alert.threshold)),
+                format!(
+                    "Hark: the credit balance of {name} is below {} {currency}",
+                    format_amount(alert.threshold)
+                ),
+                format!(
+                    "The credit balance is {} {currency}, below your alert's {} {currency}.",
+                    format_amount(value),
+                    format_amount(alert.threshold)
+                ),
             ),
             AlertKind::MonthSpendAbove => (
-                format!("Hark: spend of {name} this month passed {} {currency}", format_amount(alert.threshold)),
-                format!("Spend this month is {} {currency}, above your alert's {} {currency}.", format_amount(value), format_amount(alert.threshold)),
+                format!(
+                    "Hark: spend of {name} this month passed {} {currency}",
+                    format_amount(alert.threshold)
+                ),
+                format!(
+                    "Spend this month is {} {currency}, above your alert's {} {currency}.",
+                    format_amount(value),
+                    format_amount(alert.threshold)
+                ),
             ),
             AlertKind::DailyAudioAbove => {
                 let what = match (alert.project_id, alert.api_key_id) {
@@ -377,11 +394,13 @@ impl AlertStore for SqlStore {
         let before = Self::alert_in(&mut tx, account, id).await?;
         if let Some(threshold) = patch.threshold {
             if threshold != before.threshold {
-                sqlx::query("UPDATE usage_alerts SET threshold = $2, fired_period = NULL WHERE id = $1")
-                    .bind(id)
-                    .bind(threshold)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE usage_alerts SET threshold = $2, fired_period = NULL WHERE id = $1",
+                )
+                .bind(id)
+                .bind(threshold)
+                .execute(&mut *tx)
+                .await?;
             }
         }
         if let Some(url) = &patch.webhook_url {
@@ -392,7 +411,16 @@ impl AlertStore for SqlStore {
                 .await?;
         }
         let alert = Self::alert_in(&mut tx, account, id).await?;
-        append_audit(&mut tx, Some(account), actor, "alert.update", id, alert_json(&alert), now).await?;
+        append_audit(
+            &mut tx,
+            Some(account),
+            actor,
+            "alert.update",
+            id,
+            alert_json(&alert),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(alert)
     }
@@ -405,7 +433,16 @@ impl AlertStore for SqlStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        append_audit(&mut tx, Some(account), actor, "alert.delete", id, alert_json(&alert), now).await?;
+        append_audit(
+            &mut tx,
+            Some(account),
+            actor,
+            "alert.delete",
+            id,
+            alert_json(&alert),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -124,7 +124,8 @@ impl SqlStore {
         tx: &mut Transaction<'static, Any>,
         account: AccountId,
     ) -> StoreResult<()> {
-        let bal = "COALESCE((SELECT b.balance FROM balances b WHERE b.account_id = accounts.id), 0)";
+        let bal =
+            "COALESCE((SELECT b.balance FROM balances b WHERE b.account_id = accounts.id), 0)";
         let block = BLOCK_EXPR.replace("{bal}", bal);
         let changed = sqlx::query(&format!(
             "UPDATE accounts SET balance_blocked = {block} WHERE id = $1 AND balance_blocked <> {block}"

@@ -4,7 +4,7 @@
 use crate::sql::parse_id;
 use crate::*;
 use hark_core::clock::Millis;
-use hark_core::money::{self, Micros};
+use hark_core::money;
 use sha2::{Digest, Sha256};
 use sqlx::{Any, Row, Transaction};
 
@@ -164,22 +164,16 @@ impl AuditStore for SqlStore {
     }
 }
 
-/// What writing a usage event did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Recorded {
-    pub cost: Micros,
-    pub balance: crate::billing::BalanceChange,
-}
-
 impl SqlStore {
     /// Appends the event (priced by the table at `now`) and adds it to its hourly
-    /// rollup, inside the caller's transaction; `None` if its idempotency key exists.
+    /// rollup, charges the balance and evaluates alerts, inside the caller's
+    /// transaction; false if its idempotency key exists (nothing is written).
     pub(crate) async fn insert_usage(
         &self,
         tx: &mut Transaction<'static, Any>,
         event: &NewUsageEvent,
         now: Millis,
-    ) -> StoreResult<Option<Recorded>> {
+    ) -> StoreResult<bool> {
         let streaming = event.product == money::STREAMING;
         let billable_ms = if streaming {
             event.session_ms.unwrap_or(0)
@@ -208,7 +202,7 @@ impl SqlStore {
         .execute(&mut **tx)
         .await?;
         if result.rows_affected() != 1 {
-            return Ok(None);
+            return Ok(false);
         }
         let (transcripts, sessions) = if streaming { (0_i64, 1_i64) } else { (1, 0) };
         sqlx::query(
@@ -246,7 +240,7 @@ impl SqlStore {
             now,
         )
         .await?;
-        Ok(Some(Recorded { cost, balance }))
+        Ok(true)
     }
 }
 
@@ -259,7 +253,7 @@ impl UsageStore for SqlStore {
         let mut tx = self.pool.begin().await?;
         let inserted = self.insert_usage(&mut tx, &event, self.now()).await?;
         tx.commit().await?;
-        Ok(inserted.is_some())
+        Ok(inserted)
     }
 
     async fn usage_events(&self, account: AccountId) -> StoreResult<Vec<UsageEvent>> {

@@ -20,13 +20,13 @@ mod transcripts;
 mod users;
 mod webhooks;
 
+pub use alerts::{Alert, AlertKind, AlertPatch, AlertStore, NewAlert};
 use async_trait::async_trait;
+pub use billing::{Balance, BalanceChange, BillingStore, Credit, CreditKind};
 use hark_core::clock::Millis;
 use hark_core::plan::LimitOverrides;
 use hark_core::{AccountId, ApiKeyId, Plan, ProjectId, TranscriptId, UploadId, UserId};
 pub use ledger::{DAY_MS, HOUR_MS};
-pub use alerts::{Alert, AlertKind, AlertPatch, AlertStore, NewAlert};
-pub use billing::{Balance, BalanceChange, BillingStore, Credit, CreditKind};
 pub use manage::{AuditFilter, Deleted, KeyTraffic, ManageStore};
 pub use members::{
     Accepted, AccountMembership, Invite, Mail, MemberRow, MemberStore, NewInvite, OutboxEntry,

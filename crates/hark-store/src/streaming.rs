@@ -525,7 +525,8 @@ impl StreamStore for SqlStore {
                 reason: "lost: the serving process stopped".into(),
             };
             let mut tx = self.pool.begin().await?;
-            if self.close_session_in(&mut tx, id, &close, ended_at)
+            if self
+                .close_session_in(&mut tx, id, &close, ended_at)
                 .await?
                 .is_some()
             {

@@ -1273,13 +1273,29 @@ mod usage {
         // 10:30: one hour of audio at 0.36/h.
         c.clock.set_ms(DAY0 + 10 * HOUR + 30 * 60_000);
         assert!(store
-            .record_usage(event("t1", &a, key, SPEECH_TO_TEXT, "tiny", 3_600_000, None))
+            .record_usage(event(
+                "t1",
+                &a,
+                key,
+                SPEECH_TO_TEXT,
+                "tiny",
+                3_600_000,
+                None
+            ))
             .await
             .unwrap());
         // 11:59:59.999: 30 minutes, still the morning price.
         c.clock.set_ms(DAY0 + 12 * HOUR - 1);
         store
-            .record_usage(event("t2", &a, key, SPEECH_TO_TEXT, "tiny", 1_800_000, None))
+            .record_usage(event(
+                "t2",
+                &a,
+                key,
+                SPEECH_TO_TEXT,
+                "tiny",
+                1_800_000,
+                None,
+            ))
             .await
             .unwrap();
         // 12:00: the afternoon price; a second of audio costs 0.72/3600 = 200 micros.
@@ -1322,7 +1338,14 @@ mod usage {
             .iter()
             .map(|r| {
                 let t = &r.totals;
-                (r.bucket - DAY0, t.audio_ms, t.session_ms, t.transcripts, t.sessions, t.cost)
+                (
+                    r.bucket - DAY0,
+                    t.audio_ms,
+                    t.session_ms,
+                    t.transcripts,
+                    t.sessions,
+                    t.cost,
+                )
             })
             .collect();
         assert_eq!(
@@ -1330,7 +1353,14 @@ mod usage {
             vec![
                 (10 * HOUR, 3_600_000, 0, 1, 0, 360_000),
                 (11 * HOUR, 1_800_000, 0, 1, 0, 180_000),
-                (12 * HOUR, 1_000 + 36_000 + 5_000, 20_000, 2, 1, 200 + 10_000 + 1_000),
+                (
+                    12 * HOUR,
+                    1_000 + 36_000 + 5_000,
+                    20_000,
+                    2,
+                    1,
+                    200 + 10_000 + 1_000
+                ),
             ]
         );
         // The day splits its cost at the price change: 540 000 before noon, 11 200 after.
@@ -1387,7 +1417,15 @@ mod usage {
             .await
             .unwrap();
         store
-            .record_usage(event("x", &other, k1, SPEECH_TO_TEXT, "tiny", 999_000, None))
+            .record_usage(event(
+                "x",
+                &other,
+                k1,
+                SPEECH_TO_TEXT,
+                "tiny",
+                999_000,
+                None,
+            ))
             .await
             .unwrap();
         let mut q = query(&a, RollupBucket::Day, Some(RollupGroup::Product));
@@ -1396,7 +1434,13 @@ mod usage {
         let flat: Vec<(i64, String, i64, i64, i64)> = rows
             .iter()
             .map(|r| {
-                (r.bucket - DAY0, r.group.clone(), r.totals.audio_ms, r.totals.session_ms, r.totals.cost)
+                (
+                    r.bucket - DAY0,
+                    r.group.clone(),
+                    r.totals.audio_ms,
+                    r.totals.session_ms,
+                    r.totals.cost,
+                )
             })
             .collect();
         assert_eq!(
@@ -1418,7 +1462,10 @@ mod usage {
         q.models = vec!["best".into(), "tiny".into()];
         q.api_keys = vec![k1.to_string()];
         let rows = store.usage_rollup(&q).await.unwrap();
-        let keys: Vec<(String, i64)> = rows.iter().map(|r| (r.group.clone(), r.totals.transcripts)).collect();
+        let keys: Vec<(String, i64)> = rows
+            .iter()
+            .map(|r| (r.group.clone(), r.totals.transcripts))
+            .collect();
         assert_eq!(keys, vec![(k1.to_string(), 1), (k1.to_string(), 1)]);
         // The range is half-open and by hour: the second day alone.
         q.from = DAY0 + 24 * HOUR;
@@ -1432,9 +1479,17 @@ mod usage {
         all.account = None;
         all.to = DAY0 + 48 * HOUR;
         let rows = store.usage_rollup(&all).await.unwrap();
-        let mut accounts: Vec<(String, i64)> = rows.iter().map(|r| (r.group.clone(), r.totals.audio_ms)).collect();
-        accounts.sort();
-        let mut expected = vec![(a.account.id.to_string(), 73_600), (other.account.id.to_string(), 999_000)];
+        // Day buckets: account a has usage on both days.
+        let mut accounts = std::collections::BTreeMap::<String, i64>::new();
+        for r in &rows {
+            *accounts.entry(r.group.clone()).or_default() += r.totals.audio_ms;
+        }
+        let accounts: Vec<(String, i64)> = accounts.into_iter().collect();
+        assert_eq!(rows.len(), 3);
+        let mut expected = vec![
+            (a.account.id.to_string(), 73_600),
+            (other.account.id.to_string(), 999_000),
+        ];
         expected.sort();
         assert_eq!(accounts, expected);
     }
@@ -1448,7 +1503,15 @@ mod usage {
         let tasks: Vec<_> = (0..400)
             .map(|i| {
                 let store = store.clone();
-                let e = event(&format!("job:{}", i % 200), &a, key, SPEECH_TO_TEXT, "tiny", 1_000 + (i % 200) as i64, None);
+                let e = event(
+                    &format!("job:{}", i % 200),
+                    &a,
+                    key,
+                    SPEECH_TO_TEXT,
+                    "tiny",
+                    1_000 + (i % 200) as i64,
+                    None,
+                );
                 tokio::spawn(async move { store.record_usage(e).await.unwrap() })
             })
             .collect();
@@ -1478,7 +1541,15 @@ mod usage {
         let a = new_account(&store, Plan::Payg).await;
         c.clock.set_ms(DAY0 + HOUR);
         store
-            .record_usage(event("kept", &a, ApiKeyId::new(), SPEECH_TO_TEXT, "tiny", 10_000, None))
+            .record_usage(event(
+                "kept",
+                &a,
+                ApiKeyId::new(),
+                SPEECH_TO_TEXT,
+                "tiny",
+                10_000,
+                None,
+            ))
             .await
             .unwrap();
         store
@@ -1554,7 +1625,10 @@ mod billing {
         assert_eq!(store.balance(payg.account.id).await.unwrap().balance, 0);
         let credits = store.credits(free.account.id).await.unwrap();
         assert_eq!(credits.len(), 1);
-        assert_eq!((credits[0].amount, credits[0].kind.as_str()), (1_000, "evaluation"));
+        assert_eq!(
+            (credits[0].amount, credits[0].kind.as_str()),
+            (1_000, "evaluation")
+        );
         store.record_usage(usage(&free, "a", 600)).await.unwrap();
         assert_eq!(store.balance(free.account.id).await.unwrap().balance, 400);
         assert!(!blocked(&store, "free-secret").await);
@@ -1567,13 +1641,25 @@ mod billing {
         assert!(store.auth_epoch().await.unwrap() > epoch);
         // A credit that leaves it negative does not unblock; one that reaches zero does.
         let change = store
-            .grant_credit(free.account.id, 50, CreditKind::Operator, "part", &Actor::Operator)
+            .grant_credit(
+                free.account.id,
+                50,
+                CreditKind::Operator,
+                "part",
+                &Actor::Operator,
+            )
             .await
             .unwrap();
         assert_eq!((change.before, change.after), (-100, -50));
         assert!(blocked(&store, "free-secret").await);
         store
-            .grant_credit(free.account.id, 50, CreditKind::Operator, "top up", &Actor::Operator)
+            .grant_credit(
+                free.account.id,
+                50,
+                CreditKind::Operator,
+                "top up",
+                &Actor::Operator,
+            )
             .await
             .unwrap();
         assert!(!blocked(&store, "free-secret").await);
@@ -1581,14 +1667,24 @@ mod billing {
         store.record_usage(usage(&free, "c", 10)).await.unwrap();
         assert!(blocked(&store, "free-secret").await);
         store
-            .set_plan(free.account.id, Plan::Contracted, Default::default(), &Actor::Operator)
+            .set_plan(
+                free.account.id,
+                Plan::Contracted,
+                Default::default(),
+                &Actor::Operator,
+            )
             .await
             .unwrap();
         assert!(!blocked(&store, "free-secret").await);
         store.record_usage(usage(&free, "d", 10_000)).await.unwrap();
         assert!(!blocked(&store, "free-secret").await);
         store
-            .set_plan(free.account.id, Plan::Payg, Default::default(), &Actor::Operator)
+            .set_plan(
+                free.account.id,
+                Plan::Payg,
+                Default::default(),
+                &Actor::Operator,
+            )
             .await
             .unwrap();
         assert!(blocked(&store, "free-secret").await);
@@ -1597,7 +1693,13 @@ mod billing {
         let amounts: Vec<i64> = credits.iter().map(|c| c.amount).collect();
         assert_eq!(amounts, vec![1_000, 50, 50]);
         let audit = store.audit_entries(Some(free.account.id)).await.unwrap();
-        assert_eq!(audit.iter().filter(|e| e.action == "billing.credit").count(), 2);
+        assert_eq!(
+            audit
+                .iter()
+                .filter(|e| e.action == "billing.credit")
+                .count(),
+            2
+        );
         // Credits minus every cost.
         let b = store.balance(free.account.id).await.unwrap().balance;
         assert_eq!(b, 1_100 - 1_100 - 10 - 10_000);
@@ -1615,7 +1717,13 @@ mod billing {
         assert!(store.claim_job("w1", 60_000).await.unwrap().is_some());
         assert!(store.claim_job("w2", 60_000).await.unwrap().is_none());
         store
-            .grant_credit(a.account.id, 10_000, CreditKind::Operator, "top up", &Actor::Operator)
+            .grant_credit(
+                a.account.id,
+                10_000,
+                CreditKind::Operator,
+                "top up",
+                &Actor::Operator,
+            )
             .await
             .unwrap();
         // Back to the Free plan's limit (5).
@@ -1628,30 +1736,51 @@ mod billing {
         let a = new_account(&store, Plan::Payg).await;
         let owner_email = store.owner_email(a.account.id).await.unwrap().unwrap();
         store
-            .grant_credit(a.account.id, 1_000_000, CreditKind::Operator, "start", &Actor::Operator)
+            .grant_credit(
+                a.account.id,
+                1_000_000,
+                CreditKind::Operator,
+                "start",
+                &Actor::Operator,
+            )
             .await
             .unwrap();
-        let alert = |kind: AlertKind, threshold: i64, project: Option<ProjectId>, hook: bool| NewAlert {
-            id: format!("alert-{}", uuid::Uuid::new_v4().simple()),
-            account_id: a.account.id,
-            kind,
-            threshold,
-            project_id: project,
-            api_key_id: None,
-            webhook_url: hook.then(|| "https://hooks.example.com/usage".to_string()),
-            signing_project_id: a.project.id,
-        };
+        let alert =
+            |kind: AlertKind, threshold: i64, project: Option<ProjectId>, hook: bool| NewAlert {
+                id: format!("alert-{}", uuid::Uuid::new_v4().simple()),
+                account_id: a.account.id,
+                kind,
+                threshold,
+                project_id: project,
+                api_key_id: None,
+                webhook_url: hook.then(|| "https://hooks.example.com/usage".to_string()),
+                signing_project_id: a.project.id,
+            };
         // Spend above 0.05, audio above 60 s in a day, balance below 0.90.
         let spend = store
-            .create_alert(alert(AlertKind::MonthSpendAbove, 50_000, None, true), &Actor::Operator)
+            .create_alert(
+                alert(AlertKind::MonthSpendAbove, 50_000, None, true),
+                &Actor::Operator,
+            )
             .await
             .unwrap();
         let audio = store
-            .create_alert(alert(AlertKind::DailyAudioAbove, 60_000, Some(a.project.id), false), &Actor::Operator)
+            .create_alert(
+                alert(
+                    AlertKind::DailyAudioAbove,
+                    60_000,
+                    Some(a.project.id),
+                    false,
+                ),
+                &Actor::Operator,
+            )
             .await
             .unwrap();
         let low = store
-            .create_alert(alert(AlertKind::BalanceBelow, 900_000, None, true), &Actor::Operator)
+            .create_alert(
+                alert(AlertKind::BalanceBelow, 900_000, None, true),
+                &Actor::Operator,
+            )
             .await
             .unwrap();
         c.clock.set_ms(T0);
@@ -1667,53 +1796,136 @@ mod billing {
             assert!(t.await.unwrap());
         }
         let mails = store.outbox(false).await.unwrap();
-        let subjects: Vec<&str> = mails.iter().filter(|m| m.to == owner_email).map(|m| m.subject.as_str()).collect();
+        let subjects: Vec<&str> = mails
+            .iter()
+            .filter(|m| m.mail.to == owner_email)
+            .map(|m| m.mail.subject.as_str())
+            .collect();
         assert_eq!(subjects.len(), 3, "{subjects:?}");
-        assert_eq!(subjects.iter().filter(|s| s.contains("this month passed 0.05 EUR")).count(), 1);
-        assert_eq!(subjects.iter().filter(|s| s.contains("passed 0.02 audio hours today")).count(), 1);
-        assert_eq!(subjects.iter().filter(|s| s.contains("below 0.90 EUR")).count(), 1);
-        let hooks: Vec<String> = sqlx::query_scalar("SELECT body FROM webhook_deliveries WHERE account_id = $1")
-            .bind(a.account.id.to_string())
-            .fetch_all(store.pool())
-            .await
-            .unwrap();
+        assert_eq!(
+            subjects
+                .iter()
+                .filter(|s| s.contains("this month passed 0.05 EUR"))
+                .count(),
+            1
+        );
+        assert_eq!(
+            subjects
+                .iter()
+                .filter(|s| s.contains("passed 0.02 audio hours today"))
+                .count(),
+            1
+        );
+        assert_eq!(
+            subjects
+                .iter()
+                .filter(|s| s.contains("below 0.90 EUR"))
+                .count(),
+            1
+        );
+        let hooks: Vec<String> =
+            sqlx::query_scalar("SELECT body FROM webhook_deliveries WHERE account_id = $1")
+                .bind(a.account.id.to_string())
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
         assert_eq!(hooks.len(), 2, "{hooks:?}");
         let kinds: Vec<String> = hooks
             .iter()
-            .map(|h| serde_json::from_str::<serde_json::Value>(h).unwrap()["kind"].as_str().unwrap().to_string())
+            .map(|h| {
+                serde_json::from_str::<serde_json::Value>(h).unwrap()["kind"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
             .collect();
-        assert!(kinds.contains(&"month_spend_above".to_string()) && kinds.contains(&"balance_below".to_string()));
+        assert!(
+            kinds.contains(&"month_spend_above".to_string())
+                && kinds.contains(&"balance_below".to_string())
+        );
         let listed = store.list_alerts(a.account.id).await.unwrap();
-        assert!(listed.iter().all(|x| x.last_fired_at == Some(T0)), "{listed:?}");
+        assert!(
+            listed.iter().all(|x| x.last_fired_at == Some(T0)),
+            "{listed:?}"
+        );
         // More usage the same day: nothing new. The next day: the daily alert again.
-        store.record_usage(usage(&a, "later", 61_000)).await.unwrap();
+        store
+            .record_usage(usage(&a, "later", 61_000))
+            .await
+            .unwrap();
         assert_eq!(store.outbox(false).await.unwrap().len(), 3);
         c.clock.set_ms(T0 + 86_400_000);
-        store.record_usage(usage(&a, "tomorrow", 61_000)).await.unwrap();
+        store
+            .record_usage(usage(&a, "tomorrow", 61_000))
+            .await
+            .unwrap();
         let mails = store.outbox(false).await.unwrap();
         assert_eq!(mails.len(), 4);
-        assert!(mails.iter().any(|m| m.body.contains(&audio.id)));
+        assert!(mails.iter().any(|m| m.mail.body.contains(&audio.id)));
         // A credit lifts the balance over the line: the balance alert re-arms and fires
         // again on the next fall.
         store
-            .grant_credit(a.account.id, 500_000, CreditKind::Operator, "top up", &Actor::Operator)
+            .grant_credit(
+                a.account.id,
+                500_000,
+                CreditKind::Operator,
+                "top up",
+                &Actor::Operator,
+            )
             .await
             .unwrap();
-        store.record_usage(usage(&a, "drain", 600_000)).await.unwrap();
+        store
+            .record_usage(usage(&a, "drain", 600_000))
+            .await
+            .unwrap();
         let mails = store.outbox(false).await.unwrap();
-        assert_eq!(mails.iter().filter(|m| m.body.contains(&low.id)).count(), 2);
-        assert_eq!(mails.iter().filter(|m| m.body.contains(&spend.id)).count(), 1);
+        assert_eq!(
+            mails
+                .iter()
+                .filter(|m| m.mail.body.contains(&low.id))
+                .count(),
+            2
+        );
+        assert_eq!(
+            mails
+                .iter()
+                .filter(|m| m.mail.body.contains(&spend.id))
+                .count(),
+            1
+        );
         // Edit (re-arms) and delete.
         store
-            .update_alert(a.account.id, &spend.id, AlertPatch { threshold: Some(2_000_000), webhook_url: Some(None) }, &Actor::Operator)
+            .update_alert(
+                a.account.id,
+                &spend.id,
+                AlertPatch {
+                    threshold: Some(2_000_000),
+                    webhook_url: Some(None),
+                },
+                &Actor::Operator,
+            )
             .await
             .unwrap();
-        let edited = store.list_alerts(a.account.id).await.unwrap().into_iter().find(|x| x.id == spend.id).unwrap();
-        assert_eq!((edited.threshold, edited.fired_period, edited.webhook_url), (2_000_000, None, None));
-        store.delete_alert(a.account.id, &audio.id, &Actor::Operator).await.unwrap();
+        let edited = store
+            .list_alerts(a.account.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|x| x.id == spend.id)
+            .unwrap();
+        assert_eq!(
+            (edited.threshold, edited.fired_period, edited.webhook_url),
+            (2_000_000, None, None)
+        );
+        store
+            .delete_alert(a.account.id, &audio.id, &Actor::Operator)
+            .await
+            .unwrap();
         assert_eq!(store.list_alerts(a.account.id).await.unwrap().len(), 2);
         assert!(matches!(
-            store.delete_alert(a.account.id, &audio.id, &Actor::Operator).await,
+            store
+                .delete_alert(a.account.id, &audio.id, &Actor::Operator)
+                .await,
             Err(StoreError::NotFound(_))
         ));
     }

@@ -6,7 +6,7 @@ use crate::management::{opt_ts, ts, MgmtError, MgmtResult};
 use crate::AppState;
 use hark_core::money::{format_amount, parse_amount};
 use hark_core::{AccountId, ApiKeyId, ProjectId};
-use hark_store::{Actor, Alert, AlertKind, AlertPatch, NewAlert};
+use hark_store::{AccountStore, Actor, Alert, AlertKind, AlertPatch, AlertStore, KeyStore, NewAlert};
 use serde::{Deserialize, Serialize};
 
 /// `POST /accounts/{account}/alerts`.

@@ -6,7 +6,7 @@ use crate::management::{ts, MgmtResult};
 use crate::AppState;
 use hark_core::money::format_amount;
 use hark_core::{AccountId, Plan};
-use hark_store::Credit;
+use hark_store::{BillingStore, Credit};
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -12,7 +12,7 @@ use crate::AppState;
 use hark_core::clock::Millis;
 use hark_core::money::{format_amount, PRODUCTS};
 use hark_core::AccountId;
-use hark_store::{Store, RollupBucket, RollupGroup, RollupQuery, UsageTotals, DAY_MS, HOUR_MS};
+use hark_store::{RollupBucket, Store, UsageStore, RollupGroup, RollupQuery, UsageTotals, DAY_MS, HOUR_MS};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use time::format_description::well_known::Rfc3339;

@@ -9,7 +9,9 @@ use crate::management::{ts, MgmtError, MgmtResult};
 use hark_core::clock::{month_bounds, Millis};
 use hark_core::money::{format_amount, STREAMING};
 use hark_core::AccountId;
-use hark_store::{RollupBucket, RollupQuery, Store};
+use hark_store::{
+    AccountStore, BillingStore, MemberStore, RollupBucket, RollupQuery, Store, UsageStore,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
