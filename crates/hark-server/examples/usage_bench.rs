@@ -28,8 +28,14 @@ const HOUR: i64 = 3_600_000;
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let url = args.next().ok_or("usage: usage_bench <database-url> [events]")?;
-    let events: i64 = args.next().map(|e| e.parse()).transpose()?.unwrap_or(10_000_000);
+    let url = args
+        .next()
+        .ok_or("usage: usage_bench <database-url> [events]")?;
+    let events: i64 = args
+        .next()
+        .map(|e| e.parse())
+        .transpose()?
+        .unwrap_or(10_000_000);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = SqlStore::open(&url, clock.clone()).await?;
     let now = clock.now_ms();
@@ -60,11 +66,46 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let iso = |ms: i64| hark_server::management::ts(ms);
     let shapes = [
-        ("last 24 h by hour, no grouping", format!("from={}&to={}&granularity=hour", iso(end - 24 * HOUR), iso(end))),
-        ("last 7 days by hour, by API key", format!("from={}&to={}&granularity=hour&group_by=api_key", iso(end - 7 * 24 * HOUR), iso(end))),
-        ("last 30 days by day, by model", format!("from={}&to={}&granularity=day&group_by=model", iso(end - 30 * 24 * HOUR), iso(end))),
-        ("last 30 days by day, by project, filtered to 2 projects", format!("from={}&to={}&granularity=day&group_by=project&project=p0&project=p1", iso(end - 30 * 24 * HOUR), iso(end))),
-        ("90 days by month, by product", format!("from={}&to={}&granularity=month&group_by=product", iso(start), iso(end))),
+        (
+            "last 24 h by hour, no grouping",
+            format!(
+                "from={}&to={}&granularity=hour",
+                iso(end - 24 * HOUR),
+                iso(end)
+            ),
+        ),
+        (
+            "last 7 days by hour, by API key",
+            format!(
+                "from={}&to={}&granularity=hour&group_by=api_key",
+                iso(end - 7 * 24 * HOUR),
+                iso(end)
+            ),
+        ),
+        (
+            "last 30 days by day, by model",
+            format!(
+                "from={}&to={}&granularity=day&group_by=model",
+                iso(end - 30 * 24 * HOUR),
+                iso(end)
+            ),
+        ),
+        (
+            "last 30 days by day, by project, filtered to 2 projects",
+            format!(
+                "from={}&to={}&granularity=day&group_by=project&project=p0&project=p1",
+                iso(end - 30 * 24 * HOUR),
+                iso(end)
+            ),
+        ),
+        (
+            "90 days by month, by product",
+            format!(
+                "from={}&to={}&granularity=month&group_by=product",
+                iso(start),
+                iso(end)
+            ),
+        ),
     ];
     for (name, query) in shapes {
         let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())

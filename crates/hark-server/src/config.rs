@@ -322,7 +322,8 @@ impl Config {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                let bad = |what: String| ConfigError::Invalid(format!("billing.prices[{i}]: {what}"));
+                let bad =
+                    |what: String| ConfigError::Invalid(format!("billing.prices[{i}]: {what}"));
                 if !PRODUCTS.contains(&p.product.as_str()) {
                     return Err(bad(format!(
                         "product '{}' is not one of {}",
@@ -356,7 +357,9 @@ impl Config {
             Ok(_) => Err(ConfigError::Invalid(
                 "billing.evaluation_credit must not be negative".into(),
             )),
-            Err(e) => Err(ConfigError::Invalid(format!("billing.evaluation_credit: {e}"))),
+            Err(e) => Err(ConfigError::Invalid(format!(
+                "billing.evaluation_credit: {e}"
+            ))),
         }
     }
 

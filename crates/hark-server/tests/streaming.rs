@@ -700,10 +700,7 @@ async fn vanished_and_silent_clients_are_billed(db: Db) {
     expect_message(&mut silent, "Begin").await;
     send_audio(&mut silent, 300, true).await;
     let usage = wait_usage(&ts, t.account, 1).await;
-    assert!(
-        (usage[0].event.audio_ms - 500).abs() < 10,
-        "{usage:?}"
-    );
+    assert!((usage[0].event.audio_ms - 500).abs() < 10, "{usage:?}");
     tokio::time::sleep(Duration::from_secs(4)).await;
     let usage = wait_usage(&ts, t.account, 2).await;
     assert_eq!(usage.len(), 2);

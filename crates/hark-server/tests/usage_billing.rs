@@ -49,7 +49,10 @@ async fn server(db: Db, clock: Arc<dyn Clock>) -> TestServer {
 }
 
 async fn ws_close(ts: &TestServer, key: &str) -> (u16, String) {
-    let url = format!("{}/v3/ws?sample_rate=16000", ts.base.replacen("http", "ws", 1));
+    let url = format!(
+        "{}/v3/ws?sample_rate=16000",
+        ts.base.replacen("http", "ws", 1)
+    );
     let mut request = url.into_client_request().unwrap();
     request
         .headers_mut()
@@ -57,7 +60,9 @@ async fn ws_close(ts: &TestServer, key: &str) -> (u16, String) {
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     loop {
         match tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
-            Ok(Some(Ok(Message::Close(Some(f))))) => return (u16::from(f.code), f.reason.to_string()),
+            Ok(Some(Ok(Message::Close(Some(f))))) => {
+                return (u16::from(f.code), f.reason.to_string())
+            }
             Ok(Some(Ok(Message::Text(t)))) => {
                 let v: Value = serde_json::from_str(&t).unwrap();
                 assert_ne!(v["type"], "Begin", "the session opened");
@@ -96,16 +101,37 @@ async fn negative_balance_refuses_until_a_credit(db: Db) {
     r.exact_error(400, NEGATIVE);
     assert_eq!(ws_close(&ts, &key).await, (1008, NEGATIVE.to_string()));
     // Reading stays allowed.
-    assert_eq!(support::get(&ts, &key, &format!("/v2/transcript/{id}")).await.status, 200);
+    assert_eq!(
+        support::get(&ts, &key, &format!("/v2/transcript/{id}"))
+            .await
+            .status,
+        200
+    );
     // The Owner sees why.
-    let b = call(&ts, "GET", &format!("/accounts/{}/balance", o.account), Some(&o.owner.token), None).await;
+    let b = call(
+        &ts,
+        "GET",
+        &format!("/accounts/{}/balance", o.account),
+        Some(&o.owner.token),
+        None,
+    )
+    .await;
     let v = b.ok();
-    assert_eq!((v["balance"].as_str(), v["billing"].as_str()), (Some("-0.0001"), Some("prepaid")));
+    assert_eq!(
+        (v["balance"].as_str(), v["billing"].as_str()),
+        (Some("-0.0001"), Some("prepaid"))
+    );
     assert_eq!(v["refused_for_balance"], true);
     assert_eq!(v["credits"][0]["kind"], "evaluation");
     // A credit that makes it positive restores access at once (the operator CLI's way).
     ts.store
-        .grant_credit(o.account, 1_000_000, CreditKind::Operator, "top up", &Actor::Operator)
+        .grant_credit(
+            o.account,
+            1_000_000,
+            CreditKind::Operator,
+            "top up",
+            &Actor::Operator,
+        )
         .await
         .unwrap();
     hark_server::control::notify_credentials_changed(&ts.config.data_dir).await;
@@ -114,18 +140,36 @@ async fn negative_balance_refuses_until_a_credit(db: Db) {
     assert_eq!(r.status, 200, "{}", r.text);
     // Invoiced plans are never refused for balance.
     ts.store
-        .grant_credit(o.account, -2_000_000, CreditKind::Operator, "correction", &Actor::Operator)
+        .grant_credit(
+            o.account,
+            -2_000_000,
+            CreditKind::Operator,
+            "correction",
+            &Actor::Operator,
+        )
         .await
         .unwrap();
     hark_server::control::notify_credentials_changed(&ts.config.data_dir).await;
     wait_upload_status(&ts, &key, 400).await;
     ts.store
-        .set_plan(o.account, Plan::Contracted, Default::default(), &Actor::Operator)
+        .set_plan(
+            o.account,
+            Plan::Contracted,
+            Default::default(),
+            &Actor::Operator,
+        )
         .await
         .unwrap();
     hark_server::control::notify_credentials_changed(&ts.config.data_dir).await;
     wait_upload_status(&ts, &key, 200).await;
-    let b = call(&ts, "GET", &format!("/accounts/{}/balance", o.account), Some(&o.owner.token), None).await;
+    let b = call(
+        &ts,
+        "GET",
+        &format!("/accounts/{}/balance", o.account),
+        Some(&o.owner.token),
+        None,
+    )
+    .await;
     assert_eq!(b.ok()["billing"], "invoiced");
     assert_eq!(b.ok()["refused_for_balance"], false);
     ts.stop().await;
@@ -160,29 +204,65 @@ async fn alerts_mail_and_post_a_signed_webhook_once(db: Db) {
     let admin = add_member(&ts, o.account, Role::Admin).await;
     let reader = add_member(&ts, o.account, Role::Reader).await;
     ts.store
-        .grant_credit(o.account, 10_000_000, CreditKind::Operator, "start", &Actor::Operator)
+        .grant_credit(
+            o.account,
+            10_000_000,
+            CreditKind::Operator,
+            "start",
+            &Actor::Operator,
+        )
         .await
         .unwrap();
     let create = |token: String, body: Value| {
         let ts = &ts;
         let path = path.clone();
         async move {
-            let mut req = ts.http.post(ts.url(&format!("/api/v1{path}"))).header("authorization", format!("Bearer {token}"));
-            req = req.header("content-type", "application/json").body(body.to_string());
+            let mut req = ts
+                .http
+                .post(ts.url(&format!("/api/v1{path}")))
+                .header("authorization", format!("Bearer {token}"));
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
             common::mgmt::send(req).await
         }
     };
     // Bad input, and a Reader, are refused.
-    let r: Answer = create(o.owner.token.clone(), json!({"kind": "spend_above", "threshold": "1"})).await;
+    let r: Answer = create(
+        o.owner.token.clone(),
+        json!({"kind": "spend_above", "threshold": "1"}),
+    )
+    .await;
     assert_eq!((r.status, r.code()), (400, "invalid_request"), "{}", r.text);
-    let r = create(o.owner.token.clone(), json!({"kind": "month_spend_above", "threshold": "lots"})).await;
+    let r = create(
+        o.owner.token.clone(),
+        json!({"kind": "month_spend_above", "threshold": "lots"}),
+    )
+    .await;
     assert_eq!(r.status, 400);
-    let r = create(o.owner.token.clone(), json!({"kind": "daily_audio_above", "threshold": "1"})).await;
+    let r = create(
+        o.owner.token.clone(),
+        json!({"kind": "daily_audio_above", "threshold": "1"}),
+    )
+    .await;
     assert_eq!(r.status, 400, "a daily alert needs a project or key");
-    let r = create(reader.token.clone(), json!({"kind": "month_spend_above", "threshold": "0.001"})).await;
-    assert_eq!((r.status, r.code()), (403, "permission_denied"), "{}", r.text);
+    let r = create(
+        reader.token.clone(),
+        json!({"kind": "month_spend_above", "threshold": "0.001"}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (403, "permission_denied"),
+        "{}",
+        r.text
+    );
     // The Admin creates a spend alert with a webhook: above 0.002 this month.
-    let r = create(admin.token.clone(), json!({"kind": "month_spend_above", "threshold": "0.002", "webhook_url": hook})).await;
+    let r = create(
+        admin.token.clone(),
+        json!({"kind": "month_spend_above", "threshold": "0.002", "webhook_url": hook}),
+    )
+    .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let alert_id = r.body["id"].as_str().unwrap().to_string();
     assert_eq!(r.body["threshold"], "0.002");
@@ -190,13 +270,41 @@ async fn alerts_mail_and_post_a_signed_webhook_once(db: Db) {
     // Readers view alerts (and usage), but cannot edit or delete them.
     let list = call(&ts, "GET", &path, Some(&reader.token), None).await;
     assert_eq!(list.ok()["data"].as_array().unwrap().len(), 1);
-    let r = call(&ts, "PATCH", &format!("{path}/{alert_id}"), Some(&reader.token), Some(json!({"threshold": "5"}))).await;
+    let r = call(
+        &ts,
+        "PATCH",
+        &format!("{path}/{alert_id}"),
+        Some(&reader.token),
+        Some(json!({"threshold": "5"})),
+    )
+    .await;
     assert_eq!(r.status, 403);
-    let r = call(&ts, "DELETE", &format!("{path}/{alert_id}"), Some(&reader.token), None).await;
+    let r = call(
+        &ts,
+        "DELETE",
+        &format!("{path}/{alert_id}"),
+        Some(&reader.token),
+        None,
+    )
+    .await;
     assert_eq!(r.status, 403);
-    let r = call(&ts, "GET", &format!("/accounts/{}/balance", o.account), Some(&reader.token), None).await;
+    let r = call(
+        &ts,
+        "GET",
+        &format!("/accounts/{}/balance", o.account),
+        Some(&reader.token),
+        None,
+    )
+    .await;
     assert_eq!(r.status, 403);
-    let r = call(&ts, "GET", &format!("/accounts/{}/statements", o.account), Some(&reader.token), None).await;
+    let r = call(
+        &ts,
+        "GET",
+        &format!("/accounts/{}/statements", o.account),
+        Some(&reader.token),
+        None,
+    )
+    .await;
     assert_eq!(r.status, 403);
     // Three transcripts at once (3.3 s, 0.0033): the alert fires once.
     let (_, key) = ts.key(o.project, None).await;
@@ -222,9 +330,15 @@ async fn alerts_mail_and_post_a_signed_webhook_once(db: Db) {
     assert!(headers.contains_key("webhook-signature"));
     assert!(headers.contains_key("webhook-id"));
     let body: Value = serde_json::from_slice(body).unwrap();
-    assert_eq!((body["type"].as_str(), body["kind"].as_str()), (Some("usage.alert"), Some("month_spend_above")));
+    assert_eq!(
+        (body["type"].as_str(), body["kind"].as_str()),
+        (Some("usage.alert"), Some("month_spend_above"))
+    );
     let mails = ts.store.outbox(false).await.unwrap();
-    let alert_mails: Vec<_> = mails.iter().filter(|m| m.mail.subject.contains("this month passed 0.002 USD")).collect();
+    let alert_mails: Vec<_> = mails
+        .iter()
+        .filter(|m| m.mail.subject.contains("this month passed 0.002 USD"))
+        .collect();
     let mut to: Vec<&str> = alert_mails.iter().map(|m| m.mail.to.as_str()).collect();
     to.sort();
     let mut expected = vec![o.owner.email.as_str(), admin.email.as_str()];
@@ -235,12 +349,39 @@ async fn alerts_mail_and_post_a_signed_webhook_once(db: Db) {
     assert!(a["last_fired_at"].is_string());
     assert_eq!(a["fired_this_period"], true);
     // The Owner edits (re-arms) and deletes it.
-    let r = call(&ts, "PATCH", &format!("{path}/{alert_id}"), Some(&o.owner.token), Some(json!({"threshold": "1.5", "webhook_url": null}))).await;
-    assert_eq!((r.ok()["threshold"].as_str(), r.ok()["fired_this_period"].as_bool()), (Some("1.50"), Some(false)));
+    let r = call(
+        &ts,
+        "PATCH",
+        &format!("{path}/{alert_id}"),
+        Some(&o.owner.token),
+        Some(json!({"threshold": "1.5", "webhook_url": null})),
+    )
+    .await;
+    assert_eq!(
+        (
+            r.ok()["threshold"].as_str(),
+            r.ok()["fired_this_period"].as_bool()
+        ),
+        (Some("1.50"), Some(false))
+    );
     assert_eq!(r.ok()["webhook_url"], Value::Null);
-    let r = call(&ts, "DELETE", &format!("{path}/{alert_id}"), Some(&o.owner.token), None).await;
+    let r = call(
+        &ts,
+        "DELETE",
+        &format!("{path}/{alert_id}"),
+        Some(&o.owner.token),
+        None,
+    )
+    .await;
     assert_eq!(r.status, 204);
-    let r = call(&ts, "DELETE", &format!("{path}/{alert_id}"), Some(&o.owner.token), None).await;
+    let r = call(
+        &ts,
+        "DELETE",
+        &format!("{path}/{alert_id}"),
+        Some(&o.owner.token),
+        None,
+    )
+    .await;
     assert_eq!(r.status, 404);
     ts.stop().await;
 }
@@ -251,7 +392,13 @@ async fn closed_month_statement_never_changes(db: Db) {
     let o = org(&ts, Plan::Payg).await;
     let (_, key) = ts.key(o.project, None).await;
     ts.store
-        .grant_credit(o.account, 1_000_000, CreditKind::Operator, "January top-up", &Actor::Operator)
+        .grant_credit(
+            o.account,
+            1_000_000,
+            CreditKind::Operator,
+            "January top-up",
+            &Actor::Operator,
+        )
         .await
         .unwrap();
     for words in [&["a", "b", "c"][..], &["a", "b", "c", "d", "e"][..]] {
@@ -265,7 +412,14 @@ async fn closed_month_statement_never_changes(db: Db) {
     // February: January is closed.
     clock.set_ms(START_MS + 20 * 86_400_000);
     let first = call(&ts, "GET", &path, Some(&o.owner.token), None).await;
-    let first_csv = call(&ts, "GET", &format!("{path}/csv"), Some(&o.owner.token), None).await;
+    let first_csv = call(
+        &ts,
+        "GET",
+        &format!("{path}/csv"),
+        Some(&o.owner.token),
+        None,
+    )
+    .await;
     let s = &first.ok()["statement"];
     assert_eq!(first.ok()["billing_email"], o.owner.email.as_str());
     assert_eq!(s["status"], "closed");
@@ -280,34 +434,90 @@ async fn closed_month_statement_never_changes(db: Db) {
     assert_eq!(items[0]["model"], "whisper-tiny.en");
     assert_eq!(items[0]["project_id"], o.project.to_string());
     assert_eq!(items[0]["project_name"], "default");
-    assert_eq!((items[0]["quantity_seconds"].as_str(), items[0]["transcripts"].as_i64()), (Some("3"), Some(2)));
+    assert_eq!(
+        (
+            items[0]["quantity_seconds"].as_str(),
+            items[0]["transcripts"].as_i64()
+        ),
+        (Some("3"), Some(2))
+    );
     assert_eq!(s["credits"][0]["note"], "January top-up");
     // Later usage, a later credit and a renamed project change nothing in January.
     clock.set_ms(START_MS + 21 * 86_400_000);
     let id = support::transcribe(&ts, &key, &["late"]).await;
     assert_eq!(wait_done(&ts, &key, &id).await["status"], "completed");
     ts.store
-        .grant_credit(o.account, 5_000_000, CreditKind::Operator, "February", &Actor::Operator)
+        .grant_credit(
+            o.account,
+            5_000_000,
+            CreditKind::Operator,
+            "February",
+            &Actor::Operator,
+        )
         .await
         .unwrap();
-    let r = call(&ts, "PATCH", &format!("/accounts/{}/projects/{}", o.account, o.project), Some(&o.owner.token), Some(json!({"name": "renamed"}))).await;
+    let r = call(
+        &ts,
+        "PATCH",
+        &format!("/accounts/{}/projects/{}", o.account, o.project),
+        Some(&o.owner.token),
+        Some(json!({"name": "renamed"})),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let second = call(&ts, "GET", &path, Some(&o.owner.token), None).await;
-    let second_csv = call(&ts, "GET", &format!("{path}/csv"), Some(&o.owner.token), None).await;
+    let second_csv = call(
+        &ts,
+        "GET",
+        &format!("{path}/csv"),
+        Some(&o.owner.token),
+        None,
+    )
+    .await;
     assert_eq!(first.text, second.text);
     assert_eq!(first_csv.text, second_csv.text);
-    assert!(first_csv.text.contains("\nclosing_balance,,,,,,,,,,2027-01,0.997,USD\n"), "{}", first_csv.text);
+    assert!(
+        first_csv
+            .text
+            .contains("\nclosing_balance,,,,,,,,,,2027-01,0.997,USD\n"),
+        "{}",
+        first_csv.text
+    );
     // February opens where January closed.
-    let feb = call(&ts, "GET", &format!("/accounts/{}/statements/2027-02", o.account), Some(&o.owner.token), None).await;
+    let feb = call(
+        &ts,
+        "GET",
+        &format!("/accounts/{}/statements/2027-02", o.account),
+        Some(&o.owner.token),
+        None,
+    )
+    .await;
     assert_eq!(feb.ok()["statement"]["opening_balance"], "0.997");
-    let months = call(&ts, "GET", &format!("/accounts/{}/statements", o.account), Some(&o.owner.token), None).await;
+    let months = call(
+        &ts,
+        "GET",
+        &format!("/accounts/{}/statements", o.account),
+        Some(&o.owner.token),
+        None,
+    )
+    .await;
     assert_eq!(months.ok()["months"], json!(["2027-02", "2027-01"]));
-    let bad = call(&ts, "GET", &format!("/accounts/{}/statements/2027-13", o.account), Some(&o.owner.token), None).await;
+    let bad = call(
+        &ts,
+        "GET",
+        &format!("/accounts/{}/statements/2027-13", o.account),
+        Some(&o.owner.token),
+        None,
+    )
+    .await;
     assert_eq!(bad.status, 400);
     // After the account is deleted its usage and statements remain for the operator.
     let members = ts.store.members(o.account).await.unwrap();
     assert_eq!(members.len(), 1);
-    ts.store.delete_account(o.account, &Actor::Operator).await.unwrap();
+    ts.store
+        .delete_account(o.account, &Actor::Operator)
+        .await
+        .unwrap();
     assert!(ts.store.get_account(o.account).await.unwrap().is_none());
     let kept = hark_server::usage::statement::statement(
         &ts.store,
@@ -321,7 +531,9 @@ async fn closed_month_statement_never_changes(db: Db) {
     assert_eq!(kept.billing_email, None);
     assert_eq!(
         format!("{{\"billing_email\":null,\"statement\":{}}}", kept.document),
-        first.text.replace(&format!("\"{}\"", o.owner.email), "null")
+        first
+            .text
+            .replace(&format!("\"{}\"", o.owner.email), "null")
     );
     ts.stop().await;
 }

@@ -24,7 +24,10 @@ use tokio_tungstenite::tungstenite::Message;
 const START_MS: i64 = 1_800_000_000_000 + 600_000;
 const DAY: &str = "from=2027-01-15&to=2027-01-16";
 
-both_databases!(reports_are_exact_in_every_grouping, report_parameters_and_permissions);
+both_databases!(
+    reports_are_exact_in_every_grouping,
+    report_parameters_and_permissions
+);
 
 /// Speech-to-text at 3.60 an hour is one micro-unit per millisecond of audio;
 /// streaming at 1.80 an hour is one per two milliseconds of session.
@@ -50,7 +53,14 @@ async fn priced_server(db: Db, clock: Arc<ManualClock>) -> TestServer {
 }
 
 async fn report(ts: &TestServer, token: &str, account: &str, query: &str) -> Answer {
-    call(ts, "GET", &format!("/accounts/{account}/usage?{query}"), Some(token), None).await
+    call(
+        ts,
+        "GET",
+        &format!("/accounts/{account}/usage?{query}"),
+        Some(token),
+        None,
+    )
+    .await
 }
 
 /// The figures of one group (or bucket totals) as a comparable tuple.
@@ -109,7 +119,10 @@ async fn reports_are_exact_in_every_grouping(db: Db) {
 
     // A streaming session of 20 s (injected clock) with 0.3 s of audio: not counted
     // while open.
-    let ws_url = format!("{}/v3/ws?sample_rate=16000", ts.base.replacen("http", "ws", 1));
+    let ws_url = format!(
+        "{}/v3/ws?sample_rate=16000",
+        ts.base.replacen("http", "ws", 1)
+    );
     let mut request = ws_url.into_client_request().unwrap();
     request
         .headers_mut()
@@ -123,9 +136,11 @@ async fn reports_are_exact_in_every_grouping(db: Db) {
     clock.advance_ms(20_000);
     let open = report(&ts, &o.owner.token, &account, DAY).await;
     assert_eq!(open.ok()["totals"]["sessions"], 0, "{}", open.text);
-    ws.send(Message::Text(json!({"type": "Terminate"}).to_string().into()))
-        .await
-        .unwrap();
+    ws.send(Message::Text(
+        json!({"type": "Terminate"}).to_string().into(),
+    ))
+    .await
+    .unwrap();
     wait_for(&mut ws, "Termination").await;
     let mut closed = None;
     for _ in 0..100 {
@@ -177,23 +192,44 @@ async fn reports_are_exact_in_every_grouping(db: Db) {
         &ts,
         &o.owner.token,
         &account,
-        &format!("{}&api_key={key2_id}&product=speech_to_text&product=streaming", by("api_key")),
+        &format!(
+            "{}&api_key={key2_id}&product=speech_to_text&product=streaming",
+            by("api_key")
+        ),
     )
     .await;
     assert_eq!(
         groups(r.ok()),
         vec![(key2_id.to_string(), (1.9, 0.0, 1, 0, "0.0019".into()))]
     );
-    let r = report(&ts, &o.owner.token, &account, &format!("{}&project={}&product=streaming", by("api_key"), o.project)).await;
+    let r = report(
+        &ts,
+        &o.owner.token,
+        &account,
+        &format!("{}&project={}&product=streaming", by("api_key"), o.project),
+    )
+    .await;
     assert_eq!(
         groups(r.ok()),
         vec![(key1_id.to_string(), (0.3, 20.0, 0, 1, "0.01".into()))]
     );
-    let r = report(&ts, &o.owner.token, &account, &format!("{DAY}&model=whisper-large")).await;
+    let r = report(
+        &ts,
+        &o.owner.token,
+        &account,
+        &format!("{DAY}&model=whisper-large"),
+    )
+    .await;
     assert_eq!(figures(&r.ok()["totals"]), (0.0, 0.0, 0, 0, "0.00".into()));
 
     // Hourly: 24 buckets, everything in the 08:00 one.
-    let r = report(&ts, &o.owner.token, &account, &format!("{DAY}&granularity=hour")).await;
+    let r = report(
+        &ts,
+        &o.owner.token,
+        &account,
+        &format!("{DAY}&granularity=hour"),
+    )
+    .await;
     let buckets = r.ok()["buckets"].as_array().unwrap().clone();
     assert_eq!(buckets.len(), 24);
     let busy: Vec<&Value> = buckets
@@ -203,7 +239,13 @@ async fn reports_are_exact_in_every_grouping(db: Db) {
     assert_eq!(busy.len(), 1);
     assert_eq!(busy[0]["start"], "2027-01-15T08:00:00Z");
     // Monthly: calendar months.
-    let r = report(&ts, &o.owner.token, &account, "from=2027-01-01&to=2027-03-01&granularity=month").await;
+    let r = report(
+        &ts,
+        &o.owner.token,
+        &account,
+        "from=2027-01-01&to=2027-03-01&granularity=month",
+    )
+    .await;
     let v = r.ok();
     let months: Vec<(&str, &str, i64)> = v["buckets"]
         .as_array()
@@ -230,9 +272,19 @@ async fn reports_are_exact_in_every_grouping(db: Db) {
     assert_eq!(as_of, hark_server::management::ts(clock.now_ms() - 5_000));
 
     // The CSV is the same query.
-    let csv = call(&ts, "GET", &format!("/accounts/{account}/usage.csv?{}", by("product")), Some(&o.owner.token), None).await;
+    let csv = call(
+        &ts,
+        "GET",
+        &format!("/accounts/{account}/usage.csv?{}", by("product")),
+        Some(&o.owner.token),
+        None,
+    )
+    .await;
     assert_eq!(csv.status, 200, "{}", csv.text);
-    assert!(csv.headers["content-type"].to_str().unwrap().starts_with("text/csv"));
+    assert!(csv.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
     assert_eq!(
         csv.text,
         "bucket_start,bucket_end,group,audio_seconds,session_seconds,transcripts,sessions,cost,currency\n\
@@ -258,16 +310,34 @@ async fn report_parameters_and_permissions(db: Db) {
         ("limit=5", "unknown parameter"),
     ] {
         for path in ["usage", "usage.csv"] {
-            let r = call(&ts, "GET", &format!("/accounts/{account}/{path}?{query}"), Some(&o.owner.token), None).await;
+            let r = call(
+                &ts,
+                "GET",
+                &format!("/accounts/{account}/{path}?{query}"),
+                Some(&o.owner.token),
+                None,
+            )
+            .await;
             assert_eq!(r.status, 400, "{query}: {}", r.text);
             assert_eq!(r.code(), "invalid_request");
-            assert!(r.body["error"].as_str().unwrap().contains(needle), "{query}: {}", r.text);
+            assert!(
+                r.body["error"].as_str().unwrap().contains(needle),
+                "{query}: {}",
+                r.text
+            );
         }
     }
     // Readers view usage; strangers do not see the account.
     let reader = add_member(&ts, o.account, Role::Reader).await;
     assert_eq!(report(&ts, &reader.token, &account, DAY).await.status, 200);
-    let csv = call(&ts, "GET", &format!("/accounts/{account}/usage.csv"), Some(&reader.token), None).await;
+    let csv = call(
+        &ts,
+        "GET",
+        &format!("/accounts/{account}/usage.csv"),
+        Some(&reader.token),
+        None,
+    )
+    .await;
     assert_eq!(csv.status, 200);
     let stranger = org(&ts, Plan::Free).await;
     let r = report(&ts, &stranger.owner.token, &account, DAY).await;

@@ -421,26 +421,7 @@ pub fn schemas() -> Value {
                 ("id", s()), ("amount", s()), ("amount_micros", i()), ("kind", s()), ("note", s()), ("created_at", t()),
             ])})),
         ]),
-        "UsageReport": {
-            let figures = [
-                ("audio_seconds", json!({"type": "number"})), ("session_seconds", json!({"type": "number"})),
-                ("transcripts", i()), ("sessions", i()), ("cost", s()), ("cost_micros", i()),
-            ];
-            let mut group = figures.to_vec();
-            group.push(("key", s()));
-            object(&[
-                ("account_id", s()), ("from", t()), ("to", t()),
-                ("granularity", json!({"type": "string", "enum": ["hour", "day", "month"]})),
-                ("group_by", json!({"type": "string", "nullable": true, "enum": ["product", "model", "project", "api_key"]})),
-                ("currency", s()), ("as_of", t()),
-                ("buckets", json!({"type": "array", "items": object(&[
-                    ("start", t()), ("end", t()),
-                    ("groups", json!({"type": "array", "items": object(&group)})),
-                    ("totals", object(&figures)),
-                ])})),
-                ("totals", object(&figures)),
-            ])
-        },
+        "UsageReport": usage_report_schema(),
         "Member": object(&[("user_id", s()), ("email", s()), ("role", role()), ("mfa_enabled", b()), ("joined_at", t())]),
         "Invite": object(&[
             ("id", s()), ("email", s()), ("role", role()), ("invited_by", s()), ("created_at", t()),
@@ -461,6 +442,48 @@ pub fn schemas() -> Value {
             ("details", json!({"type": "object"})), ("created_at", t()), ("hash", s()),
         ]),
     })
+}
+
+/// The usage report's schema (figures repeat per group, bucket and range).
+fn usage_report_schema() -> Value {
+    let s = || json!({"type": "string"});
+    let i = || json!({"type": "integer"});
+    let t = || json!({"type": "string", "format": "date-time"});
+
+    let figures = [
+        ("audio_seconds", json!({"type": "number"})),
+        ("session_seconds", json!({"type": "number"})),
+        ("transcripts", i()),
+        ("sessions", i()),
+        ("cost", s()),
+        ("cost_micros", i()),
+    ];
+    let mut group = figures.to_vec();
+    group.push(("key", s()));
+    object(&[
+        ("account_id", s()),
+        ("from", t()),
+        ("to", t()),
+        (
+            "granularity",
+            json!({"type": "string", "enum": ["hour", "day", "month"]}),
+        ),
+        (
+            "group_by",
+            json!({"type": "string", "nullable": true, "enum": ["product", "model", "project", "api_key"]}),
+        ),
+        ("currency", s()),
+        ("as_of", t()),
+        (
+            "buckets",
+            json!({"type": "array", "items": object(&[
+                ("start", t()), ("end", t()),
+                ("groups", json!({"type": "array", "items": object(&group)})),
+                ("totals", object(&figures)),
+            ])}),
+        ),
+        ("totals", object(&figures)),
+    ])
 }
 
 /// `GET /api/v1/openapi.json`.

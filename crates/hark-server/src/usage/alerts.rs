@@ -6,7 +6,7 @@ use crate::management::{opt_ts, ts, MgmtError, MgmtResult};
 use crate::AppState;
 use hark_core::money::{format_amount, parse_amount};
 use hark_core::{AccountId, ApiKeyId, ProjectId};
-use hark_store::{AccountStore, Actor, Alert, AlertKind, AlertPatch, AlertStore, KeyStore, NewAlert};
+use hark_store::{Actor, Alert, AlertKind, AlertPatch, NewAlert};
 use serde::{Deserialize, Serialize};
 
 /// `POST /accounts/{account}/alerts`.
@@ -59,7 +59,10 @@ pub struct AlertView {
 /// Audio hours as decimal text to milliseconds (exactly: parsed as micro-hours).
 fn hours_to_ms(text: &str) -> MgmtResult<i64> {
     let micro_hours = parse_amount(text).map_err(|e| {
-        MgmtError::Invalid(format!("threshold: {}", e.to_string().replace("amount", "number of hours")))
+        MgmtError::Invalid(format!(
+            "threshold: {}",
+            e.to_string().replace("amount", "number of hours")
+        ))
     })?;
     // One micro-hour is 3.6 ms.
     Ok((i128::from(micro_hours) * 36 / 10) as i64)
@@ -185,7 +188,18 @@ pub async fn create(
             ))
         }
     };
-    finish(state, actor, account, kind, threshold, project_id, api_key_id, input.webhook_url, signing).await
+    finish(
+        state,
+        actor,
+        account,
+        kind,
+        threshold,
+        project_id,
+        api_key_id,
+        input.webhook_url,
+        signing,
+    )
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]

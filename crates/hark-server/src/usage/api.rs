@@ -3,8 +3,8 @@
 
 use super::{report, report_csv, ReportInput, UsageReport};
 use crate::management::principal::{authorize, JsonBody, QueryParams, UserCtx};
-use crate::management::{MgmtError, Page, PageQuery};
 use crate::management::MgmtResult;
+use crate::management::{MgmtError, Page, PageQuery};
 use crate::AppState;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};

@@ -6,7 +6,7 @@ use crate::management::{ts, MgmtResult};
 use crate::AppState;
 use hark_core::money::format_amount;
 use hark_core::{AccountId, Plan};
-use hark_store::{BillingStore, Credit};
+use hark_store::Credit;
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -60,7 +60,11 @@ pub async fn balance(state: &AppState, account: AccountId, plan: Plan) -> MgmtRe
         account_id: account.to_string(),
         currency: state.config.billing.currency.clone(),
         plan: plan.as_str().into(),
-        billing: if is_prepaid(plan) { "prepaid" } else { "invoiced" },
+        billing: if is_prepaid(plan) {
+            "prepaid"
+        } else {
+            "invoiced"
+        },
         balance: format_amount(b.balance),
         balance_micros: b.balance,
         month_spend: format_amount(b.month_spend),

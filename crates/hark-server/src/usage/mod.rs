@@ -12,7 +12,7 @@ use crate::AppState;
 use hark_core::clock::Millis;
 use hark_core::money::{format_amount, PRODUCTS};
 use hark_core::AccountId;
-use hark_store::{RollupBucket, Store, UsageStore, RollupGroup, RollupQuery, UsageTotals, DAY_MS, HOUR_MS};
+use hark_store::{RollupBucket, RollupGroup, RollupQuery, Store, UsageTotals, DAY_MS, HOUR_MS};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use time::format_description::well_known::Rfc3339;
@@ -208,8 +208,11 @@ fn push_filter(list: &mut Vec<String>, key: &str, value: &str) -> MgmtResult<()>
 /// An RFC 3339 instant (any offset) or a `YYYY-MM-DD` date (UTC midnight).
 pub fn parse_instant(text: &str) -> Result<Millis, String> {
     let parsed = OffsetDateTime::parse(text, &Rfc3339).or_else(|_| {
-        Date::parse(text, time::macros::format_description!("[year]-[month]-[day]"))
-            .map(|d| PrimitiveDateTime::new(d, Time::MIDNIGHT).assume_utc())
+        Date::parse(
+            text,
+            time::macros::format_description!("[year]-[month]-[day]"),
+        )
+        .map(|d| PrimitiveDateTime::new(d, Time::MIDNIGHT).assume_utc())
     });
     match parsed {
         Ok(t) => Ok((t.unix_timestamp_nanos() / 1_000_000) as Millis),

@@ -9,9 +9,7 @@ use crate::management::{ts, MgmtError, MgmtResult};
 use hark_core::clock::{month_bounds, Millis};
 use hark_core::money::{format_amount, STREAMING};
 use hark_core::AccountId;
-use hark_store::{
-    AccountStore, BillingStore, MemberStore, RollupBucket, RollupQuery, Store, UsageStore,
-};
+use hark_store::{RollupBucket, RollupQuery, Store};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -101,7 +99,9 @@ pub async fn statement(
 ) -> MgmtResult<IssuedStatement> {
     let (start, end) = month_bounds(month_start);
     if start != month_start {
-        return Err(MgmtError::Invalid("a statement covers a whole month".into()));
+        return Err(MgmtError::Invalid(
+            "a statement covers a whole month".into(),
+        ));
     }
     if start > now {
         return Err(MgmtError::Invalid("that month has not begun".into()));
@@ -176,7 +176,12 @@ pub async fn statement(
                     model: l.model.clone(),
                     project_id: l.project_id.clone(),
                     project_name: projects.get(&l.project_id).cloned(),
-                    unit: if streaming { "session_hour" } else { "audio_hour" }.into(),
+                    unit: if streaming {
+                        "session_hour"
+                    } else {
+                        "audio_hour"
+                    }
+                    .into(),
                     quantity_seconds: seconds_text(if streaming {
                         l.totals.session_ms
                     } else {
