@@ -89,6 +89,17 @@ async fn negative_balance_refuses_until_a_credit(db: Db) {
     let ts = server(db, Arc::new(hark_core::SystemClock)).await;
     let o = org(&ts, Plan::Free).await;
     let (_, key) = ts.key(o.project, None).await;
+    // The test's own store gave the default 50.00: leave 0.001, as the server's config would.
+    ts.store
+        .grant_credit(
+            o.account,
+            -49_999_000,
+            CreditKind::Operator,
+            "test: to 0.001",
+            &Actor::Operator,
+        )
+        .await
+        .unwrap();
     // 1.1 s of audio costs 0.0011 of the 0.001 evaluation credit.
     let id = support::transcribe(&ts, &key, &["a", "b", "c"]).await;
     assert_eq!(wait_done(&ts, &key, &id).await["status"], "completed");
@@ -411,6 +422,9 @@ async fn closed_month_statement_never_changes(db: Db) {
     assert_eq!(open.ok()["statement"]["status"], "open");
     // February: January is closed.
     clock.set_ms(START_MS + 20 * 86_400_000);
+    // The login session expired meanwhile (12 h).
+    let mut o = o;
+    o.owner = common::mgmt::login_ok(&ts, &o.owner.email).await;
     let first = call(&ts, "GET", &path, Some(&o.owner.token), None).await;
     let first_csv = call(
         &ts,
@@ -444,6 +458,7 @@ async fn closed_month_statement_never_changes(db: Db) {
     assert_eq!(s["credits"][0]["note"], "January top-up");
     // Later usage, a later credit and a renamed project change nothing in January.
     clock.set_ms(START_MS + 21 * 86_400_000);
+    o.owner = common::mgmt::login_ok(&ts, &o.owner.email).await;
     let id = support::transcribe(&ts, &key, &["late"]).await;
     assert_eq!(wait_done(&ts, &key, &id).await["status"], "completed");
     ts.store
