@@ -164,8 +164,12 @@ async fn reports_are_exact_in_every_grouping(db: Db) {
     assert_eq!(v["buckets"].as_array().unwrap().len(), 1);
     assert_eq!(v["buckets"][0]["start"], "2027-01-15T00:00:00Z");
     assert_eq!(v["buckets"][0]["end"], "2027-01-16T00:00:00Z");
-    // The range ends before now: complete to its end.
-    assert_eq!(v["as_of"], "2027-01-16T00:00:00Z");
+    // The range reaches past now: complete only up to 5 s before the read.
+    assert_eq!(v["as_of"], hark_server::management::ts(clock.now_ms() - 5_000).as_str());
+    // A range that ended before now is complete to its end.
+    let past = report(&ts, &o.owner.token, &account, "from=2027-01-14&to=2027-01-15").await;
+    assert_eq!(past.ok()["as_of"], "2027-01-15T00:00:00Z");
+    assert_eq!(past.ok()["totals"]["cost_micros"], 0);
 
     let by = |g: &str| format!("{DAY}&group_by={g}");
     let r = report(&ts, &o.owner.token, &account, &by("product")).await;
