@@ -137,7 +137,7 @@ fn refused(
         error: Some(human_message(e)),
         signup_open: signup_open(state),
     };
-    Ok((status_of(&e), Html(page.render()?)).into_response())
+    Ok((status_of(e), Html(page.render()?)).into_response())
 }
 
 /// `POST /signin`.
