@@ -25,6 +25,27 @@ pub struct User {
     pub mfa_enabled: bool,
 }
 
+/// The audit entry of a failed sign-in (installation log: the subjects name an email and
+/// an address, not a secret).
+async fn audit_login_failure(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    subjects: &[String],
+    user: Option<UserId>,
+    reason: &str,
+    now: Millis,
+) -> StoreResult<()> {
+    append_audit(
+        tx,
+        None,
+        &Actor::System,
+        "user.login_failed",
+        &user.map(|u| u.to_string()).unwrap_or_default(),
+        json!({"subjects": subjects, "reason": reason}),
+        now,
+    )
+    .await
+}
+
 /// The rows one counted sign-in attempt left (see [`UserStore::begin_login_attempt`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginAttempt {
@@ -358,16 +379,7 @@ impl UserStore for SqlStore {
                 .await?;
         }
         // The subjects name an email and an address, not a secret.
-        append_audit(
-            &mut tx,
-            None,
-            &Actor::System,
-            "user.login_failed",
-            &user.map(|u| u.to_string()).unwrap_or_default(),
-            json!({"subjects": subjects, "reason": reason}),
-            now,
-        )
-        .await?;
+        audit_login_failure(&mut tx, subjects, user, reason, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -430,16 +442,7 @@ impl UserStore for SqlStore {
     ) -> StoreResult<()> {
         let now = self.now();
         let mut tx = self.begin_write().await?;
-        append_audit(
-            &mut tx,
-            None,
-            &Actor::System,
-            "user.login_failed",
-            &user.map(|u| u.to_string()).unwrap_or_default(),
-            json!({"subjects": subjects, "reason": reason}),
-            now,
-        )
-        .await?;
+        audit_login_failure(&mut tx, subjects, user, reason, now).await?;
         tx.commit().await?;
         Ok(())
     }

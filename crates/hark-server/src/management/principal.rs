@@ -15,15 +15,7 @@ use std::net::IpAddr;
 
 /// The value of cookie `name` in the request, if any.
 pub fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
-    parts
-        .headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim())
+    crate::cookies::read(&parts.headers, name)
 }
 
 /// The presented session token and whether it came from the cookie.
