@@ -44,7 +44,7 @@ pub async fn first_run_link(state: &AppState) -> Result<Option<String>> {
     if state.store.account_count().await? > 0 {
         return Ok(None);
     }
-    let token = keys::generate(SecretKind::TempToken);
+    let token = keys::generate(SecretKind::SetupLink);
     state
         .store
         .create_auth_link(
@@ -68,7 +68,7 @@ pub async fn issue_set_password_link(
     base_url: &str,
     user: UserId,
 ) -> StoreResult<String> {
-    let token = keys::generate(SecretKind::TempToken);
+    let token = keys::generate(SecretKind::PasswordReset);
     store
         .create_auth_link(
             NewAuthLink {
@@ -89,7 +89,7 @@ pub async fn request_password_reset(state: &AppState, email: &str) -> Result<()>
     let Some(user) = state.store.user_by_email(email).await? else {
         return Ok(());
     };
-    let token = keys::generate(SecretKind::TempToken);
+    let token = keys::generate(SecretKind::PasswordReset);
     let url = password_url(&state.public_base_url, &token);
     let mail = Mail {
         to: user.email.clone(),
@@ -129,7 +129,11 @@ pub async fn open_link(
     token: &str,
     purposes: &[LinkPurpose],
 ) -> Result<LinkView> {
-    if !keys::is_well_formed(SecretKind::TempToken, token) {
+    // Setup links and password links carry their own prefixes; the purpose is checked
+    // against the stored link below.
+    if !keys::is_well_formed(SecretKind::SetupLink, token)
+        && !keys::is_well_formed(SecretKind::PasswordReset, token)
+    {
         return Err(Error::NotFound("link"));
     }
     let link = state

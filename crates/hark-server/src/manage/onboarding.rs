@@ -43,7 +43,8 @@ pub struct InviteView {
 }
 
 fn invite_digest(token: &str) -> Result<String> {
-    if !keys::is_well_formed(SecretKind::TempToken, token) {
+    // Invite tokens carry their own prefix; those mailed before it existed still work.
+    if !keys::is_well_formed_or_legacy(SecretKind::Invite, token) {
         return Err(Error::NotFound("invite"));
     }
     Ok(SecretDigest::of(token).to_hex())
