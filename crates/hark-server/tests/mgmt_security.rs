@@ -410,8 +410,13 @@ async fn cookies_are_secure_behind_tls(db: Db) {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert!(cookie_pair(&r, "hark_session").contains("; Secure"));
-    assert!(cookie_pair(&r, "hark_csrf").contains("; Secure"));
+    // Over TLS the cookies are `__Host-` prefixed: Secure, Path=/, no Domain, so no
+    // sibling host can plant or overwrite them.
+    for name in ["__Host-hark_session", "__Host-hark_csrf"] {
+        let c = cookie_pair(&r, name);
+        assert!(c.contains("; Secure") && c.contains("Path=/"), "{c}");
+        assert!(!c.to_ascii_lowercase().contains("domain="), "{c}");
+    }
     ts.stop().await;
 }
 
