@@ -2,15 +2,13 @@
 //! page, where the first person creates the first account and becomes its Owner.
 
 use super::error::{human_message, status_of};
-use super::signin::signed_in_redirect;
+use super::signin::welcome_new_owner;
 use super::{Chrome, DashError, DashResult, FormToken};
 use crate::manage::links::{self, FirstAccount};
-use crate::manage::sessions::open_session;
 use crate::management::MgmtError;
 use crate::AppState;
 
 /// How the new session's audit entry says the person proved who they are.
-const LINK_AUDIT: &str = "setup_link";
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse, Response};
@@ -78,21 +76,7 @@ pub async fn submit(
         account_name: form.account_name,
     };
     match links::complete_setup(&state, &link, &input).await {
-        Ok(boot) => {
-            let user = state
-                .store
-                .get_user(boot.owner)
-                .await?
-                .ok_or(MgmtError::NotFound("user"))?;
-            let login =
-                open_session(&state, &user, &format!("{}:{}", LINK_AUDIT, user.email)).await?;
-            signed_in_redirect(
-                &state,
-                &login,
-                &format!("/accounts/{}?notice=welcome", boot.account.id),
-            )
-            .await
-        }
+        Ok(boot) => welcome_new_owner(&state, &boot).await,
         Err(e @ MgmtError::Invalid(_)) => {
             let page = SetupPage {
                 chrome: Chrome::public("Set up Hark").with_token(&token),

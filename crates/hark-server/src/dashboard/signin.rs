@@ -214,3 +214,23 @@ pub async fn sign_out(State(state): State<AppState>, me: Me) -> DashResult<Respo
     }
     Ok(response)
 }
+
+/// Signs in the Owner of an account just created in the browser (first-run setup or
+/// sign-up) and takes them into it. A brand-new person has no failed sign-ins to clear.
+pub async fn welcome_new_owner(
+    state: &AppState,
+    boot: &hark_store::Bootstrap,
+) -> DashResult<Response> {
+    let user = state
+        .store
+        .get_user(boot.owner)
+        .await?
+        .ok_or(MgmtError::NotFound("user"))?;
+    let login = crate::manage::sessions::open_session(state, &user, "new_owner").await?;
+    signed_in_redirect(
+        state,
+        &login,
+        &format!("/accounts/{}?notice=welcome", boot.account.id),
+    )
+    .await
+}

@@ -3,16 +3,14 @@
 //! exist.
 
 use super::error::{human_message, status_of};
-use super::signin::signed_in_redirect;
+use super::signin::welcome_new_owner;
 use super::{Chrome, DashError, DashResult, FormToken};
 use crate::manage::links::FirstAccount;
 use crate::manage::onboarding::{self as signup, signup_open};
-use crate::manage::sessions::open_session;
 use crate::management::MgmtError;
 use crate::AppState;
 
 /// How the new session's audit entry says the person proved who they are.
-const LINK_AUDIT: &str = "sign_up";
 use askama::Template;
 use axum::extract::State;
 use axum::response::{Html, IntoResponse, Response};
@@ -69,21 +67,7 @@ pub async fn submit(
         account_name: form.account_name,
     };
     match signup::sign_up(&state, &input).await {
-        Ok(boot) => {
-            let user = state
-                .store
-                .get_user(boot.owner)
-                .await?
-                .ok_or(MgmtError::NotFound("user"))?;
-            let login =
-                open_session(&state, &user, &format!("{}:{}", LINK_AUDIT, user.email)).await?;
-            signed_in_redirect(
-                &state,
-                &login,
-                &format!("/accounts/{}?notice=welcome", boot.account.id),
-            )
-            .await
-        }
+        Ok(boot) => welcome_new_owner(&state, &boot).await,
         Err(e @ (MgmtError::Invalid(_) | MgmtError::Conflict(_))) => {
             let page = SignUpPage {
                 chrome: Chrome::public("Sign up").with_token(&token),
