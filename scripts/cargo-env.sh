@@ -3,6 +3,11 @@
 # clone, and the mold linker when it is installed (install-test-deps.sh installs it):
 # linking the test binaries was the slowest step of an incremental build.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hark/target}"
+# Intermediate artifacts (compiled dependencies, test binaries) live in one build
+# directory that every checkout shares: a second worktree reuses the compiled
+# dependencies and waits on Cargo's lock instead of compiling them again, while its
+# final binaries (CARGO_BIN_EXE_*) stay in its own CARGO_TARGET_DIR.
+export CARGO_BUILD_BUILD_DIR="${CARGO_BUILD_BUILD_DIR:-$HOME/.cache/hark/build}"
 if [ -z "${CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS:-}" ] && [ "$(uname -m)" = x86_64 ] \
     && command -v mold >/dev/null 2>&1; then
     export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-fuse-ld=mold"
