@@ -7,7 +7,8 @@
 #   - a Python venv at ${HARK_VENV:-$HOME/.cache/hark/venv} with assemblyai and pytest
 #     (the official SDK tests). faster-whisper is for bench/ only and is not installed.
 #   - Node.js and the official Node SDK (npm `assemblyai`, major 4) in
-#     ${HARK_NODE_DIR:-$HOME/.cache/hark/node} (the streaming SDK tests).
+#     ${HARK_NODE_DIR:-$HOME/.cache/hark/node} (the streaming SDK tests), and axe-core
+#     (major 4) there too: the browser tests run it on every dashboard page.
 set -euo pipefail
 
 APT_PACKAGES=(sox libsox-fmt-all ffmpeg espeak-ng mold chromium chromium-driver)
@@ -15,6 +16,7 @@ PY_PACKAGES=(assemblyai pytest)
 VENV="${HARK_VENV:-$HOME/.cache/hark/venv}"
 NODE_DIR="${HARK_NODE_DIR:-$HOME/.cache/hark/node}"
 NODE_SDK="assemblyai@4"
+AXE="axe-core@4"
 
 log() { printf 'install-test-deps: %s\n' "$*"; }
 
@@ -85,6 +87,15 @@ if [ ! -f "$NODE_DIR/node_modules/assemblyai/package.json" ]; then
     log "npm: installed $NODE_SDK"
 else
     log "npm: already present: $NODE_SDK in $NODE_DIR"
+fi
+
+if [ ! -f "$NODE_DIR/node_modules/axe-core/axe.min.js" ]; then
+    log "npm: installing $AXE into $NODE_DIR"
+    mkdir -p "$NODE_DIR"
+    npm install --prefix "$NODE_DIR" --silent --no-audit --no-fund "$AXE"
+    log "npm: installed $AXE"
+else
+    log "npm: already present: $AXE in $NODE_DIR"
 fi
 
 log "done (venv python: $VENV/bin/python, node modules: $NODE_DIR/node_modules)"

@@ -4,8 +4,10 @@
 //! refused; the first-run setup link works once; sign-in throttles like the API.
 
 mod common;
+use common::mgmt::{self, add_member, org, roomy, Person};
 use common::*;
-use hark_store::{LinkStore, MemberStore, UserStore};
+use hark_core::{Plan, Role};
+use hark_store::{AccountStore, KeyStore, LinkStore, ManageStore, MemberStore, UserStore};
 use reqwest::header::{HeaderMap, CACHE_CONTROL, LOCATION, SET_COOKIE};
 use reqwest::redirect::Policy;
 
@@ -357,4 +359,444 @@ async fn every_page_is_locked_down(db: Db) {
     ts.stop().await;
 }
 
-both_databases!(every_page_is_locked_down);
+impl<'a> Browser<'a> {
+    /// A browser holding the session of someone signed in through the JSON API.
+    fn signed_in(ts: &'a TestServer, who: &Person) -> Self {
+        let mut b = Browser::new(ts);
+        b.cookies.push(("hark_session".into(), who.token.clone()));
+        b.cookies.push(("hark_csrf".into(), who.csrf.clone()));
+        b
+    }
+}
+
+/// The text of the element with `id` (the one-time secret pages put the key there).
+fn element_text(body: &str, id: &str) -> String {
+    let at = body
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id} in: {body}"));
+    let start = at + body[at..].find('>').expect("tag end") + 1;
+    let end = start + body[start..].find('<').expect("text end");
+    body[start..end].trim().to_string()
+}
+
+async fn api_status(ts: &TestServer, key: &str, method: reqwest::Method, path: &str) -> u16 {
+    reqwest::Client::new()
+        .request(method, ts.url(path))
+        .header("authorization", key)
+        .json(&serde_json::json!({"audio_url": "http://127.0.0.1:9/a.wav"}))
+        .send()
+        .await
+        .expect("request")
+        .status()
+        .as_u16()
+}
+
+/// Projects ("N of M" against the plan, create, rename, delete by typing the name),
+/// API Keys (create shown once, copy after re-authentication, scopes, rotate, revoke
+/// refusing the very next request, delete), Members (invite, roles, removal) and
+/// Account (billing email, Delete Account), every page locked down; a Reader sees no
+/// control that changes anything and each such form, posted by hand, is refused.
+async fn account_pages(db: Db) {
+    let ts = TestServer::start(db).await;
+    let o = org(&ts, Plan::Free).await;
+    let a = o.account;
+    let mut b = Browser::signed_in(&ts, &o.owner);
+    let base = format!("/accounts/{a}");
+
+    // Projects against the Free plan's two.
+    let page = b.get(&format!("{base}/projects")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_safe_page("projects", &page, &ts.base);
+    assert!(page.body.contains("1 of 2 projects"), "{}", page.body);
+    let csrf = page.csrf();
+    let made = b
+        .post(
+            &format!("{base}/projects"),
+            &[("csrf", csrf.as_str()), ("name", "Second")],
+        )
+        .await;
+    assert_eq!(made.status, 303, "{}", made.body);
+    let page = b.get(&made.location()).await;
+    assert!(page.body.contains("2 of 2 projects"), "{}", page.body);
+    assert!(page.body.contains("The project was created."));
+    let over = b
+        .post(
+            &format!("{base}/projects"),
+            &[("csrf", csrf.as_str()), ("name", "Third")],
+        )
+        .await;
+    assert_eq!(over.status, 409, "{}", over.body);
+    assert!(over.body.contains("class=\"error\""), "{}", over.body);
+    assert_safe_page("project limit", &over, &ts.base);
+    let second = ts
+        .store
+        .list_projects(a)
+        .await
+        .expect("projects")
+        .into_iter()
+        .find(|p| p.name == "Second")
+        .expect("second project");
+    let renamed = b
+        .post(
+            &format!("{base}/projects/{}/rename", second.id),
+            &[("csrf", csrf.as_str()), ("name", "Staging")],
+        )
+        .await;
+    assert_eq!(renamed.status, 303, "{}", renamed.body);
+    let confirm = b
+        .get(&format!("{base}/projects/{}/delete", second.id))
+        .await;
+    assert_eq!(confirm.status, 200);
+    assert!(confirm.body.contains("This cannot be undone."));
+    assert_safe_page("delete project", &confirm, &ts.base);
+    let typo = b
+        .post(
+            &format!("{base}/projects/{}/delete", second.id),
+            &[("csrf", csrf.as_str()), ("confirm_name", "Stagin")],
+        )
+        .await;
+    assert_eq!(typo.status, 400, "{}", typo.body);
+    assert_eq!(ts.store.list_projects(a).await.expect("projects").len(), 2);
+    let gone = b
+        .post(
+            &format!("{base}/projects/{}/delete", second.id),
+            &[("csrf", csrf.as_str()), ("confirm_name", " Staging ")],
+        )
+        .await;
+    assert_eq!(gone.status, 303, "{}", gone.body);
+    assert_eq!(ts.store.list_projects(a).await.expect("projects").len(), 1);
+
+    // API Keys: "Create new API key" shows the key once; it works; "Revoke" ends it.
+    let keys = b.get(&format!("{base}/keys")).await;
+    assert_eq!(keys.status, 200, "{}", keys.body);
+    assert_safe_page("keys", &keys, &ts.base);
+    assert!(keys.body.contains("Create new API key"));
+    let p = o.project;
+    let created = b
+        .post(
+            &format!("{base}/projects/{p}/keys"),
+            &[("csrf", csrf.as_str()), ("name", "ci"), ("expires_in", "")],
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    assert_eq!(created.headers[CACHE_CONTROL], "no-store");
+    assert_safe_page("new key", &created, &ts.base);
+    let secret = element_text(&created.body, "secret");
+    assert!(secret.starts_with("hark_key_"), "{secret}");
+    assert_eq!(
+        api_status(&ts, &secret, reqwest::Method::GET, "/v2/transcript").await,
+        200
+    );
+    let listed = b.get(&format!("{base}/keys?project={p}")).await;
+    assert!(listed.body.contains("Never"), "last used / expiry: Never");
+    assert!(
+        !listed.body.contains(&secret),
+        "a list never shows a secret"
+    );
+    let key = ts
+        .store
+        .list_api_keys(p)
+        .await
+        .expect("keys")
+        .into_iter()
+        .find(|k| k.name == "ci")
+        .expect("key ci");
+    let kb = format!("{base}/projects/{p}/keys/{}", key.id);
+
+    // "Copy" of an existing key: the password first, then the key (audited).
+    let ask = b.get(&format!("{kb}/reveal")).await;
+    assert_eq!(ask.status, 200);
+    assert!(ask.body.contains("name=\"password\""));
+    let wrong = b
+        .post(
+            &format!("{kb}/reveal"),
+            &[("csrf", csrf.as_str()), ("password", "not it")],
+        )
+        .await;
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+    assert!(!wrong.body.contains(&secret));
+    let shown = b
+        .post(
+            &format!("{kb}/reveal"),
+            &[("csrf", csrf.as_str()), ("password", mgmt::PASSWORD)],
+        )
+        .await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert_eq!(element_text(&shown.body, "secret"), secret);
+    assert_eq!(shown.headers[CACHE_CONTROL], "no-store");
+    let audit = ts
+        .store
+        .audit_query(
+            a,
+            &hark_store::AuditFilter {
+                action_prefix: Some("api_key.reveal".into()),
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("audit");
+    assert_eq!(audit.len(), 1);
+
+    // Scopes narrowed on the key's page hold from the next request.
+    let edited = b
+        .post(
+            &format!("{kb}/edit"),
+            &[
+                ("csrf", csrf.as_str()),
+                ("name", "ci reader"),
+                ("scope_transcripts_read", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(edited.status, 303, "{}", edited.body);
+    let page = b.get(&edited.location()).await;
+    assert_eq!(page.status, 200);
+    assert_safe_page("key", &page, &ts.base);
+    assert!(page.body.contains("ci reader"));
+    assert_eq!(
+        api_status(&ts, &secret, reqwest::Method::POST, "/v2/transcript").await,
+        403
+    );
+    assert_eq!(
+        api_status(&ts, &secret, reqwest::Method::GET, "/v2/transcript").await,
+        200
+    );
+
+    // Rotate without grace: the new key works, the old one is refused at once.
+    let rotated = b
+        .post(
+            &format!("{kb}/rotate"),
+            &[("csrf", csrf.as_str()), ("grace_seconds", "0")],
+        )
+        .await;
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    let successor = element_text(&rotated.body, "secret");
+    assert_ne!(successor, secret);
+    assert_eq!(
+        api_status(&ts, &secret, reqwest::Method::GET, "/v2/transcript").await,
+        401
+    );
+    assert_eq!(
+        api_status(&ts, &successor, reqwest::Method::GET, "/v2/transcript").await,
+        200
+    );
+    let new_key = ts
+        .store
+        .list_api_keys(p)
+        .await
+        .expect("keys")
+        .into_iter()
+        .find(|k| k.replaced_by.is_none() && k.revoked_at.is_none() && k.id != key.id)
+        .expect("successor");
+    assert_eq!(new_key.scopes, key_scopes_read());
+    let nb = format!("{base}/projects/{p}/keys/{}", new_key.id);
+    let confirm = b.get(&format!("{nb}/revoke")).await;
+    assert_eq!(confirm.status, 200);
+    assert!(confirm.body.contains("This cannot be undone."));
+    // A live key cannot be deleted; revoke first.
+    let early = b
+        .post(&format!("{nb}/delete"), &[("csrf", csrf.as_str())])
+        .await;
+    assert_eq!(early.status, 409, "{}", early.body);
+    let revoked = b
+        .post(&format!("{nb}/revoke"), &[("csrf", csrf.as_str())])
+        .await;
+    assert_eq!(revoked.status, 303, "{}", revoked.body);
+    assert_eq!(
+        api_status(&ts, &successor, reqwest::Method::GET, "/v2/transcript").await,
+        401,
+        "refused on the very next request after Revoke"
+    );
+    let deleted = b
+        .post(&format!("{nb}/delete"), &[("csrf", csrf.as_str())])
+        .await;
+    assert_eq!(deleted.status, 303, "{}", deleted.body);
+    assert!(ts
+        .store
+        .get_api_key(new_key.id)
+        .await
+        .expect("get")
+        .is_none());
+
+    // Members: "Invite Member", "Send Invite", N of M (active and pending).
+    roomy(&ts, a).await;
+    let members = b.get(&format!("{base}/members")).await;
+    assert_eq!(members.status, 200);
+    assert_safe_page("members", &members, &ts.base);
+    assert!(members.body.contains("Invite Member") && members.body.contains("Send Invite"));
+    assert!(members.body.contains("Not set up"));
+    let invited = b
+        .post(
+            &format!("{base}/members/invite"),
+            &[
+                ("csrf", csrf.as_str()),
+                ("email", "new@example.com"),
+                ("role", ""),
+            ],
+        )
+        .await;
+    assert_eq!(invited.status, 303, "{}", invited.body);
+    let members = b.get(&invited.location()).await;
+    assert!(members.body.contains("new@example.com"));
+    assert!(
+        members.body.contains("2 of 500 members"),
+        "{}",
+        members.body
+    );
+    let pending = ts.store.pending_invites(a).await.expect("invites");
+    assert_eq!(pending[0].role, Role::Reader, "Reader by default");
+    let admin = add_member(&ts, a, Role::Admin).await;
+    let made_reader = b
+        .post(
+            &format!("{base}/members/{}/role", admin.user_id),
+            &[("csrf", csrf.as_str()), ("role", "reader")],
+        )
+        .await;
+    assert_eq!(made_reader.status, 303, "{}", made_reader.body);
+    assert_eq!(
+        ts.store.role_of(a, admin.user_id).await.expect("role"),
+        Some(Role::Reader)
+    );
+    let owner_role = b
+        .post(
+            &format!("{base}/members/{}/role", o.owner.user_id),
+            &[("csrf", csrf.as_str()), ("role", "reader")],
+        )
+        .await;
+    assert!(owner_role.status >= 400, "the Owner's row cannot change");
+
+    // A Reader: pages open, no control that changes anything, each form refused.
+    let reader = add_member(&ts, a, Role::Reader).await;
+    let mut r = Browser::signed_in(&ts, &reader);
+    let pages = [
+        base.clone(),
+        format!("{base}/projects"),
+        format!("{base}/keys"),
+        format!("{base}/members"),
+        format!("{base}/settings"),
+    ];
+    for path in &pages {
+        let page = r.get(path).await;
+        assert_eq!(page.status, 200, "{path}: {}", page.body);
+        assert_safe_page(path, &page, &ts.base);
+        let posts_here = page
+            .body
+            .matches(&format!("method=\"post\" action=\"{base}/"))
+            .count();
+        assert_eq!(posts_here, 0, "{path}: a Reader sees a form: {}", page.body);
+        for word in [
+            "/revoke\"",
+            "/delete\"",
+            "/reveal\"",
+            "Create new API key",
+            "Send Invite",
+            "Delete Account",
+        ] {
+            assert!(!page.body.contains(word), "{path}: a Reader sees {word}");
+        }
+    }
+    let rcsrf = reader.csrf.clone();
+    let refused: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (format!("{base}/projects"), vec![("name", "x")]),
+        (format!("{base}/projects/{p}/rename"), vec![("name", "x")]),
+        (
+            format!("{base}/projects/{p}/delete"),
+            vec![("confirm_name", "default")],
+        ),
+        (format!("{base}/projects/{p}/keys"), vec![("name", "x")]),
+        (format!("{kb}/edit"), vec![("name", "x")]),
+        (format!("{kb}/rotate"), vec![("grace_seconds", "0")]),
+        (format!("{kb}/reveal"), vec![("password", mgmt::PASSWORD)]),
+        (format!("{kb}/revoke"), vec![]),
+        (format!("{kb}/delete"), vec![]),
+        (
+            format!("{base}/members/invite"),
+            vec![("email", "x@example.com")],
+        ),
+        (
+            format!("{base}/members/{}/role", admin.user_id),
+            vec![("role", "admin")],
+        ),
+        (format!("{base}/members/{}/remove", admin.user_id), vec![]),
+        (format!("{base}/invites/{}/delete", pending[0].id), vec![]),
+        (format!("{base}/settings"), vec![("name", "x")]),
+        (format!("{base}/security"), vec![("require_mfa", "on")]),
+        (
+            format!("{base}/delete"),
+            vec![("confirm_name", "Org"), ("password", mgmt::PASSWORD)],
+        ),
+    ];
+    for (path, fields) in &refused {
+        let mut form = fields.clone();
+        form.push(("csrf", rcsrf.as_str()));
+        let page = r.post(path, &form).await;
+        assert_eq!(page.status, 403, "{path}: a Reader's POST: {}", page.body);
+    }
+    assert_eq!(ts.store.list_projects(a).await.expect("projects").len(), 1);
+    assert_eq!(ts.store.pending_invites(a).await.expect("invites").len(), 1);
+
+    // Remove the members, then "Delete Account" with the name and the password.
+    for who in [&admin, &reader] {
+        let confirm = b
+            .get(&format!("{base}/members/{}/remove", who.user_id))
+            .await;
+        assert!(confirm.body.contains("This cannot be undone."));
+        let removed = b
+            .post(
+                &format!("{base}/members/{}/remove", who.user_id),
+                &[("csrf", csrf.as_str())],
+            )
+            .await;
+        assert_eq!(removed.status, 303, "{}", removed.body);
+    }
+    let account = b.get(&format!("{base}/settings")).await;
+    assert_eq!(account.status, 200);
+    assert!(account.body.contains(&o.owner.email), "billing email");
+    assert!(account.body.contains("Delete Account"));
+    let confirm = b.get(&format!("{base}/delete")).await;
+    assert_safe_page("delete account", &confirm, &ts.base);
+    let typo = b
+        .post(
+            &format!("{base}/delete"),
+            &[
+                ("csrf", csrf.as_str()),
+                ("confirm_name", "Orgg"),
+                ("password", mgmt::PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(typo.status, 400, "{}", typo.body);
+    let no_password = b
+        .post(
+            &format!("{base}/delete"),
+            &[
+                ("csrf", csrf.as_str()),
+                ("confirm_name", "Org"),
+                ("password", ""),
+            ],
+        )
+        .await;
+    assert_eq!(no_password.status, 403, "{}", no_password.body);
+    assert!(ts.store.get_account(a).await.expect("get").is_some());
+    let deleted = b
+        .post(
+            &format!("{base}/delete"),
+            &[
+                ("csrf", csrf.as_str()),
+                ("confirm_name", "Org"),
+                ("password", mgmt::PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(deleted.status, 303, "{}", deleted.body);
+    assert_eq!(deleted.location(), "/accounts?notice=account_deleted");
+    assert!(ts.store.get_account(a).await.expect("get").is_none());
+    ts.stop().await;
+}
+
+fn key_scopes_read() -> Vec<hark_core::scope::Scope> {
+    vec![hark_core::scope::Scope::TranscriptsRead]
+}
+
+both_databases!(every_page_is_locked_down, account_pages);

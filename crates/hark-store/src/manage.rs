@@ -56,6 +56,19 @@ pub trait ManageStore: Send + Sync {
     ) -> StoreResult<(ApiKeyRecord, ApiKeyRecord)>;
     /// The key's sealed copy, with the reveal audited in the same transaction.
     async fn reveal_api_key(&self, key: ApiKeyId, actor: &Actor) -> StoreResult<String>;
+    /// Renames a key and/or replaces its scopes; a scope change reaches every node's
+    /// cache at once (the principal carries the scopes).
+    async fn update_api_key(
+        &self,
+        key: ApiKeyId,
+        name: Option<&str>,
+        scopes: Option<&[hark_core::scope::Scope]>,
+        actor: &Actor,
+    ) -> StoreResult<ApiKeyRecord>;
+    /// Deletes a key that no longer works (revoked, expired, or rotated and past its
+    /// grace); a live key must be revoked first (`Conflict`). Transcripts and usage
+    /// keep naming its id.
+    async fn delete_api_key(&self, key: ApiKeyId, actor: &Actor) -> StoreResult<()>;
     async fn audit_query(
         &self,
         account: AccountId,
@@ -296,6 +309,100 @@ impl ManageStore for SqlStore {
         .await?;
         tx.commit().await?;
         Ok(sealed)
+    }
+
+    async fn update_api_key(
+        &self,
+        key: ApiKeyId,
+        name: Option<&str>,
+        scopes: Option<&[hark_core::scope::Scope]>,
+        actor: &Actor,
+    ) -> StoreResult<ApiKeyRecord> {
+        let now = self.now();
+        let before = self
+            .get_api_key(key)
+            .await?
+            .ok_or(StoreError::NotFound("API key"))?;
+        let (mut tx, _) = self.begin_for_account(before.account_id).await?;
+        let new_name = name.unwrap_or(&before.name);
+        let new_scopes = scopes
+            .map(<[_]>::to_vec)
+            .unwrap_or_else(|| before.scopes.clone());
+        sqlx::query("UPDATE api_keys SET name = $2, scopes = $3 WHERE id = $1")
+            .bind(key.to_string())
+            .bind(new_name)
+            .bind(hark_core::scope::encode(&new_scopes))
+            .execute(&mut *tx)
+            .await?;
+        let scopes_changed = new_scopes != before.scopes;
+        append_audit(
+            &mut tx,
+            Some(before.account_id),
+            actor,
+            "api_key.update",
+            &key.to_string(),
+            json!({
+                "project_id": before.project_id,
+                "masked": before.masked,
+                "name": {"from": before.name, "to": new_name},
+                "scopes": {"from": hark_core::scope::encode(&before.scopes), "to": hark_core::scope::encode(&new_scopes)},
+            }),
+            now,
+        )
+        .await?;
+        if scopes_changed {
+            self.bump_auth_epoch(&mut tx, CredentialChange::Key(key))
+                .await?;
+            self.commit_change(tx, CredentialChange::Key(key)).await?;
+        } else {
+            tx.commit().await?;
+        }
+        Ok(ApiKeyRecord {
+            name: new_name.to_string(),
+            scopes: new_scopes,
+            ..before
+        })
+    }
+
+    async fn delete_api_key(&self, key: ApiKeyId, actor: &Actor) -> StoreResult<()> {
+        let now = self.now();
+        let record = self
+            .get_api_key(key)
+            .await?
+            .ok_or(StoreError::NotFound("API key"))?;
+        let (mut tx, _) = self.begin_for_account(record.account_id).await?;
+        // Re-read under the account lock: a key that still works cannot be deleted.
+        let live: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM api_keys WHERE id = $1 AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > $2)",
+        )
+        .bind(key.to_string())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        if live > 0 {
+            return Err(StoreError::Conflict(
+                "revoke the key before deleting it".into(),
+            ));
+        }
+        sqlx::query("DELETE FROM api_keys WHERE id = $1")
+            .bind(key.to_string())
+            .execute(&mut *tx)
+            .await?;
+        self.bump_auth_epoch(&mut tx, CredentialChange::Key(key))
+            .await?;
+        append_audit(
+            &mut tx,
+            Some(record.account_id),
+            actor,
+            "api_key.delete",
+            &key.to_string(),
+            json!({"project_id": record.project_id, "name": record.name, "masked": record.masked}),
+            now,
+        )
+        .await?;
+        self.commit_change(tx, CredentialChange::Key(key)).await?;
+        Ok(())
     }
 
     async fn key_traffic(

@@ -26,6 +26,8 @@ pub struct AccountMembership {
 pub struct MemberRow {
     pub user_id: UserId,
     pub email: String,
+    /// The name the person gave (empty when they gave none).
+    pub name: String,
     pub role: Role,
     pub mfa_enabled: bool,
     pub joined_at: Millis,
@@ -240,7 +242,7 @@ impl MemberStore for SqlStore {
 
     async fn member_list(&self, account: AccountId) -> StoreResult<Vec<MemberRow>> {
         let rows = sqlx::query(
-            "SELECT m.user_id, u.email, m.role, m.created_at, \
+            "SELECT m.user_id, u.email, u.name, m.role, m.created_at, \
              (SELECT count(*) FROM user_totp t WHERE t.user_id = m.user_id AND t.confirmed_at IS NOT NULL) AS mfa \
              FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.account_id = $1 ORDER BY m.created_at, u.email",
         )
@@ -253,6 +255,7 @@ impl MemberStore for SqlStore {
                 Ok(MemberRow {
                     user_id: parse_id(r, "user_id", UserId::parse)?,
                     email: r.try_get("email")?,
+                    name: r.try_get("name")?,
                     role: role.parse().map_err(StoreError::Corrupt)?,
                     mfa_enabled: r.try_get::<i64, _>("mfa")? > 0,
                     joined_at: r.try_get("created_at")?,

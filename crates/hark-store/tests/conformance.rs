@@ -679,7 +679,85 @@ mod management {
         users_sessions_and_second_factors,
         invites_count_against_member_limit_atomically,
         rotation_and_deletion,
+        key_settings_and_deletion,
     );
+
+    /// Renaming and rescoping a key (a scope change reaches the principal the next
+    /// lookup returns), and deleting only a key that no longer works.
+    async fn key_settings_and_deletion(c: Ctx) {
+        use hark_core::scope::Scope;
+        let b = new_account(&c.store, Plan::Free).await;
+        let k = c
+            .store
+            .create_api_key(new_key(b.project.id, "one"), &Actor::Operator)
+            .await
+            .unwrap();
+        let renamed = c
+            .store
+            .update_api_key(k.id, Some("renamed"), None, &Actor::Operator)
+            .await
+            .unwrap();
+        assert_eq!(
+            (renamed.name.as_str(), renamed.scopes.len()),
+            ("renamed", 0)
+        );
+        let narrowed = c
+            .store
+            .update_api_key(k.id, None, Some(&[Scope::Streaming]), &Actor::Operator)
+            .await
+            .unwrap();
+        assert_eq!(narrowed.name, "renamed");
+        let stored = c.store.get_api_key(k.id).await.unwrap().unwrap();
+        assert_eq!(stored.scopes, vec![Scope::Streaming]);
+        let p = c
+            .store
+            .principal_by_digest(&SecretDigest::of("one").to_hex())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.scopes, vec![Scope::Streaming]);
+        // A working key cannot be deleted; a revoked one can, and is gone.
+        assert!(matches!(
+            c.store.delete_api_key(k.id, &Actor::Operator).await,
+            Err(StoreError::Conflict(_))
+        ));
+        c.store
+            .revoke_api_key(k.id, &Actor::Operator)
+            .await
+            .unwrap();
+        c.store
+            .delete_api_key(k.id, &Actor::Operator)
+            .await
+            .unwrap();
+        assert!(c.store.get_api_key(k.id).await.unwrap().is_none());
+        assert!(matches!(
+            c.store.delete_api_key(k.id, &Actor::Operator).await,
+            Err(StoreError::NotFound(_))
+        ));
+        let actions: Vec<String> = c
+            .store
+            .audit_entries(Some(b.account.id))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        assert!(
+            actions.ends_with(&[
+                "api_key.update".into(),
+                "api_key.update".into(),
+                "api_key.revoke".into(),
+                "api_key.delete".into()
+            ]),
+            "{actions:?}"
+        );
+        assert!(c
+            .store
+            .verify_audit_chain(Some(b.account.id))
+            .await
+            .unwrap()
+            .is_ok());
+    }
 
     async fn users_sessions_and_second_factors(c: Ctx) {
         let u = c

@@ -5,7 +5,10 @@
 //! password" through the mail outbox; TOTP enrolment with a code computed here;
 //! "Require MFA for all members" sending a new member to enrolment; an invite accepted
 //! in a second, separate browser profile; the Owner made by `hark admin init` setting
-//! a password through its printed link; and no inline script or style on any page.
+//! a password through its printed link; Projects, API Keys (a created key works until
+//! "Revoke"), Members (an invited Reader who sees no control) and "Delete Account"; no
+//! inline script or style on any page, and axe-core finds no serious or critical
+//! accessibility violation on any of them.
 //!
 //! With `HARK_SCREENSHOTS_DIR` set, the pages are also saved there as PNG (that is how
 //! `docs/dashboard/` is made).
@@ -15,7 +18,7 @@ mod common;
 use common::{with_database, ChildGuard, Install, Server};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hark_core::clock::{Clock, SystemClock};
-use hark_store::{MemberStore, SqlStore};
+use hark_store::{AccountStore, MemberStore, SqlStore, UserStore};
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -24,6 +27,25 @@ use std::time::{Duration, Instant};
 
 const OWNER: &str = "owner@example.com";
 const PASSWORD: &str = "a long owner passphrase";
+
+/// axe-core's browser build, read once from the test dependencies' node modules.
+fn axe_source() -> &'static str {
+    static SOURCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SOURCE.get_or_init(|| {
+        let dir = std::env::var("HARK_NODE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/hark/node")
+            });
+        let path = dir.join("node_modules/axe-core/axe.min.js");
+        std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "axe-core is not installed at {} ({e}): run `bash scripts/install-test-deps.sh`",
+                path.display()
+            )
+        })
+    })
+}
 
 /// A chromedriver on a free port, killed when dropped.
 struct Driver {
@@ -112,6 +134,29 @@ impl Browser {
             .expect("inspect page");
         let url = self.client.current_url().await.expect("url");
         assert_eq!(found, json!([]), "inline script or style on {url}");
+        self.check_accessibility().await;
+    }
+
+    /// axe-core (npm, installed by scripts/install-test-deps.sh) finds no serious or
+    /// critical violation in the page as it is now.
+    async fn check_accessibility(&self) {
+        self.client
+            .execute(&format!("{}\nreturn true;", axe_source()), vec![])
+            .await
+            .expect("load axe-core");
+        let violations = self
+            .client
+            .execute_async(
+                "const done = arguments[0];
+                 axe.run(document, {resultTypes: ['violations']}).then(r => done(
+                   r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')
+                     .map(v => v.impact + ' ' + v.id + ': ' + v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(' | '))));",
+                vec![],
+            )
+            .await
+            .expect("run axe-core");
+        let url = self.client.current_url().await.expect("url");
+        assert_eq!(violations, json!([]), "accessibility violations on {url}");
     }
 
     async fn fill(&self, id: &str, value: &str) {
@@ -391,7 +436,11 @@ async fn first_run_and_sign_in_flows(install: &Install, server: &Server, driver:
 
 /// `hark admin init`'s Owner sets a password through the printed link (its origin is
 /// the configured one; the test server listens elsewhere, so the path is reused).
-async fn admin_init_owner_sets_password(server: &Server, set_password_url: &str, driver: &Driver) {
+async fn admin_init_owner_sets_password(
+    server: &Server,
+    set_password_url: &str,
+    driver: &Driver,
+) -> Browser {
     let path = &set_password_url[set_password_url
         .find("/password/")
         .expect("a password link")..];
@@ -415,7 +464,162 @@ async fn admin_init_owner_sets_password(server: &Server, set_password_url: &str,
     assert_eq!(c.text_of("h1").await, "Scripted");
     c.goto(&format!("{base}{path}")).await;
     assert!(c.text().await.contains("already used"));
+    c
+}
+
+/// `GET /v2/transcript` with the key in the `Authorization` header, as curl would.
+async fn list_status(base: &str, key: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{base}/v2/transcript"))
+        .header("authorization", key)
+        .send()
+        .await
+        .expect("GET /v2/transcript")
+        .status()
+        .as_u16()
+}
+
+/// Links and forms that change something inside `/accounts/`.
+async fn controls(b: &Browser) -> serde_json::Value {
+    b.client
+        .execute(
+            "return [...document.querySelectorAll('main form[method=post], main a[href$=\"/revoke\"], main a[href$=\"/delete\"], main a[href$=\"/reveal\"], main a[href$=\"/remove\"]')]
+               .map(e => e.getAttribute('action') || e.getAttribute('href'));",
+            vec![],
+        )
+        .await
+        .expect("inspect controls")
+}
+
+/// Projects, API Keys, Members and Account for the Owner `c` of `hark admin init`'s
+/// account: a key from "Create new API key", copied from the page, lists transcripts
+/// and is refused on the very next request after "Revoke"; "Invite Member" then "Send
+/// Invite", accepted in a separate profile by a Reader who sees no control that changes
+/// anything; "Delete Account" leaves nothing of the account behind.
+async fn account_pages_flow(install: &Install, server: &Server, driver: &Driver, c: Browser) {
+    let base = &server.base_url;
+    let store = SqlStore::open(&install.effective_database_url(), Arc::new(SystemClock))
+        .await
+        .expect("store");
+    let home = c.path().await;
+    let account = home
+        .trim_start_matches("/accounts/")
+        .split(['?', '/'])
+        .next()
+        .expect("id")
+        .to_string();
+    let at = |p: &str| format!("{base}/accounts/{account}{p}");
+
+    c.goto(&at("/projects")).await;
+    assert!(
+        c.text().await.contains("1 of 2 projects"),
+        "{}",
+        c.text().await
+    );
+    c.screenshot("projects").await;
+
+    // "Create new API key", "Copy" (the text on the page), and it works.
+    c.goto(&at("/keys")).await;
+    c.fill("key-name", "browser key").await;
+    c.press("Create").await;
+    assert_eq!(c.text_of("h1").await, "Your new API key");
+    let key = c.text_of("#secret").await;
+    assert!(key.starts_with("hark_key_"), "{key}");
+    c.client
+        .find(Locator::Css("button[data-copy]"))
+        .await
+        .expect("the Copy button");
+    c.screenshot("key-created").await;
+    assert_eq!(list_status(base, &key).await, 200);
+    c.goto(&at("/keys")).await;
+    assert!(c.text().await.contains("Never"));
+    c.screenshot("keys").await;
+
+    // "Revoke", confirmed: refused on the very next request.
+    c.press("Revoke").await;
+    assert!(c.text().await.contains("This cannot be undone."));
+    c.press("Revoke").await;
+    assert!(c.text().await.contains("The key was revoked."));
+    assert_eq!(list_status(base, &key).await, 401);
+
+    // "Invite Member", "Send Invite"; accepted in a second profile.
+    c.goto(&at("/members")).await;
+    c.client
+        .find(Locator::XPath(
+            "//summary[normalize-space()='Invite Member']",
+        ))
+        .await
+        .expect("Invite Member")
+        .click()
+        .await
+        .expect("open the invite form");
+    let invited = "second-reader@example.com";
+    c.fill("invite-email", invited).await;
+    c.press("Send Invite").await;
+    assert!(c.text().await.contains(invited));
+    assert!(
+        c.text().await.contains("2 of 2 members"),
+        "{}",
+        c.text().await
+    );
+    c.screenshot("members").await;
+    let link = mailed_link(&store, invited, "http").await;
+    let d = browser(driver).await;
+    d.goto(&link).await;
+    d.fill("name", "Ray Reader").await;
+    d.fill("password", "ray's own passphrase").await;
+    d.press("Accept invitation").await;
+    assert!(d.path().await.starts_with(&format!("/accounts/{account}")));
+    for page in ["", "/projects", "/keys", "/members", "/settings"] {
+        d.goto(&at(page)).await;
+        assert_eq!(controls(&d).await, json!([]), "a Reader's {page} page");
+        let text = d.text().await;
+        for word in [
+            "Create new API key",
+            "Send Invite",
+            "Delete Account",
+            "Revoke",
+        ] {
+            assert!(!text.contains(word), "a Reader sees {word} on {page}");
+        }
+    }
+    d.client.close().await.expect("close");
+
+    // "Delete Account": the Reader goes first, then the name and the password.
+    let reader = store
+        .user_by_email(invited)
+        .await
+        .expect("lookup")
+        .expect("reader");
+    c.goto(&at(&format!("/members/{}/remove", reader.id))).await;
+    c.press("Remove member").await;
+    c.goto(&at("/settings")).await;
+    c.screenshot("account").await;
+    c.press("Delete Account").await;
+    c.fill("confirm_name", "Scripted").await;
+    c.fill("password", "operator owner passphrase").await;
+    c.press("Delete Account").await;
+    assert_eq!(c.path().await, "/accounts?notice=account_deleted");
+    let id = hark_core::AccountId::parse(&account).expect("id");
+    assert!(store.get_account(id).await.expect("get").is_none());
+    for table in [
+        "projects",
+        "api_keys",
+        "memberships",
+        "transcripts",
+        "invites",
+    ] {
+        let left: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {table} WHERE account_id = $1"
+        ))
+        .bind(&account)
+        .fetch_one(store.pool())
+        .await
+        .expect("count");
+        assert_eq!(left, 0, "{table} rows of the deleted account");
+    }
     c.client.close().await.expect("close");
+    store.close().await;
 }
 
 fn dashboard_in_chromium(postgres: bool) {
@@ -446,7 +650,10 @@ fn dashboard_in_chromium(postgres: bool) {
             .unwrap_or_else(|| panic!("admin init printed no set_password_url: {out}"))
             .to_string();
         let server = install.serve(&[]);
-        rt.block_on(admin_init_owner_sets_password(&server, &link, &driver));
+        rt.block_on(async {
+            let owner = admin_init_owner_sets_password(&server, &link, &driver).await;
+            account_pages_flow(&install, &server, &driver, owner).await;
+        });
     });
 }
 

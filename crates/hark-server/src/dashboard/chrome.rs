@@ -56,6 +56,16 @@ pub fn notice_text(key: &str) -> Option<&'static str> {
         "signed_out" => "You are signed out.",
         "welcome" => "Welcome! Your account is ready.",
         "joined" => "You joined the account.",
+        "project_created" => "The project was created.",
+        "project_renamed" => "The project was renamed.",
+        "project_deleted" => "The project was deleted with its keys, transcripts and files.",
+        "key_revoked" => "The key was revoked. The next request with it is refused.",
+        "key_deleted" => "The key was deleted.",
+        "invite_sent" => "The invite is on its way. It works for 7 days.",
+        "invite_deleted" => "The invite was deleted; its link no longer works.",
+        "role_changed" => "The role was changed.",
+        "member_removed" => "The member was removed; their sessions ended.",
+        "account_deleted" => "The account was deleted with everything in it.",
         _ => return None,
     })
 }

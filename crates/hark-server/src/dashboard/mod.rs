@@ -14,13 +14,18 @@
 //! Every route gets the security layer ([`security::guard`]): the strict CSP and other
 //! headers, the session, and the CSRF check of every unsafe request.
 
+pub mod account;
 pub mod accounts;
 pub mod assets;
 pub mod chrome;
 pub mod error;
+pub mod forms;
 pub mod invite;
+pub mod keys;
+pub mod members;
 pub mod password;
 pub mod profile;
+pub mod projects;
 pub mod security;
 pub mod settings;
 pub mod setup;
@@ -47,9 +52,7 @@ pub struct NavItem {
 }
 
 /// The account navigation, in order. Add a page's entry here when the page exists; a
-/// link to a page that does not exist must never be shown. Planned, in this order:
-/// Projects, API Keys, Members, Security, Account, Transcripts, Audit log, Usage,
-/// Billing.
+/// link to a page that does not exist must never be shown.
 pub const NAV: &[NavItem] = &[
     NavItem {
         label: "Overview",
@@ -57,9 +60,29 @@ pub const NAV: &[NavItem] = &[
         permission: Permission::ViewProjects,
     },
     NavItem {
+        label: "Projects",
+        path: "/projects",
+        permission: Permission::ViewProjects,
+    },
+    NavItem {
+        label: "API Keys",
+        path: "/keys",
+        permission: Permission::ViewApiKeys,
+    },
+    NavItem {
+        label: "Members",
+        path: "/members",
+        permission: Permission::ViewMembers,
+    },
+    NavItem {
         label: "Security",
         path: "/security",
         permission: Permission::ManageSettings,
+    },
+    NavItem {
+        label: "Account",
+        path: "/settings",
+        permission: Permission::ViewProjects,
     },
 ];
 
@@ -73,6 +96,69 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route(
             "/accounts/{account}/security",
             get(settings::security).post(settings::set_require_mfa),
+        )
+        .route(
+            "/accounts/{account}/projects",
+            get(projects::list).post(projects::create),
+        )
+        .route(
+            "/accounts/{account}/projects/{project}/rename",
+            post(projects::rename),
+        )
+        .route(
+            "/accounts/{account}/projects/{project}/delete",
+            get(projects::delete_page).post(projects::delete),
+        )
+        .route("/accounts/{account}/keys", get(keys::list))
+        .route(
+            "/accounts/{account}/projects/{project}/keys",
+            post(keys::create),
+        )
+        .route(
+            "/accounts/{account}/projects/{project}/keys/{key}",
+            get(keys::show),
+        )
+        .route(
+            "/accounts/{account}/projects/{project}/keys/{key}/edit",
+            post(keys::edit),
+        )
+        .route(
+            "/accounts/{account}/projects/{project}/keys/{key}/rotate",
+            post(keys::rotate),
+        )
+        .route(
+            "/accounts/{account}/projects/{project}/keys/{key}/reveal",
+            get(keys::reveal_page).post(keys::reveal),
+        )
+        .route(
+            "/accounts/{account}/projects/{project}/keys/{key}/revoke",
+            get(keys::revoke_page).post(keys::revoke),
+        )
+        .route(
+            "/accounts/{account}/projects/{project}/keys/{key}/delete",
+            get(keys::delete_page).post(keys::delete),
+        )
+        .route("/accounts/{account}/members", get(members::list))
+        .route("/accounts/{account}/members/invite", post(members::invite))
+        .route(
+            "/accounts/{account}/members/{user}/role",
+            post(members::change_role),
+        )
+        .route(
+            "/accounts/{account}/members/{user}/remove",
+            get(members::remove_page).post(members::remove),
+        )
+        .route(
+            "/accounts/{account}/invites/{invite}/delete",
+            post(members::delete_invite),
+        )
+        .route(
+            "/accounts/{account}/settings",
+            get(account::page).post(account::rename),
+        )
+        .route(
+            "/accounts/{account}/delete",
+            get(account::delete_page).post(account::delete),
         )
         .route("/signin", get(signin::page).post(signin::submit))
         .route("/signin/code", post(signin::submit_code))

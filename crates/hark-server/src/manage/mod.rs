@@ -149,6 +149,19 @@ pub fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// A destructive action confirmed by typing the name of what it destroys (a project,
+/// the account): the typed text must be that name, ignoring surrounding spaces.
+pub fn confirm_name(expected: &str, typed: &str) -> Result<()> {
+    if typed.trim() == expected.trim() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "type \"{}\" exactly to confirm",
+            expected.trim()
+        )))
+    }
+}
+
 /// `?limit=&cursor=` of every list.
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 pub struct PageQuery {

@@ -286,6 +286,62 @@ pub async fn reveal_key(
     })
 }
 
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
+pub struct KeyUpdate {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The key's new scopes (empty means every scope); absent leaves them as they are.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub scopes: Option<Vec<Scope>>,
+}
+
+/// Renames a key and/or changes its scopes; narrowed scopes hold from the very next
+/// request.
+pub async fn update_key(
+    state: &AppState,
+    caller: &Caller,
+    account: AccountId,
+    project: ProjectId,
+    key: ApiKeyId,
+    input: &KeyUpdate,
+) -> Result<ApiKeyView> {
+    let auth = authorize(state, caller, account, Permission::ManageApiKeys).await?;
+    if let Some(name) = &input.name {
+        validate_name(name)?;
+    }
+    let p = project_in(state, &auth, project).await?;
+    let k = key_in(state, &p, key).await?;
+    let updated = state
+        .store
+        .update_api_key(
+            k.id,
+            input.name.as_deref().map(str::trim),
+            input.scopes.as_deref(),
+            &caller.actor(),
+        )
+        .await?;
+    state.auth.clear();
+    Ok(ApiKeyView::new(&updated, state.clock.now_ms()))
+}
+
+/// Deletes a key that no longer works (revoke it first); what it did stays in the
+/// transcripts, usage and audit log under its id.
+pub async fn delete_key(
+    state: &AppState,
+    caller: &Caller,
+    account: AccountId,
+    project: ProjectId,
+    key: ApiKeyId,
+) -> Result<()> {
+    let auth = authorize(state, caller, account, Permission::ManageApiKeys).await?;
+    let p = project_in(state, &auth, project).await?;
+    let k = key_in(state, &p, key).await?;
+    state.store.delete_api_key(k.id, &caller.actor()).await?;
+    state.auth.clear();
+    Ok(())
+}
+
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 pub struct RotateInput {
     /// How long the old key keeps working: 0 to 86400 s.

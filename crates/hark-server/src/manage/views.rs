@@ -277,6 +277,8 @@ pub struct Member {
     #[schemars(with = "String")]
     pub user_id: UserId,
     pub email: String,
+    /// The name the person gave (empty when they gave none).
+    pub name: String,
     #[schemars(schema_with = "role_schema")]
     pub role: Role,
     pub mfa_enabled: bool,
@@ -288,6 +290,7 @@ impl From<&MemberRow> for Member {
         Member {
             user_id: m.user_id,
             email: m.email.clone(),
+            name: m.name.clone(),
             role: m.role,
             mfa_enabled: m.mfa_enabled,
             joined_at: Instant(m.joined_at),

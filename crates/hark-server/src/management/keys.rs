@@ -3,7 +3,7 @@
 
 use super::principal::{JsonBody, QueryParams};
 use super::MgmtResult;
-use crate::manage::projects::{self as core, KeyInput, ProjectInput, RotateInput};
+use crate::manage::projects::{self as core, KeyInput, KeyUpdate, ProjectInput, RotateInput};
 use crate::manage::views::{
     ApiKeyView, ListedApiKey, NewApiKey, Page, ProjectView, RevealedKey, Rotation,
     TranscriptSummary,
@@ -131,6 +131,23 @@ pub async fn revoke_key(
         ids::api_key(&key),
     );
     Ok(Json(core::revoke_key(&state, &caller, a, p, k).await?))
+}
+
+/// `PATCH .../keys/{key}`: rename and/or change scopes.
+pub async fn update_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((account, project, key)): Path<(String, String, String)>,
+    JsonBody(req): JsonBody<KeyUpdate>,
+) -> MgmtResult<Json<ApiKeyView>> {
+    let (a, p, k) = (
+        ids::account(&account),
+        ids::project(&project),
+        ids::api_key(&key),
+    );
+    Ok(Json(
+        core::update_key(&state, &caller, a, p, k, &req).await?,
+    ))
 }
 
 /// `POST .../keys/{key}/reveal`.

@@ -8,7 +8,7 @@ use super::{accounts, audit, keys, mfa, sessions};
 use crate::manage::accounts::{AcceptInput, AccountUpdate, InviteInput, MemberUpdate};
 use crate::manage::audit::AuditQuery;
 use crate::manage::mfa::ConfirmInput;
-use crate::manage::projects::{KeyInput, ProjectInput, RotateInput};
+use crate::manage::projects::{KeyInput, KeyUpdate, ProjectInput, RotateInput};
 use crate::manage::sessions::{PasswordChange, ReauthInput};
 use crate::manage::views::*;
 use crate::manage::MAX_PAGE;
@@ -231,6 +231,11 @@ pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
         (
             ep("delete", "/accounts/{account}/projects/{project}/keys/{key}", "Revoke an API key", Session, Some(ManageApiKeys)).returns::<ApiKeyView>(),
             delete(keys::revoke_key),
+        ),
+        (
+            ep("patch", "/accounts/{account}/projects/{project}/keys/{key}", "Rename an API key or change its scopes (narrowed scopes hold from the next request)", Session, Some(ManageApiKeys)).returns::<ApiKeyView>()
+                .body::<KeyUpdate>(),
+            patch(keys::update_key),
         ),
         (
             ep("post", "/accounts/{account}/projects/{project}/keys/{key}/reveal", "Reveal a key (recent re-authentication; audited)", Session, Some(RevealApiKeys)).returns::<RevealedKey>(),
