@@ -22,7 +22,7 @@ use axum::Form;
 use hark_core::keys::Secret;
 use hark_core::plan::role_allows;
 use hark_core::scope::Scope;
-use hark_core::{AccountId, Permission};
+use hark_core::Permission;
 use serde::Deserialize;
 use std::collections::HashMap;
 
@@ -67,21 +67,39 @@ pub struct KeysPage {
     pub error: Option<String>,
 }
 
-/// Who made a key, as people know them: the member's email, "Operator", or the label.
-async fn creators(state: &AppState, account: AccountId) -> DashResult<HashMap<String, String>> {
-    let members = state.store.member_list(account).await?;
-    Ok(members
-        .into_iter()
-        .map(|m| (format!("user:{}", m.user_id), m.email))
-        .collect())
+/// Who made each of `labels` (audit actor labels), as people know them: the person's
+/// email, "Operator", or the label itself. Only the few creators on the page are looked
+/// up, not every member of the account.
+async fn creators<'a>(
+    state: &AppState,
+    labels: impl Iterator<Item = &'a str>,
+) -> DashResult<HashMap<String, String>> {
+    let mut names = HashMap::new();
+    for label in labels {
+        if names.contains_key(label) {
+            continue;
+        }
+        let name = match label
+            .strip_prefix("user:")
+            .and_then(hark_core::UserId::parse)
+        {
+            Some(id) => match state.store.get_user(id).await? {
+                Some(u) => u.email,
+                None => "a former member".to_string(),
+            },
+            None if label == "operator" => "Operator".to_string(),
+            None => label.to_string(),
+        };
+        names.insert(label.to_string(), name);
+    }
+    Ok(names)
 }
 
 fn creator_name(names: &HashMap<String, String>, label: &str) -> String {
-    match names.get(label) {
-        Some(email) => email.clone(),
-        None if label == "operator" => "Operator".into(),
-        None => label.to_string(),
-    }
+    names
+        .get(label)
+        .cloned()
+        .unwrap_or_else(|| label.to_string())
 }
 
 fn scopes_text(scopes: &[Scope]) -> String {
@@ -155,12 +173,12 @@ async fn render_list(
     let mut keys = Vec::new();
     let mut next = None;
     if let Some(p) = project {
-        let names = creators(state, auth.account.id).await?;
         let page = PageQuery {
             limit: Some(KEYS_PER_PAGE),
             cursor: q.after.clone(),
         };
         let listed = core::list_keys(state, &caller, auth.account.id, p, &page).await?;
+        let names = creators(state, listed.data.iter().map(|k| k.key.created_by.as_str())).await?;
         keys = listed.data.iter().map(|k| row(k, &names)).collect();
         next = listed
             .next_cursor
@@ -376,26 +394,15 @@ async fn render_key(
         Permission::ViewApiKeys,
     )
     .await?;
-    let p = ids::project(project);
-    let k = ids::api_key(key);
-    // One project's keys are few (the plan's limit plus retired ones): find it there,
-    // with its traffic, through the same listing the page shows.
-    let mut cursor = None;
-    let found = loop {
-        let page = PageQuery {
-            limit: Some(crate::manage::MAX_PAGE),
-            cursor,
-        };
-        let listed = core::list_keys(state, &caller, auth.account.id, p, &page).await?;
-        if let Some(hit) = listed.data.into_iter().find(|x| x.key.id == k) {
-            break hit;
-        }
-        match listed.next_cursor {
-            Some(c) => cursor = Some(c),
-            None => return Err(MgmtError::NotFound("API key").into()),
-        }
-    };
-    let names = creators(state, auth.account.id).await?;
+    let found = core::get_key(
+        state,
+        &caller,
+        auth.account.id,
+        ids::project(project),
+        ids::api_key(key),
+    )
+    .await?;
+    let names = creators(state, std::iter::once(found.key.created_by.as_str())).await?;
     let scopes = &found.key.scopes;
     let has = |s: Scope| scopes.is_empty() || scopes.contains(&s);
     let page = KeyPage {

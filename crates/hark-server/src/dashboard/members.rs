@@ -31,7 +31,7 @@ pub struct MemberRowView {
 }
 
 /// Rows per page of each list.
-const PER_PAGE: usize = 50;
+const PER_PAGE: usize = 25;
 
 /// The `page`-th (1-based) window of `items`, and the next page's number if any.
 fn window<T>(items: Vec<T>, page: usize) -> (Vec<T>, Option<usize>) {

@@ -195,6 +195,34 @@ pub async fn list_keys(
     page.page(items, |k| k.key.id.to_string())
 }
 
+/// One key of the project, masked, with its traffic.
+pub async fn get_key(
+    state: &AppState,
+    caller: &Caller,
+    account: AccountId,
+    project: ProjectId,
+    key: ApiKeyId,
+) -> Result<ListedApiKey> {
+    let auth = authorize(state, caller, account, Permission::ViewApiKeys).await?;
+    let p = project_in(state, &auth, project).await?;
+    state.auth.flush_last_used(state.store.as_ref()).await;
+    let k = key_in(state, &p, key).await?;
+    let t = state
+        .store
+        .key_traffic(p.id)
+        .await?
+        .get(&k.id)
+        .copied()
+        .unwrap_or_default();
+    Ok(ListedApiKey {
+        key: ApiKeyView::new(&k, state.clock.now_ms()),
+        traffic: Traffic {
+            transcripts: t.transcripts,
+            audio_seconds: round_secs(t.audio_seconds),
+        },
+    })
+}
+
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 pub struct KeyInput {
     pub name: String,
