@@ -8,7 +8,12 @@ use base64::Engine;
 use rand::RngCore;
 use std::fmt;
 
-pub struct MasterKey(Aes256Gcm);
+pub struct MasterKey {
+    aead: Aes256Gcm,
+    /// HMAC key for [`MasterKey::keyed_digest`], derived from the master key (32 bytes,
+    /// zero-padded to SHA-256's block as HMAC pads it anyway).
+    digest_key: [u8; 64],
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
@@ -20,9 +25,27 @@ pub enum SealError {
 
 impl MasterKey {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SealError> {
-        Aes256Gcm::new_from_slice(bytes)
-            .map(Self)
-            .map_err(|_| SealError::BadMasterKey)
+        use hmac::{Hmac, Mac};
+        let aead = Aes256Gcm::new_from_slice(bytes).map_err(|_| SealError::BadMasterKey)?;
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(bytes)
+            .map_err(|_| SealError::BadMasterKey)?;
+        mac.update(b"hark keyed digest v1");
+        let mut digest_key = [0u8; 64];
+        digest_key[..32].copy_from_slice(&mac.finalize().into_bytes());
+        Ok(Self { aead, digest_key })
+    }
+
+    /// A digest of `value` keyed under the master key (HMAC-SHA256, hex), bound to
+    /// `context`: for short secrets a plain hash would not protect (recovery codes), since
+    /// without the master key a stolen database cannot be searched for them.
+    pub fn keyed_digest(&self, context: &str, value: &str) -> String {
+        use hmac::digest::KeyInit;
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new(&self.digest_key.into());
+        mac.update(&(context.len() as u64).to_be_bytes());
+        mac.update(context.as_bytes());
+        mac.update(value.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
     }
 
     pub fn from_hex(text: &str) -> Result<Self, SealError> {
@@ -47,7 +70,7 @@ impl MasterKey {
         };
         // Encryption with a valid key and in-memory buffers cannot fail.
         let ciphertext = self
-            .0
+            .aead
             .encrypt(Nonce::from_slice(&nonce), payload)
             .unwrap_or_default();
         let mut out = nonce.to_vec();
@@ -66,7 +89,7 @@ impl MasterKey {
             aad: context.as_bytes(),
         };
         let plain = self
-            .0
+            .aead
             .decrypt(Nonce::from_slice(nonce), payload)
             .map_err(|_| SealError::Open)?;
         String::from_utf8(plain).map_err(|_| SealError::Open)
@@ -82,6 +105,19 @@ impl fmt::Debug for MasterKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keyed_digests_depend_on_the_key_and_the_context() {
+        let key = MasterKey::from_hex(&MasterKey::generate_hex()).unwrap();
+        let other = MasterKey::from_hex(&MasterKey::generate_hex()).unwrap();
+        let d = key.keyed_digest("recovery:u1", "abcd-efgh");
+        assert_eq!(d.len(), 64);
+        assert_eq!(d, key.keyed_digest("recovery:u1", "abcd-efgh"));
+        assert_ne!(d, other.keyed_digest("recovery:u1", "abcd-efgh"));
+        assert_ne!(d, key.keyed_digest("recovery:u2", "abcd-efgh"));
+        assert_ne!(d, key.keyed_digest("recovery:u1a", "bcd-efgh"));
+        assert_ne!(d, crate::keys::SecretDigest::of("abcd-efgh").to_hex());
+    }
 
     #[test]
     fn round_trip_and_context_binding() {

@@ -76,8 +76,12 @@ impl SpeechError {
 /// A speech engine: batch files and live streams. Implementations are blocking
 /// (CPU-bound); async callers run them on a blocking thread.
 pub trait SpeechEngine: Send + Sync {
-    /// Names of the installed models this engine can run.
+    /// Names of the installed models this engine can run, from memory (cheap: called
+    /// per request).
     fn models(&self) -> Vec<String>;
+    /// Looks at what is installed again (a directory scan: called in the background,
+    /// never per request). Engines whose models cannot change do nothing.
+    fn refresh_models(&self) {}
     fn transcribe(&self, request: &TranscribeRequest) -> Result<Transcription, SpeechError>;
     /// Starts a live session on an installed model.
     fn open_stream(

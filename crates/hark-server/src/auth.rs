@@ -22,17 +22,35 @@ use std::time::Duration;
 const MAX_CACHED_KEYS: usize = 100_000;
 /// `last_used_at` is written at most this often per key.
 const LAST_USED_RESOLUTION_MS: Millis = 1_000;
+/// How long a well-formed key the database did not know is answered from memory.
+const UNKNOWN_TTL_MS: Millis = 5_000;
+/// Above this many remembered unknown keys that memory starts over.
+const MAX_UNKNOWN_KEYS: usize = 10_000;
+
+/// Digests of well-formed keys the database did not know, each with when it stops
+/// counting, valid only while the revocation bus has heard nothing since they were
+/// read (`heard`): any credential change, a key's creation included, forgets them all.
+#[derive(Default)]
+struct UnknownKeys {
+    heard: u64,
+    until: HashMap<[u8; 32], Millis>,
+}
 
 struct CachedKey {
     principal: KeyPrincipal,
     last_used_noted: AtomicI64,
 }
 
-/// Verified keys by digest. Only keys that verified are cached, so unknown keys
-/// cannot fill it; any credential change clears it (locally at once, and on every
-/// node through the store's auth epoch).
+/// Verified keys by digest, and briefly the digests of unknown ones. Only keys that
+/// verified enter the main cache, so unknown keys cannot fill it; any credential
+/// change clears it (locally at once, and on every node through the store's auth
+/// epoch). Unknown digests are remembered for a few seconds in a separate bounded map
+/// so a flood of one unknown key costs no database query each; creating a key is
+/// published on the revocation bus, and an unknown answer is only used while the bus
+/// has heard nothing since it was read, so a new key works at once.
 pub struct AuthCache {
     entries: RwLock<HashMap<[u8; 32], Arc<CachedKey>>>,
+    unknown: Mutex<UnknownKeys>,
     generation: AtomicU64,
     pending_last_used: Mutex<HashMap<ApiKeyId, Millis>>,
 }
@@ -41,6 +59,7 @@ impl AuthCache {
     pub fn new() -> Self {
         Self {
             entries: RwLock::new(HashMap::new()),
+            unknown: Mutex::default(),
             generation: AtomicU64::new(0),
             pending_last_used: Mutex::default(),
         }
@@ -49,6 +68,7 @@ impl AuthCache {
     /// Forgets every cached key.
     pub fn clear(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
+        self.forget_unknown();
         if let Ok(mut map) = self.entries.write() {
             map.clear();
         }
@@ -58,6 +78,7 @@ impl AuthCache {
     pub fn forget(&self, change: CredentialChange) {
         // Bumped first: a lookup already under way must not cache what it read.
         self.generation.fetch_add(1, Ordering::SeqCst);
+        self.forget_unknown();
         let Ok(mut map) = self.entries.write() else {
             return;
         };
@@ -76,6 +97,50 @@ impl AuthCache {
         } else {
             map.retain(|_, e| keep(e));
         }
+    }
+
+    fn forget_unknown(&self) {
+        if let Ok(mut unknown) = self.unknown.lock() {
+            unknown.until.clear();
+        }
+    }
+
+    /// Whether `digest` was found unknown recently, with no credential change heard since.
+    fn known_unknown(&self, digest: &[u8; 32], heard: u64, now: Millis) -> bool {
+        let Ok(mut unknown) = self.unknown.lock() else {
+            return false;
+        };
+        if unknown.heard != heard {
+            unknown.heard = heard;
+            unknown.until.clear();
+            return false;
+        }
+        match unknown.until.get(digest) {
+            Some(&until) if now < until => true,
+            Some(_) => {
+                unknown.until.remove(digest);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Remembers that `digest` was unknown when the bus had heard `heard` changes.
+    fn note_unknown(&self, digest: [u8; 32], heard: u64, now: Millis) {
+        let Ok(mut unknown) = self.unknown.lock() else {
+            return;
+        };
+        if unknown.heard != heard {
+            // A change was heard while we read: what we read may be stale already.
+            return;
+        }
+        if unknown.until.len() >= MAX_UNKNOWN_KEYS {
+            unknown.until.retain(|_, until| now < *until);
+            if unknown.until.len() >= MAX_UNKNOWN_KEYS {
+                unknown.until.clear();
+            }
+        }
+        unknown.until.insert(digest, now + UNKNOWN_TTL_MS);
     }
 
     /// The principal of a presented key, or `Unauthorized`.
@@ -97,7 +162,15 @@ impl AuthCache {
         let now = clock.now_ms();
         // A node that may be missing credential changes (its bus listener is down) reads
         // every key from the database until it hears them again.
-        let trusted = store.credential_bus().is_connected();
+        let bus = store.credential_bus();
+        let trusted = bus.is_connected();
+        // Read before the lookup: a change heard during it voids an unknown answer.
+        let heard = bus.heard();
+        if trusted && self.known_unknown(&digest.0, heard, now) {
+            crate::telemetry::key_cache("unknown_hit");
+            crate::telemetry::auth_failure("unknown");
+            return Err(ApiError::Unauthorized);
+        }
         let cached = if trusted {
             self.entries
                 .read()
@@ -119,6 +192,9 @@ impl AuthCache {
                     .await
                     .inspect_err(|_| crate::telemetry::database_error())?
                     .ok_or_else(|| {
+                        if trusted {
+                            self.note_unknown(digest.0, heard, now);
+                        }
                         crate::telemetry::auth_failure("unknown");
                         ApiError::Unauthorized
                     })?;

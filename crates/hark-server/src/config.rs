@@ -25,6 +25,16 @@ pub struct Config {
     pub max_json_bytes: usize,
     pub workers: usize,
     pub job_lease_ms: i64,
+    /// A job claimed this many times without finishing (its worker died each time, say
+    /// on a file that crashes the process) ends in `error` instead of running again.
+    pub max_job_attempts: i64,
+    /// Uploads no live transcript uses are deleted this long after they arrived
+    /// (0: kept for ever).
+    pub upload_ttl_secs: u64,
+    /// The most bytes of uploads an account may hold at once (0: no limit).
+    pub upload_quota_bytes: u64,
+    /// An upload whose body sends nothing for this long is refused (408).
+    pub upload_idle_timeout_secs: u64,
     pub rate_limit: RateLimitConfig,
     /// How often the auth epoch is polled: the fallback bound on how long a credential
     /// change made through another node goes unseen if its notification is lost.
@@ -68,6 +78,9 @@ pub struct StreamingSettings {
     pub max_session_secs: i64,
     /// How far ahead of real time a client may send audio before it is refused (3007).
     pub realtime_tolerance_ms: u64,
+    /// How much received audio a session may have waiting for the engine; a session
+    /// further behind ends (3005), so a slow engine cannot make memory grow.
+    pub max_pending_audio_secs: u64,
     /// Ping interval; a client that answers nothing for `client_timeout_secs` is gone.
     pub ping_interval_secs: u64,
     pub client_timeout_secs: u64,
@@ -167,6 +180,10 @@ impl Default for Config {
             max_json_bytes: 1 << 20,
             workers: 2,
             job_lease_ms: 30_000,
+            max_job_attempts: 3,
+            upload_ttl_secs: 86_400,
+            upload_quota_bytes: 0,
+            upload_idle_timeout_secs: 60,
             rate_limit: RateLimitConfig::default(),
             auth_epoch_poll_ms: 250,
             redis_url: hark_core::keys::Secret::default(),
@@ -188,6 +205,7 @@ impl Default for StreamingSettings {
         Self {
             max_session_secs: 10_800,
             realtime_tolerance_ms: 5_000,
+            max_pending_audio_secs: 30,
             ping_interval_secs: 10,
             client_timeout_secs: 30,
             node_lease_secs: 30,

@@ -50,14 +50,18 @@ pub async fn upload(
             return Err(refusal);
         }
     };
+    let quota = i64::try_from(state.config.upload_quota_bytes).unwrap_or(i64::MAX);
+    if quota > 0 && state.store.upload_bytes(who.account_id).await? >= quota {
+        drain_refused_body(body).await;
+        return Err(quota_refusal(quota));
+    }
     let id = UploadId::new();
     let dir = state.uploads_dir.join(who.project_id.to_string());
-    tokio::fs::create_dir_all(&dir)
-        .await
-        .map_err(ApiError::internal)?;
+    crate::private_dir(&dir).map_err(ApiError::internal)?;
     let path = dir.join(id.to_string());
     let partial = dir.join(format!("{id}.partial"));
-    let written = receive_body(body, &partial, state.config.max_upload_bytes).await;
+    let idle = std::time::Duration::from_secs(state.config.upload_idle_timeout_secs.max(1));
+    let written = receive_body(body, &partial, state.config.max_upload_bytes, idle).await;
     let size = match written {
         Ok(size) => size,
         Err(e) => {
@@ -81,23 +85,59 @@ pub async fn upload(
         size_bytes: i64::try_from(size).unwrap_or(i64::MAX),
         created_at: state.clock.now_ms(),
     };
-    if let Err(e) = state.store.create_upload(record).await {
-        let _ = tokio::fs::remove_file(&path).await;
-        return Err(e.into());
+    let stored = if quota > 0 {
+        state.store.create_upload_within_quota(record, quota).await
+    } else {
+        state.store.create_upload(record).await.map(|()| true)
+    };
+    match stored {
+        Ok(true) => {}
+        Ok(false) => {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(quota_refusal(quota));
+        }
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(e.into());
+        }
     }
     Ok(Json(
         json!({ "upload_url": format!("{}/v2/upload/{id}", state.public_base_url) }),
     ))
 }
 
-async fn receive_body(body: Body, path: &std::path::Path, max_bytes: u64) -> ApiResult<u64> {
-    let mut file = tokio::fs::File::create(path)
+fn quota_refusal(quota: i64) -> ApiError {
+    ApiError::PayloadTooLarge(format!(
+        "Upload refused: this account's uploads would exceed its storage quota of {quota} bytes; \
+         deleting transcripts frees their uploads, and unused uploads expire"
+    ))
+}
+
+async fn receive_body(
+    body: Body,
+    path: &std::path::Path,
+    max_bytes: u64,
+    idle: std::time::Duration,
+) -> ApiResult<u64> {
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
         .await
         .map_err(ApiError::internal)?;
     let mut stream = body.into_data_stream();
     let mut size: u64 = 0;
     let mut head: Vec<u8> = Vec::with_capacity(SNIFF_BYTES);
-    while let Some(chunk) = stream.next().await {
+    loop {
+        // A body that stalls holds a connection and a file: it gets `idle` per chunk.
+        let Ok(next) = tokio::time::timeout(idle, stream.next()).await else {
+            return Err(ApiError::UploadTimedOut(idle.as_secs()));
+        };
+        let Some(chunk) = next else {
+            break;
+        };
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("Upload interrupted: {e}")))?;
         size += chunk.len() as u64;
         if size > max_bytes {
@@ -241,14 +281,9 @@ pub async fn delete(
         .delete_transcript(who.project_id, id)
         .await?
         .ok_or(ApiError::TranscriptNotFound)?;
+    // After the commit: a failed deletion leaves a file the next start sweeps.
     if let Some(upload) = upload {
-        match tokio::fs::remove_file(&upload.path).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::error!(error = %e, upload = %upload.id, "could not delete uploaded file")
-            }
-        }
+        crate::uploads::remove_file(std::path::Path::new(&upload.path)).await;
     }
     Ok(Json(render::transcript(&transcript)))
 }

@@ -22,6 +22,7 @@ pub mod render;
 pub mod streaming;
 pub mod telemetry;
 pub mod tls;
+pub mod uploads;
 mod worker;
 
 use crate::auth::AuthCache;
@@ -101,6 +102,26 @@ impl AppState {
     }
 }
 
+/// How often the models directory is scanned for models installed or removed while
+/// the server runs; requests read the list kept in memory.
+const MODEL_RESCAN: Duration = Duration::from_secs(30);
+
+/// Rescans the installed models every [`MODEL_RESCAN`] (off the async runtime).
+async fn rescan_models(engine: Arc<dyn SpeechEngine>, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(MODEL_RESCAN);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let engine = engine.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || engine.refresh_models()).await {
+            tracing::warn!(error = %e, "could not rescan the installed models");
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("{0}")]
@@ -126,7 +147,7 @@ pub fn load_master_key(config: &Config) -> Result<MasterKey, StartError> {
         path: path.clone(),
         source,
     };
-    std::fs::create_dir_all(&config.data_dir).map_err(io)?;
+    private_dir(&config.data_dir).map_err(io)?;
     if !path.exists() {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
@@ -169,11 +190,25 @@ pub async fn check_master_key(store: &dyn Store, master_key: &MasterKey) -> Resu
 }
 
 pub async fn open_store(config: &Config, clock: Arc<dyn Clock>) -> Result<SqlStore, StartError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Io {
+    private_dir(&config.data_dir).map_err(|source| StartError::Io {
         path: config.data_dir.clone(),
         source,
     })?;
-    Ok(SqlStore::open(&config.effective_database_url(), clock).await?)
+    let url = config.effective_database_url();
+    let store = SqlStore::open(&url, clock).await?;
+    // A SQLite database (and its journal files) is readable by this user only.
+    if let Some(file) = url.strip_prefix("sqlite://") {
+        let file = file.split('?').next().unwrap_or(file);
+        for suffix in ["", "-wal", "-shm"] {
+            let path = PathBuf::from(format!("{file}{suffix}"));
+            if path.exists() {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|source| StartError::Io { path, source })?;
+            }
+        }
+    }
+    Ok(store)
 }
 
 pub fn router(state: AppState) -> Router {
@@ -383,12 +418,16 @@ async fn start_node(
     let uploads_dir = config.data_dir.join("uploads");
     let tmp_dir = config.data_dir.join("tmp");
     for dir in [&uploads_dir, &tmp_dir] {
-        std::fs::create_dir_all(dir).map_err(|source| StartError::Io {
+        private_dir(dir).map_err(|source| StartError::Io {
             path: dir.clone(),
             source,
         })?;
     }
     let serving = role == Role::Serve;
+    if serving {
+        // Before the listener accepts anything, so no upload is in flight.
+        uploads::sweep_at_start(&store, &uploads_dir).await;
+    }
     let (tls_files, tls, listener, addr) = if serving {
         let tls_files = tls::resolve_files(&config)?;
         let tls = tls_files.as_ref().map(tls::server_config).transpose()?;
@@ -481,6 +520,15 @@ async fn start_node(
             )
             .await?;
         tasks.push(tokio::spawn(streaming::upkeep(
+            state.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
+    if let Some(engine) = state.engine.clone() {
+        tasks.push(tokio::spawn(rescan_models(engine, shutdown_rx.clone())));
+    }
+    if serving {
+        tasks.push(tokio::spawn(uploads::expire(
             state.clone(),
             shutdown_rx.clone(),
         )));
@@ -584,6 +632,16 @@ async fn start_node(
         tasks,
         http,
     })
+}
+
+/// Creates `dir` (and missing parents) readable by this user only (0700): the data
+/// directory holds the database, the master key and customers' audio.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// The data directory's upload folder for tests and tools.

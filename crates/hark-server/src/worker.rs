@@ -17,6 +17,14 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 /// What a client sees when the engine fails for a reason that is ours, not theirs.
 const INTERNAL_FAILURE: &str = "Transcription failed due to an internal server error.";
 
+/// The error of a job whose transcription was started `attempts` times and never
+/// finished (each time the process running it stopped).
+fn poison_message(attempts: i64) -> String {
+    format!(
+        "Transcription failed: processing this file was started {attempts} times and never finished; it will not be retried."
+    )
+}
+
 pub async fn run_worker(state: AppState, worker_id: String, mut shutdown: watch::Receiver<bool>) {
     tracing::debug!(worker = %worker_id, "worker started");
     loop {
@@ -72,9 +80,21 @@ async fn process(state: &AppState, worker_id: &str, job: ClaimedJob) {
         })
     };
     let params = render::stored_params(&job.transcript);
-    let result = match &params {
-        Some(params) => transcribe(state, &job, params).await,
-        None => Err(INTERNAL_FAILURE.to_string()),
+    let max_attempts = state.config.max_job_attempts.max(1);
+    let result = if job.attempts > max_attempts {
+        // Its workers died each time (a file that crashes or exhausts the process, say):
+        // running it again would take the next worker down too.
+        tracing::error!(
+            transcript = %transcript_id,
+            attempts = job.attempts - 1,
+            "job started too often without finishing; giving up"
+        );
+        Err(poison_message(max_attempts))
+    } else {
+        match &params {
+            Some(params) => transcribe(state, &job, params).await,
+            None => Err(INTERNAL_FAILURE.to_string()),
+        }
     };
     heartbeat.abort();
     let t = &job.transcript;

@@ -129,6 +129,9 @@ impl Drop for Permit<'_> {
 /// The Whisper engine. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct WhisperEngine {
     registry: ModelRegistry,
+    /// Names of the installed models, as of the last scan (construction or
+    /// [`SpeechEngine::refresh_models`]): requests read this, never the directory.
+    installed: RwLock<Vec<String>>,
     models: RwLock<HashMap<String, Arc<LoadedModel>>>,
     loading: Mutex<()>,
     pool: rayon::ThreadPool,
@@ -152,8 +155,10 @@ impl WhisperEngine {
             .thread_name(|i| format!("hark-speech-{i}"))
             .build()
             .map_err(|e| ModelError::Invalid(format!("thread pool: {e}")))?;
+        let installed = RwLock::new(scan_installed(&registry));
         Ok(WhisperEngine {
             registry,
+            installed,
             models: RwLock::new(HashMap::new()),
             loading: Mutex::new(()),
             pool,
@@ -325,12 +330,25 @@ pub fn shape_transcription(
     }
 }
 
+/// The names of the models installed in `registry`'s directory now.
+fn scan_installed(registry: &ModelRegistry) -> Vec<String> {
+    registry
+        .list()
+        .map(|l| l.into_iter().map(|m| m.name).collect())
+        .unwrap_or_default()
+}
+
 impl SpeechEngine for WhisperEngine {
     fn models(&self) -> Vec<String> {
-        self.registry
-            .list()
-            .map(|l| l.into_iter().map(|m| m.name).collect())
-            .unwrap_or_default()
+        self.installed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn refresh_models(&self) {
+        let now = scan_installed(&self.registry);
+        *self.installed.write().unwrap_or_else(|p| p.into_inner()) = now;
     }
 
     fn transcribe(&self, request: &TranscribeRequest) -> Result<Transcription, SpeechError> {
@@ -367,6 +385,28 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         panic!("waiters did not queue");
+    }
+
+    /// Requests read the installed models from memory: a model appearing on disk is
+    /// seen after a rescan, not by scanning the directory on every call.
+    #[test]
+    fn installed_models_come_from_memory_until_a_rescan() {
+        let dir = tempfile::tempdir().unwrap();
+        let install = |name: &str| {
+            let path = dir.path().join("models").join(name);
+            std::fs::create_dir_all(&path).unwrap();
+            std::fs::write(path.join("model.bin"), b"").unwrap();
+        };
+        install("first");
+        let engine = WhisperEngine::new(dir.path(), EngineOptions::default()).unwrap();
+        assert_eq!(engine.models(), vec!["first".to_string()]);
+        install("second");
+        assert_eq!(engine.models(), vec!["first".to_string()]);
+        engine.refresh_models();
+        assert_eq!(
+            engine.models(),
+            vec!["first".to_string(), "second".to_string()]
+        );
     }
 
     #[test]

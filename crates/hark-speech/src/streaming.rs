@@ -39,6 +39,62 @@ const SPEECH_TAIL_DB: f32 = 15.0;
 /// A partial waits for an idle engine, but no longer than this many partial intervals.
 const PARTIAL_MAX_DEFER: usize = 3;
 
+/// Decodes a session may make per second of audio, on average ...
+const DECODES_PER_AUDIO_SEC: usize = 4;
+/// ... and at most this many in a row: whatever the settings and client messages
+/// (`ForceEndpoint`, tiny silences), one session cannot keep a core busy (audio
+/// itself arrives no faster than real time).
+const DECODE_BURST: usize = 6;
+
+/// A token bucket of decodes that fills with audio: every decode but the end of the
+/// stream's costs one token; partials and early decodes are skipped without one, and a
+/// turn's end (or a forced one) waits for the next token.
+#[derive(Debug, Clone)]
+pub struct DecodeBudget {
+    /// Credit in samples: one decode costs `RATE / DECODES_PER_AUDIO_SEC`.
+    credit: usize,
+}
+
+impl DecodeBudget {
+    const COST: usize = RATE / DECODES_PER_AUDIO_SEC;
+    const CAP: usize = Self::COST * DECODE_BURST;
+
+    pub fn new() -> Self {
+        Self { credit: Self::CAP }
+    }
+
+    /// `samples` more audio arrived.
+    pub fn refill(&mut self, samples: usize) {
+        self.credit = (self.credit + samples).min(Self::CAP);
+    }
+
+    /// Whether a decode may run now.
+    pub fn available(&self) -> bool {
+        self.credit >= Self::COST
+    }
+
+    /// Takes one decode if available.
+    pub fn take(&mut self) -> bool {
+        if self.available() {
+            self.credit -= Self::COST;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Spends one decode that must run anyway (the end of the stream).
+    pub fn spend(&mut self) {
+        self.credit = self.credit.saturating_sub(Self::COST);
+    }
+}
+
+impl Default for DecodeBudget {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Why the current turn is being decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TurnDecode {
@@ -83,6 +139,9 @@ pub struct StreamingSession {
     sentence_end_probability: f64,
     /// Tokens of the current turn's latest decode: the draft for its next decode.
     draft: Vec<u32>,
+    budget: DecodeBudget,
+    /// A `ForceEndpoint` waits for the decode budget.
+    force_pending: bool,
 }
 
 impl StreamingSession {
@@ -110,6 +169,8 @@ impl StreamingSession {
             ends_sentence: false,
             sentence_end_probability: 0.0,
             draft: Vec::new(),
+            budget: DecodeBudget::new(),
+            force_pending: false,
         }
     }
 
@@ -160,6 +221,9 @@ impl StreamingSession {
                 self.pending_frame.clear();
             }
         }
+        if self.force_pending && self.can_finish_turn() {
+            events.extend(self.finish_turn()?);
+        }
         if self.partial_due && self.in_turn {
             self.emit_partial(&mut events, TurnDecode::Interval)?;
         }
@@ -174,6 +238,7 @@ impl StreamingSession {
         let p = self.speech_probability(frame);
         let is_speech = p >= self.config.vad_threshold;
         self.samples_seen += frame.len() as u64;
+        self.budget.refill(frame.len());
         if !self.in_turn {
             self.turn_audio.extend_from_slice(frame);
             let keep = (self.config.pre_roll_ms as usize * RATE / 1000).max(FRAME);
@@ -202,10 +267,11 @@ impl StreamingSession {
         }
         let silence_ms = (self.silence_run * 1000 / RATE) as u64;
         let turn_secs = self.turn_audio.len() as f64 / RATE as f64;
-        if silence_ms >= self.config.max_turn_silence_ms
+        if (silence_ms >= self.config.max_turn_silence_ms
             || (silence_ms >= self.config.min_turn_silence_ms
                 && self.end_of_turn_confidence() >= self.config.end_of_turn_confidence_threshold)
-            || turn_secs >= self.config.max_turn_secs
+            || turn_secs >= self.config.max_turn_secs)
+            && self.can_finish_turn()
         {
             events.extend(self.finish_turn()?);
             return Ok(());
@@ -302,6 +368,8 @@ impl StreamingSession {
     /// The current turn decoded for a partial or (likely) its final; waits for an
     /// inference slot.
     fn decode_turn(&mut self, partial: bool) -> Result<Turn, ModelError> {
+        // Callers check the budget first (or must decode, at the end of the stream).
+        self.budget.spend();
         let options = self.decode_options(partial);
         // A final (or likely final) is what the client is waiting on.
         let priority = if partial {
@@ -318,7 +386,11 @@ impl StreamingSession {
 
     /// As [`Self::decode_turn`]; with `if_idle`, only if the engine is idle (`None` when
     /// it is busy).
+    /// Either way only within the decode budget (`None` when it is spent).
     fn decode_if(&mut self, partial: bool, if_idle: bool) -> Result<Option<Turn>, ModelError> {
+        if !self.budget.available() {
+            return Ok(None);
+        }
         if !if_idle {
             return self.decode_turn(partial).map(Some);
         }
@@ -328,6 +400,7 @@ impl StreamingSession {
             .transcribe_pcm_if_idle(&self.model, self.decode_audio(), &options)
         {
             Some(raw) => {
+                self.budget.spend();
                 let raw = raw?;
                 self.note_decode(&raw);
                 Ok(Some(self.to_turn(&raw)))
@@ -397,7 +470,14 @@ impl StreamingSession {
         }
     }
 
+    /// Whether the turn can end now: its final is decoded already, or the decode
+    /// budget allows decoding it.
+    fn can_finish_turn(&self) -> bool {
+        self.in_turn && (self.settled.is_some() || self.budget.available())
+    }
+
     fn finish_turn(&mut self) -> Result<Option<StreamEvent>, ModelError> {
+        self.force_pending = false;
         if !self.in_turn {
             return Ok(None);
         }
@@ -423,7 +503,16 @@ impl StreamingSession {
     }
 
     /// End the current turn now (the client's ForceEndpoint). Returns its final, if any.
+    /// Over the decode budget the turn ends as soon as the budget allows (with the
+    /// audio received by then).
     pub fn force_endpoint(&mut self) -> Result<Vec<StreamEvent>, ModelError> {
+        if !self.in_turn {
+            return Ok(Vec::new());
+        }
+        if !self.can_finish_turn() {
+            self.force_pending = true;
+            return Ok(Vec::new());
+        }
         Ok(self.finish_turn()?.into_iter().collect())
     }
 
@@ -459,5 +548,29 @@ impl SpeechStream for StreamingSession {
 
     fn audio_ms(&self) -> u64 {
         StreamingSession::audio_ms(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// However decodes are asked for, a session gets `DECODE_BURST` at once and then
+    /// `DECODES_PER_AUDIO_SEC` per second of audio.
+    #[test]
+    fn decode_budget_bounds_decodes_per_second_of_audio() {
+        let mut budget = DecodeBudget::new();
+        let mut granted = 0;
+        // Ten seconds of audio in 20 ms frames, a decode wanted after every frame.
+        for _ in 0..500 {
+            budget.refill(FRAME);
+            if budget.take() {
+                granted += 1;
+            }
+        }
+        assert_eq!(granted, DECODE_BURST + 10 * DECODES_PER_AUDIO_SEC - 1);
+        assert!(!budget.take());
+        budget.spend();
+        assert!(!budget.available());
     }
 }

@@ -16,7 +16,7 @@ pub const CHANNEL: &str = "hark_credentials";
 /// What changed. Nodes drop their cached state for it (everything for `All`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CredentialChange {
-    /// A key was revoked, rotated (its expiry moved to the grace end) or deleted.
+    /// A key was created, revoked, rotated (its expiry moved to the grace end) or deleted.
     Key(ApiKeyId),
     /// A project was deleted with its keys.
     Project(ProjectId),

@@ -133,6 +133,20 @@ pub trait KeyStore: Send + Sync {
 #[async_trait]
 pub trait TranscriptStore: Send + Sync {
     async fn create_upload(&self, upload: Upload) -> StoreResult<()>;
+    /// Inserts the upload unless the account's uploads would then hold more than
+    /// `quota_bytes` (false), atomically under the account's lock.
+    async fn create_upload_within_quota(
+        &self,
+        upload: Upload,
+        quota_bytes: i64,
+    ) -> StoreResult<bool>;
+    /// The bytes of the account's stored uploads.
+    async fn upload_bytes(&self, account: AccountId) -> StoreResult<i64>;
+    /// Deletes the uploads created before `created_before` that no live (undeleted)
+    /// transcript uses; returns them so the caller removes their files.
+    async fn expire_uploads(&self, created_before: Millis) -> StoreResult<Vec<Upload>>;
+    /// The files of every stored upload (to find files no row refers to).
+    async fn upload_paths(&self) -> StoreResult<Vec<String>>;
     /// Any project's upload: the caller decides between "missing" and "forbidden".
     async fn get_upload(&self, id: UploadId) -> StoreResult<Option<Upload>>;
     /// Inserts the transcript and its queued job in one transaction.
@@ -147,8 +161,10 @@ pub trait TranscriptStore: Send + Sync {
         project: ProjectId,
         query: &TranscriptQuery,
     ) -> StoreResult<Vec<Transcript>>;
-    /// Scrubs the transcript, cancels its job and forgets its upload; returns the
-    /// scrubbed transcript and the upload whose file the caller must remove.
+    /// Scrubs the transcript (audio URL, result, parameters, error text), cancels its
+    /// job and forgets its upload unless another live transcript uses it; returns the
+    /// scrubbed transcript and the upload whose file the caller must remove (after
+    /// this commits).
     async fn delete_transcript(
         &self,
         project: ProjectId,

@@ -40,7 +40,8 @@ pub struct OpenStreamSession {
     pub id: StreamSessionId,
     pub credential: StreamCredential,
     pub model: String,
-    /// The cap for sessions opened with an API key (tokens carry their own).
+    /// The server's session cap: sessions opened with an API key get it, tokens carry
+    /// their own but never beyond it.
     pub default_max_session_secs: i64,
     /// The serving process (see [`StreamStore::heartbeat_stream_node`]).
     pub node_id: String,
@@ -110,6 +111,9 @@ pub const STREAM_RATE_WINDOW_MS: Millis = 60_000;
 #[async_trait]
 pub trait StreamStore: Send + Sync {
     async fn create_stream_token(&self, token: NewStreamToken) -> StoreResult<()>;
+    /// Why the token with this digest could not open a session now (`None`: it could),
+    /// read without redeeming it: checked before a session costs any work.
+    async fn check_stream_token(&self, digest_hex: &str) -> StoreResult<Option<StreamRefusal>>;
     /// Redeems the token (if any), checks the account's new-session rate and inserts the
     /// session row, all in one transaction: of any number of concurrent openings with
     /// one token exactly one succeeds, and a refused opening consumes nothing.
@@ -334,6 +338,36 @@ impl StreamStore for SqlStore {
         Ok(())
     }
 
+    async fn check_stream_token(&self, digest_hex: &str) -> StoreResult<Option<StreamRefusal>> {
+        let now = self.now();
+        let row = sqlx::query(&format!(
+            "SELECT expires_at, redeemed_at, {} AS key_ok FROM stream_tokens t WHERE t.digest = $1",
+            key_usable("t.api_key_id", "$2")
+        ))
+        .bind(digest_hex)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(Some(StreamRefusal::TokenUnknown));
+        };
+        let redeemed: Option<Millis> = row.try_get("redeemed_at")?;
+        let expires_at: Millis = row.try_get("expires_at")?;
+        let key_ok: bool = match row.try_get::<bool, _>("key_ok") {
+            Ok(b) => b,
+            Err(_) => row.try_get::<i64, _>("key_ok")? != 0,
+        };
+        Ok(if redeemed.is_some() {
+            Some(StreamRefusal::TokenUsed)
+        } else if !key_ok {
+            Some(StreamRefusal::KeyUnusable)
+        } else if expires_at <= now {
+            Some(StreamRefusal::TokenExpired)
+        } else {
+            None
+        })
+    }
+
     async fn open_stream_session(
         &self,
         open: OpenStreamSession,
@@ -406,7 +440,9 @@ impl StreamStore for SqlStore {
                     parse_id(&row, "project_id", ProjectId::parse)?,
                     parse_id(&row, "api_key_id", ApiKeyId::parse)?,
                     Some(parse_id(&row, "id", StreamTokenId::parse)?),
-                    row.try_get::<i64, _>("max_session_secs")?,
+                    // The token's own cap, within the server's.
+                    row.try_get::<i64, _>("max_session_secs")?
+                        .min(open.default_max_session_secs),
                 )
             }
             (StreamCredential::Token { .. }, None) => {

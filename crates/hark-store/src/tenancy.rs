@@ -373,7 +373,12 @@ impl KeyStore for SqlStore {
             now,
         )
         .await?;
-        tx.commit().await?;
+        // Told to every node (no epoch bump: nothing cached is stale), so a node that
+        // remembers this key's digest as unknown forgets that at once.
+        self.notify_change(&mut tx, CredentialChange::Key(new.id))
+            .await?;
+        self.commit_change(tx, CredentialChange::Key(new.id))
+            .await?;
         Ok(ApiKeyRecord {
             id: new.id,
             account_id: project.account_id,

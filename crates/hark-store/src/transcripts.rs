@@ -53,6 +53,23 @@ fn upload_from_row(row: &AnyRow) -> StoreResult<Upload> {
 const UPLOAD_SELECT: &str =
     "SELECT id, account_id, project_id, api_key_id, path, size_bytes, created_at FROM uploads";
 
+async fn insert_upload(conn: &mut sqlx::AnyConnection, upload: &Upload) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO uploads (id, account_id, project_id, api_key_id, path, size_bytes, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(upload.id.to_string())
+    .bind(upload.account_id.to_string())
+    .bind(upload.project_id.to_string())
+    .bind(upload.api_key_id.to_string())
+    .bind(&upload.path)
+    .bind(upload.size_bytes)
+    .bind(upload.created_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 impl SqlStore {
     async fn transcript_position(
         &self,
@@ -73,20 +90,67 @@ impl SqlStore {
 #[async_trait]
 impl TranscriptStore for SqlStore {
     async fn create_upload(&self, upload: Upload) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO uploads (id, account_id, project_id, api_key_id, path, size_bytes, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        let mut conn = self.pool.acquire().await?;
+        insert_upload(&mut conn, &upload).await
+    }
+
+    async fn create_upload_within_quota(
+        &self,
+        upload: Upload,
+        quota_bytes: i64,
+    ) -> StoreResult<bool> {
+        // The account row's lock serialises concurrent uploads of one account.
+        let (mut tx, _) = self.begin_for_account(upload.account_id).await?;
+        let held: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM uploads WHERE account_id = $1",
         )
-        .bind(upload.id.to_string())
         .bind(upload.account_id.to_string())
-        .bind(upload.project_id.to_string())
-        .bind(upload.api_key_id.to_string())
-        .bind(&upload.path)
-        .bind(upload.size_bytes)
-        .bind(upload.created_at)
-        .execute(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(())
+        if held.saturating_add(upload.size_bytes) > quota_bytes {
+            return Ok(false);
+        }
+        insert_upload(&mut tx, &upload).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn upload_bytes(&self, account: AccountId) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM uploads WHERE account_id = $1",
+        )
+        .bind(account.to_string())
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn expire_uploads(&self, created_before: Millis) -> StoreResult<Vec<Upload>> {
+        const UNUSED: &str = "created_at < $1 AND NOT EXISTS \
+             (SELECT 1 FROM transcripts t WHERE t.upload_id = uploads.id AND t.deleted_at IS NULL)";
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(&format!("{UPLOAD_SELECT} WHERE {UNUSED}"))
+            .bind(created_before)
+            .fetch_all(&mut *tx)
+            .await?;
+        let expired = rows
+            .iter()
+            .map(upload_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        for upload in &expired {
+            sqlx::query(&format!("DELETE FROM uploads WHERE id = $2 AND {UNUSED}"))
+                .bind(created_before)
+                .bind(upload.id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(expired)
+    }
+
+    async fn upload_paths(&self) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT path FROM uploads")
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn get_upload(&self, id: UploadId) -> StoreResult<Option<Upload>> {
@@ -215,8 +279,11 @@ impl TranscriptStore for SqlStore {
     ) -> StoreResult<Option<(Transcript, Option<Upload>)>> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
+        // Nothing of the request stays: not the parameters (webhook URL, the sealed
+        // webhook header), nor an error that may quote the audio URL.
         let scrubbed = sqlx::query(
-            "UPDATE transcripts SET audio_url = 'http://deleted_by_user', result = NULL, \
+            "UPDATE transcripts SET audio_url = 'http://deleted_by_user', result = NULL, params = '{}', \
+             error = CASE WHEN error IS NULL THEN NULL ELSE 'Deleted by user.' END, \
              deleted_at = COALESCE(deleted_at, $3) WHERE project_id = $1 AND id = $2",
         )
         .bind(project.to_string())
@@ -247,7 +314,15 @@ impl TranscriptStore for SqlStore {
             .bind(project.to_string())
             .fetch_optional(&mut *tx)
             .await?;
-            if let Some(row) = row {
+            // Another transcript made from the same upload keeps it.
+            let shared: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM transcripts WHERE upload_id = $1 AND id <> $2 AND deleted_at IS NULL",
+            )
+            .bind(&upload_id)
+            .bind(id.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+            if let (Some(row), 0) = (row, shared) {
                 upload = Some(upload_from_row(&row)?);
                 sqlx::query("DELETE FROM uploads WHERE id = $1")
                     .bind(&upload_id)

@@ -1684,3 +1684,175 @@ async fn sign_up_never_takes_an_existing_email(c: Ctx) {
     ));
     assert_eq!(s.account_count().await.unwrap(), 1);
 }
+
+/// Hardening (issue 13).
+mod hardening {
+    use super::*;
+
+    conformance!(
+        key_creation_is_published_on_the_bus,
+        tokens_are_checked_without_redeeming_and_capped_by_the_server,
+        deleting_one_transcript_keeps_a_shared_upload_and_scrubs_everything,
+    );
+
+    /// Deleting a transcript never breaks another made from the same upload, and the
+    /// scrubbed row keeps no parameters (the sealed webhook header) and no error text.
+    async fn deleting_one_transcript_keeps_a_shared_upload_and_scrubs_everything(c: Ctx) {
+        let a = new_account(&c.store, Plan::Payg).await;
+        let up = Upload {
+            id: UploadId::new(),
+            account_id: a.account.id,
+            project_id: a.project.id,
+            api_key_id: ApiKeyId::new(),
+            path: "/data/shared".into(),
+            size_bytes: 10,
+            created_at: T0,
+        };
+        c.store.create_upload(up.clone()).await.unwrap();
+        let params =
+            r#"{"webhook_url":"https://hooks.example/x","webhook_auth_header_sealed":"SEALED"}"#;
+        let mut made = Vec::new();
+        for _ in 0..2 {
+            made.push(
+                c.store
+                    .create_transcript(NewTranscript {
+                        id: TranscriptId::random(),
+                        project_id: a.project.id,
+                        api_key_id: ApiKeyId::new(),
+                        audio_url: "http://x/upload/shared".into(),
+                        upload_id: Some(up.id),
+                        params: params.into(),
+                    })
+                    .await
+                    .unwrap(),
+            );
+        }
+        // The first fails with an error that quotes its URL.
+        let job = c.store.claim_job("w", 60_000).await.unwrap().unwrap();
+        assert_eq!(job.transcript.id, made[0].id);
+        assert!(c
+            .store
+            .finish_job(
+                &job.job_id,
+                "w",
+                JobOutcome::Failed {
+                    error: "could not fetch http://x/upload/shared?sig=secret".into(),
+                },
+                None,
+            )
+            .await
+            .unwrap());
+        let (scrubbed, upload) = c
+            .store
+            .delete_transcript(a.project.id, made[0].id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(upload, None, "the other transcript still uses it");
+        assert!(c.store.get_upload(up.id).await.unwrap().is_some());
+        assert_eq!(scrubbed.params, "{}");
+        assert!(
+            !scrubbed.error.clone().unwrap_or_default().contains("http"),
+            "{:?}",
+            scrubbed.error
+        );
+        assert!(c.store.upload_paths().await.unwrap().contains(&up.path));
+        // Deleting the last user releases it.
+        let (_, upload) = c
+            .store
+            .delete_transcript(a.project.id, made[1].id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(upload, Some(up.clone()));
+        assert!(c.store.get_upload(up.id).await.unwrap().is_none());
+        assert!(!c.store.upload_paths().await.unwrap().contains(&up.path));
+    }
+
+    /// A token is checked (before any session work) without being used up, and a
+    /// session it opens never outlives the server's cap, whatever the token carries.
+    async fn tokens_are_checked_without_redeeming_and_capped_by_the_server(c: Ctx) {
+        let boot = new_account(&c.store, Plan::Payg).await;
+        let key = c
+            .store
+            .create_api_key(new_key(boot.project.id, "k1"), &Actor::Operator)
+            .await
+            .unwrap();
+        let digest = |secret: &str| hark_core::keys::SecretDigest::of(secret).to_hex();
+        let token = |secret: &str, ttl_ms: i64| NewStreamToken {
+            id: hark_core::StreamTokenId::new(),
+            digest_hex: digest(secret),
+            account_id: boot.account.id,
+            project_id: boot.project.id,
+            api_key_id: key.id,
+            expires_at: T0 + ttl_ms,
+            max_session_secs: 7_200,
+        };
+        c.store
+            .create_stream_token(token("t1", 60_000))
+            .await
+            .unwrap();
+        c.store
+            .create_stream_token(token("t2", 1_000))
+            .await
+            .unwrap();
+        assert_eq!(
+            c.store.check_stream_token(&digest("nope")).await.unwrap(),
+            Some(StreamRefusal::TokenUnknown)
+        );
+        for _ in 0..2 {
+            assert_eq!(
+                c.store.check_stream_token(&digest("t1")).await.unwrap(),
+                None
+            );
+        }
+        c.store.heartbeat_stream_node("n1", 30_000).await.unwrap();
+        let mut open = open_with(
+            StreamCredential::Token {
+                digest_hex: digest("t1"),
+            },
+            "n1",
+        );
+        open.default_max_session_secs = 60;
+        let opened = c.store.open_stream_session(open).await.unwrap().unwrap();
+        assert_eq!(opened.expires_at, T0 + 60_000);
+        assert_eq!(
+            c.store.check_stream_token(&digest("t1")).await.unwrap(),
+            Some(StreamRefusal::TokenUsed)
+        );
+        c.clock.advance_ms(1_000);
+        assert_eq!(
+            c.store.check_stream_token(&digest("t2")).await.unwrap(),
+            Some(StreamRefusal::TokenExpired)
+        );
+        c.store
+            .create_stream_token(token("t3", 60_000))
+            .await
+            .unwrap();
+        c.store
+            .revoke_api_key(key.id, &Actor::Operator)
+            .await
+            .unwrap();
+        assert_eq!(
+            c.store.check_stream_token(&digest("t3")).await.unwrap(),
+            Some(StreamRefusal::KeyUnusable)
+        );
+    }
+
+    /// Creating a key is a credential change every node hears, so a node that briefly
+    /// remembers a digest as unknown forgets it the moment the key exists.
+    async fn key_creation_is_published_on_the_bus(c: Ctx) {
+        let a = new_account(&c.store, Plan::Payg).await;
+        let bus = c.store.credential_bus();
+        let mut heard = bus.subscribe();
+        let before = bus.heard();
+        let key = c
+            .store
+            .create_api_key(new_key(a.project.id, "fresh"), &Actor::Operator)
+            .await
+            .unwrap();
+        assert_eq!(bus.heard(), before + 1);
+        let got = heard.try_recv().expect("the creation was published");
+        assert_eq!(got.change, CredentialChange::Key(key.id));
+    }
+}

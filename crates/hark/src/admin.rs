@@ -365,6 +365,9 @@ async fn execute(config: &Config, ops: &Ops, args: AdminArgs) -> anyhow::Result<
             expires_in,
         }) => {
             let (key, secret) = ops.create_key(project, &name, expires_in).await?;
+            // A running server on SQLite hears of the new key only this way (it may
+            // remember the digest as unknown for a few seconds).
+            hark_server::control::notify_credentials_changed(&config.data_dir).await;
             print(
                 j,
                 json!({"id": key.id, "key": secret, "project_id": key.project_id, "name": key.name, "expires_at": key.expires_at}),

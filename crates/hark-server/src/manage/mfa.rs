@@ -15,7 +15,18 @@ pub fn seed_context(user: UserId) -> String {
     format!("totp:{user}")
 }
 
-fn recovery_digest(code: &str) -> String {
+/// How a recovery code is stored: keyed under the master key (HMAC-SHA256), bound to
+/// its user, so a copy of the database alone cannot be searched for the short codes.
+fn recovery_digest(state: &AppState, user: UserId, code: &str) -> String {
+    state.master_key.keyed_digest(
+        &format!("recovery:{user}"),
+        &totp::normalize_recovery_code(code),
+    )
+}
+
+/// How recovery codes issued before keyed digests were stored (plain SHA-256): still
+/// accepted, each once, until used or replaced by a new enrolment.
+fn legacy_recovery_digest(code: &str) -> String {
     SecretDigest::of(&totp::normalize_recovery_code(code)).to_hex()
 }
 
@@ -46,12 +57,13 @@ pub async fn check_second_factor(
         return Ok(());
     }
     if let Some(code) = recovery_code {
-        if state
-            .store
-            .use_recovery_code(user.id, &recovery_digest(code.expose()))
-            .await?
-        {
-            return Ok(());
+        for digest in [
+            recovery_digest(state, user.id, code.expose()),
+            legacy_recovery_digest(code.expose()),
+        ] {
+            if state.store.use_recovery_code(user.id, &digest).await? {
+                return Ok(());
+            }
         }
         return Err(Error::BadMfaCode);
     }
@@ -78,7 +90,7 @@ pub struct ConfirmInput {
 }
 
 /// The first valid code turns MFA on and returns ten recovery codes (shown once,
-/// stored hashed).
+/// stored as keyed digests).
 pub async fn confirm(
     state: &AppState,
     caller: &Caller,
@@ -98,7 +110,10 @@ pub async fn confirm(
     let step =
         totp::verify(&seed, input.code.expose(), state.clock.now_ms()).ok_or(Error::BadMfaCode)?;
     let codes = totp::generate_recovery_codes();
-    let digests: Vec<String> = codes.iter().map(|c| recovery_digest(c)).collect();
+    let digests: Vec<String> = codes
+        .iter()
+        .map(|c| recovery_digest(state, user, c))
+        .collect();
     if !state
         .store
         .confirm_totp(user, step, &digests, &caller.actor())

@@ -85,7 +85,8 @@ fn parse_number<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
         .trim()
         .parse()
         .map_err(|_| format!("{name} must be a number between {min} and {max}, got '{value}'"))?;
-    if parsed < min || parsed > max {
+    // Written so that NaN (which compares false to everything) is refused too.
+    if !(parsed >= min && parsed <= max) {
         return Err(format!(
             "{name} must be between {min} and {max}, got {value}"
         ));
@@ -94,10 +95,19 @@ fn parse_number<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
 }
 
 /// Integers may arrive as `1000.0` from clients that keep numbers as floats.
-fn parse_ms(name: &str, value: &str, max: u64) -> Result<u64, String> {
-    let v: f64 = parse_number(name, value, 0.0, max as f64)?;
+fn parse_ms(name: &str, value: &str, min: u64, max: u64) -> Result<u64, String> {
+    let v: f64 = parse_number(name, value, min as f64, max as f64)?;
     Ok(v.round() as u64)
 }
+
+/// The lowest `vad_threshold`: below it nearly any noise counts as speech, so turns
+/// never end on silence.
+pub const MIN_VAD_THRESHOLD: f32 = 0.05;
+/// The shortest silence that may end a turn (`min_turn_silence`, `max_turn_silence`):
+/// shorter pauses would split speech into a stream of tiny turns, each one decode.
+pub const MIN_TURN_SILENCE_MS: u64 = 100;
+/// The longest silence settings accepted.
+pub const MAX_TURN_SILENCE_MS: u64 = 60_000;
 
 impl SessionParams {
     pub fn parse(query: &HashMap<String, String>) -> Result<SessionParams, String> {
@@ -237,21 +247,37 @@ impl StreamingUpdateParams {
             )?);
         }
         if let Some(v) = text("vad_threshold")? {
-            update.vad_threshold = Some(parse_number("vad_threshold", &v, 0.0f32, 1.0f32)?);
+            update.vad_threshold = Some(parse_number(
+                "vad_threshold",
+                &v,
+                MIN_VAD_THRESHOLD,
+                1.0f32,
+            )?);
         }
         // The deprecated name first, so the current one wins when both are sent.
         if let Some(v) = text("min_end_of_turn_silence_when_confident")? {
             update.min_turn_silence_ms = Some(parse_ms(
                 "min_end_of_turn_silence_when_confident",
                 &v,
-                60_000,
+                MIN_TURN_SILENCE_MS,
+                MAX_TURN_SILENCE_MS,
             )?);
         }
         if let Some(v) = text("min_turn_silence")? {
-            update.min_turn_silence_ms = Some(parse_ms("min_turn_silence", &v, 60_000)?);
+            update.min_turn_silence_ms = Some(parse_ms(
+                "min_turn_silence",
+                &v,
+                MIN_TURN_SILENCE_MS,
+                MAX_TURN_SILENCE_MS,
+            )?);
         }
         if let Some(v) = text("max_turn_silence")? {
-            update.max_turn_silence_ms = Some(parse_ms("max_turn_silence", &v, 60_000)?);
+            update.max_turn_silence_ms = Some(parse_ms(
+                "max_turn_silence",
+                &v,
+                MIN_TURN_SILENCE_MS,
+                MAX_TURN_SILENCE_MS,
+            )?);
         }
         Ok(Self(update))
     }
@@ -321,5 +347,41 @@ mod tests {
             assert!(err.contains(needle), "{pairs:?}: {err}");
         }
         assert!(SessionParams::parse(&q(&[("speaker_labels", "False")])).is_ok());
+    }
+
+    /// Turn-detection settings have lower bounds, and NaN or infinities are refused
+    /// (NaN compares false to both bounds, so a plain range check lets it through).
+    #[test]
+    fn turn_settings_have_lower_bounds_and_refuse_nan() {
+        for (name, value) in [
+            ("vad_threshold", "NaN"),
+            ("vad_threshold", "nan"),
+            ("vad_threshold", "0"),
+            ("vad_threshold", "0.01"),
+            ("end_of_turn_confidence_threshold", "NaN"),
+            ("min_turn_silence", "NaN"),
+            ("min_turn_silence", "0"),
+            ("min_turn_silence", "50"),
+            ("max_turn_silence", "0"),
+            ("max_turn_silence", "inf"),
+            ("min_end_of_turn_silence_when_confident", "10"),
+        ] {
+            let err = SessionParams::parse(&q(&[(name, value)]))
+                .expect_err(&format!("{name}={value} refused"));
+            assert!(err.contains(name), "{name}={value}: {err}");
+            let mut map = serde_json::Map::new();
+            map.insert(name.into(), serde_json::Value::String(value.into()));
+            assert!(
+                StreamingUpdateParams::from_json(&map).is_err(),
+                "UpdateConfiguration {name}={value}"
+            );
+        }
+        let p = SessionParams::parse(&q(&[
+            ("vad_threshold", "0.05"),
+            ("min_turn_silence", "100"),
+            ("max_turn_silence", "100"),
+        ]))
+        .unwrap();
+        assert_eq!(p.engine.min_turn_silence_ms, 100);
     }
 }

@@ -38,21 +38,47 @@ const FRAME_MS_RANGE: (u64, u64) = (50, 1000);
 const TICK: Duration = Duration::from_millis(1000);
 /// How long to wait for the client's close reply before dropping the connection.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// `ForceEndpoint` is applied at most this often; one sent sooner waits for the
+/// interval (several meanwhile count as one), and one with no audio since the last
+/// has nothing to end and is dropped.
+const FORCE_ENDPOINT_INTERVAL: Duration = Duration::from_millis(250);
+/// Engine operations a session may have waiting (audio frames, endpoints, updates);
+/// beyond this the session ends (the engine is not keeping up).
+const MAX_QUEUED_OPS: usize = 512;
+/// How much of a frame's text is quoted back in a close reason (and stored as the
+/// session's end reason).
+const QUOTED_TEXT_MAX: usize = 64;
+
+/// The credential a client presented, and whether it came in the query string.
+pub(crate) struct Presented {
+    secret: String,
+    in_query: bool,
+}
 
 /// The credential a client presented: `?token=` first (browsers, Node SDK), else the
 /// `Authorization` header (API key, or a token as the Python SDK sends it).
-pub(crate) fn presented_credential(headers: &HeaderMap, query: &HashMap<String, String>) -> String {
+pub(crate) fn presented_credential(
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Presented {
     if let Some(token) = query.get("token").filter(|t| !t.is_empty()) {
-        return token.trim().to_string();
+        return Presented {
+            secret: token.trim().to_string(),
+            in_query: true,
+        };
     }
     let raw = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .trim();
-    match raw.split_once(' ') {
+    let secret = match raw.split_once(' ') {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim().to_string(),
         _ => raw.to_string(),
+    };
+    Presented {
+        secret,
+        in_query: false,
     }
 }
 
@@ -91,6 +117,15 @@ struct Live {
     stream: Option<Box<dyn SpeechStream>>,
     inflight: Option<tokio::task::JoinHandle<EngineResult>>,
     queue: VecDeque<EngineOp>,
+    /// 16 kHz samples of audio waiting in `queue`.
+    queued_samples: usize,
+    /// The most queued audio allowed (`streaming.max_pending_audio_secs`).
+    max_queued_samples: usize,
+    /// When the last `ForceEndpoint` was queued, whether one waits for the interval,
+    /// and whether audio arrived since the last one.
+    last_force: Option<Instant>,
+    force_deferred: bool,
+    audio_since_force: bool,
     resampler: StreamResampler,
     /// Audio received, by the declared sample rate.
     audio_received_ms: u64,
@@ -115,12 +150,14 @@ pub(crate) async fn run(
     state: AppState,
     mut socket: WebSocket,
     query: HashMap<String, String>,
-    presented: String,
+    presented: Presented,
 ) {
-    let credential = match authenticate(&state, &presented).await {
+    // The credential first: nothing (query parsing, model lookup, engine) is done for
+    // a caller who is not one.
+    let credential = match authenticate(&state, &presented.secret, presented.in_query).await {
         Ok(c) => c,
-        Err(reason) => {
-            close_with(&mut socket, CLOSE_UNAUTHORIZED, &reason).await;
+        Err((code, reason)) => {
+            close_with(&mut socket, code, &reason).await;
             return;
         }
     };
@@ -250,6 +287,12 @@ pub(crate) async fn run(
         stream: Some(stream),
         inflight: None,
         queue: VecDeque::new(),
+        queued_samples: 0,
+        max_queued_samples: (state.config.streaming.max_pending_audio_secs.max(1) as usize)
+            .saturating_mul(16_000),
+        last_force: None,
+        force_deferred: false,
+        audio_since_force: false,
         resampler,
         audio_received_ms: 0,
         first_audio_at: None,
@@ -272,34 +315,64 @@ fn stopping(shutdown: &tokio::sync::watch::Receiver<bool>) -> bool {
     *shutdown.borrow()
 }
 
-async fn authenticate(state: &AppState, presented: &str) -> Result<StreamCredential, String> {
+/// The caller's credential, or the close that refuses it. A token is checked without
+/// being redeemed (it is redeemed when the session opens).
+async fn authenticate(
+    state: &AppState,
+    presented: &str,
+    in_query: bool,
+) -> Result<StreamCredential, (u16, String)> {
+    let unauthorized = |reason: &str| (CLOSE_UNAUTHORIZED, reason.to_string());
     if presented.is_empty() {
-        return Err("Unauthorized Connection: Missing Authorization header".into());
+        return Err(unauthorized(
+            "Unauthorized Connection: Missing Authorization header",
+        ));
+    }
+    // Query strings end up in proxy and access logs: only single-use tokens belong
+    // there. An API key sent that way is refused without being looked up.
+    if in_query && !keys::is_well_formed(SecretKind::TempToken, presented) {
+        return Err(unauthorized(
+            if keys::is_well_formed(SecretKind::ApiKey, presented) {
+                "Unauthorized Connection: API keys are not accepted in the query string; send the key in the Authorization header or use a temporary token"
+            } else {
+                "Unauthorized Connection: Invalid temporary token"
+            },
+        ));
     }
     if keys::is_well_formed(SecretKind::TempToken, presented) {
-        return Ok(StreamCredential::Token {
-            digest_hex: SecretDigest::of(presented).to_hex(),
-        });
+        let digest_hex = SecretDigest::of(presented).to_hex();
+        return match state.store.check_stream_token(&digest_hex).await {
+            Ok(None) => Ok(StreamCredential::Token { digest_hex }),
+            Ok(Some(refusal)) => Err(refusal_close(&refusal)),
+            Err(e) => {
+                tracing::error!(error = %e, "could not check a streaming token");
+                Err(unauthorized(
+                    "Unauthorized Connection: credentials could not be checked",
+                ))
+            }
+        };
     }
     match state
         .auth
         .verify(presented, state.store.as_ref(), state.clock.as_ref())
         .await
     {
-        Ok(principal) if !principal.allows(hark_core::scope::Scope::Streaming) => {
-            Err("Unauthorized Connection: this API key's scopes do not include streaming".into())
-        }
+        Ok(principal) if !principal.allows(hark_core::scope::Scope::Streaming) => Err(
+            unauthorized("Unauthorized Connection: this API key's scopes do not include streaming"),
+        ),
         Ok(principal) => Ok(StreamCredential::ApiKey {
             account_id: principal.account_id,
             project_id: principal.project_id,
             api_key_id: principal.key_id,
         }),
-        Err(crate::error::ApiError::Unauthorized) => {
-            Err("Unauthorized Connection: Invalid API key or temporary token".into())
-        }
+        Err(crate::error::ApiError::Unauthorized) => Err(unauthorized(
+            "Unauthorized Connection: Invalid API key or temporary token",
+        )),
         Err(e) => {
             tracing::error!(error = ?e, "could not verify a streaming credential");
-            Err("Unauthorized Connection: credentials could not be checked".into())
+            Err(unauthorized(
+                "Unauthorized Connection: credentials could not be checked",
+            ))
         }
     }
 }
@@ -327,6 +400,25 @@ fn refusal_close(refusal: &StreamRefusal) -> (u16, String) {
             format!("Too many concurrent sessions: this account may start {per_minute} sessions per minute"),
         ),
     }
+}
+
+/// A client's text as quoted back to it: at most [`QUOTED_TEXT_MAX`] characters, so a
+/// large invalid frame is not echoed (nor stored as the end reason) at length.
+fn quoted(text: &str) -> String {
+    match text.char_indices().nth(QUOTED_TEXT_MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+/// `later` applied over `earlier`: the values `later` sets win.
+fn merge_update(earlier: &mut StreamingUpdate, later: StreamingUpdate) {
+    earlier.vad_threshold = later.vad_threshold.or(earlier.vad_threshold);
+    earlier.min_turn_silence_ms = later.min_turn_silence_ms.or(earlier.min_turn_silence_ms);
+    earlier.max_turn_silence_ms = later.max_turn_silence_ms.or(earlier.max_turn_silence_ms);
+    earlier.end_of_turn_confidence_threshold = later
+        .end_of_turn_confidence_threshold
+        .or(earlier.end_of_turn_confidence_threshold);
 }
 
 /// Sends a close frame (reason cut to the protocol's 123 bytes), then waits briefly for
@@ -497,9 +589,14 @@ impl Live {
 
     /// Starts the queued engine work on a blocking thread if the engine is free.
     fn dispatch(&mut self) {
+        if self.force_deferred && !self.finishing && self.force_allowed_now() {
+            self.force_deferred = false;
+            self.queue_force_endpoint();
+        }
         if self.inflight.is_some() || self.queue.is_empty() {
             return;
         }
+        self.queued_samples = 0;
         let Some(mut stream) = self.stream.take() else {
             return;
         };
@@ -571,9 +668,47 @@ impl Live {
         }
         let pcm = self.resampler.push(bytes);
         if !pcm.is_empty() {
-            self.queue.push_back(EngineOp::Audio(pcm));
+            self.audio_since_force = true;
+            return self.enqueue(EngineOp::Audio(pcm));
         }
         None
+    }
+
+    /// Queues engine work, ending the session when the engine is this far behind.
+    fn enqueue(&mut self, op: EngineOp) -> Option<Ending> {
+        if let EngineOp::Audio(pcm) = &op {
+            self.queued_samples += pcm.len();
+        }
+        if self.queued_samples > self.max_queued_samples || self.queue.len() >= MAX_QUEUED_OPS {
+            tracing::warn!(
+                queued_ms = self.queued_samples / 16,
+                queued_ops = self.queue.len(),
+                "a streaming session fell too far behind; ending it"
+            );
+            return Some(Ending::Violation {
+                code: CLOSE_SERVER_ERROR,
+                reason: "Session Cancelled: the server could not keep up with the audio".into(),
+            });
+        }
+        self.queue.push_back(op);
+        None
+    }
+
+    fn force_allowed_now(&self) -> bool {
+        self.last_force
+            .is_none_or(|at| at.elapsed() >= FORCE_ENDPOINT_INTERVAL)
+    }
+
+    /// Queues a `ForceEndpoint` if audio arrived since the last one (else there is no
+    /// turn to end).
+    fn queue_force_endpoint(&mut self) {
+        if !self.audio_since_force {
+            return;
+        }
+        self.audio_since_force = false;
+        self.last_force = Some(Instant::now());
+        // Bounded: at most one per interval, and audio between them is bounded.
+        self.queue.push_back(EngineOp::ForceEndpoint);
     }
 
     fn on_text(&mut self, text: &str) -> Option<Ending> {
@@ -585,13 +720,13 @@ impl Live {
         };
         let value: Value = match serde_json::from_str(text) {
             Ok(v) => v,
-            Err(_) => return invalid(format!("Invalid JSON: {text}")),
+            Err(_) => return invalid(format!("Invalid JSON: {}", quoted(text))),
         };
         let Some(map) = value.as_object() else {
-            return invalid(format!("Invalid Message: {text}"));
+            return invalid(format!("Invalid Message: {}", quoted(text)));
         };
         let Some(kind) = map.get("type").and_then(Value::as_str) else {
-            return invalid(format!("Invalid Message: {text}"));
+            return invalid(format!("Invalid Message: {}", quoted(text)));
         };
         match kind {
             "Terminate" => {
@@ -599,18 +734,29 @@ impl Live {
                 None
             }
             "ForceEndpoint" => {
-                self.queue.push_back(EngineOp::ForceEndpoint);
+                if self.finishing {
+                    // Terminate's flush ends the turn anyway.
+                } else if self.force_allowed_now() {
+                    self.queue_force_endpoint();
+                } else {
+                    self.force_deferred = true;
+                }
                 None
             }
             "KeepAlive" => None,
             "UpdateConfiguration" => match StreamingUpdateParams::from_json(map) {
                 Ok(update) => {
-                    self.queue.push_back(EngineOp::Update(update.0));
-                    None
+                    // Updates in a row are one update (the later values win).
+                    if let Some(EngineOp::Update(last)) = self.queue.back_mut() {
+                        merge_update(last, update.0);
+                        None
+                    } else {
+                        self.enqueue(EngineOp::Update(update.0))
+                    }
                 }
-                Err(reason) => invalid(format!("Invalid Message: {reason}")),
+                Err(reason) => invalid(format!("Invalid Message: {}", quoted(&reason))),
             },
-            other => invalid(format!("Invalid Message Type: {other}")),
+            other => invalid(format!("Invalid Message Type: {}", quoted(other))),
         }
     }
 
@@ -906,8 +1052,10 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, "Bearer abc".parse().unwrap());
         let mut query = HashMap::new();
-        assert_eq!(presented_credential(&headers, &query), "abc");
+        let header = presented_credential(&headers, &query);
+        assert_eq!((header.secret.as_str(), header.in_query), ("abc", false));
         query.insert("token".to_string(), "tok".to_string());
-        assert_eq!(presented_credential(&headers, &query), "tok");
+        let in_query = presented_credential(&headers, &query);
+        assert_eq!((in_query.secret.as_str(), in_query.in_query), ("tok", true));
     }
 }
