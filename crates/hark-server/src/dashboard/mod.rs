@@ -20,6 +20,7 @@ pub mod chrome;
 pub mod error;
 pub mod invite;
 pub mod password;
+pub mod playground;
 pub mod profile;
 pub mod security;
 pub mod settings;
@@ -61,6 +62,11 @@ pub const NAV: &[NavItem] = &[
         path: "/security",
         permission: Permission::ManageSettings,
     },
+    NavItem {
+        label: "Playground",
+        path: "/playground",
+        permission: Permission::RevealApiKeys,
+    },
 ];
 
 /// The dashboard's routes, merged at `/` into the server's router.
@@ -73,6 +79,19 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route(
             "/accounts/{account}/security",
             get(settings::security).post(settings::set_require_mfa),
+        )
+        .route("/accounts/{account}/playground", get(playground::page))
+        .route(
+            "/accounts/{account}/playground/upload",
+            post(playground::upload),
+        )
+        .route(
+            "/accounts/{account}/playground/token",
+            post(playground::live_token),
+        )
+        .route(
+            "/accounts/{account}/playground/transcripts/{id}",
+            get(playground::transcript),
         )
         .route("/signin", get(signin::page).post(signin::submit))
         .route("/signin/code", post(signin::submit_code))
