@@ -97,7 +97,7 @@ pub async fn acting_key(
         project_id: p.id,
         expires_at: k.expires_at,
         revoked_at: k.revoked_at,
-        limits: auth.account.limits.clone(),
+        limits: auth.account.limits,
         scopes: k.scopes.clone(),
     })
 }
