@@ -331,26 +331,39 @@ impl FromRequestParts<AppState> for ApiPrincipal {
                 state.clock.as_ref(),
             )
             .await?;
-        // Least privilege: a scoped key may only read or only write transcripts.
-        if parts.uri.path().starts_with("/v2/") {
-            let needed = if parts.method == Method::GET || parts.method == Method::HEAD {
-                Scope::TranscriptsRead
-            } else {
-                Scope::TranscriptsWrite
-            };
-            if !principal.allows(needed) {
-                crate::telemetry::auth_failure("scope");
-                return Err(ApiError::MissingScope(needed.as_str()));
-            }
-        } else if parts.uri.path().starts_with("/v3/") && !principal.allows(Scope::Streaming) {
-            crate::telemetry::auth_failure("scope");
-            return Err(ApiError::MissingScope(Scope::Streaming.as_str()));
-        }
-        state
-            .rate_limiter
-            .check(principal.account_id)
-            .await
-            .inspect_err(|_| crate::telemetry::auth_failure("rate_limited"))?;
+        admit(state, &principal, &parts.method, parts.uri.path()).await?;
         Ok(ApiPrincipal(principal))
     }
+}
+
+/// What a usable key must pass before a data-plane request runs: the key's scopes for
+/// the route (least privilege) and the account's rate limit. The extractor above and
+/// the dashboard playground (acting as a chosen key) both call it.
+pub async fn admit(
+    state: &AppState,
+    principal: &KeyPrincipal,
+    method: &Method,
+    path: &str,
+) -> Result<(), ApiError> {
+    // Least privilege: a scoped key may only read or only write transcripts.
+    if path.starts_with("/v2/") {
+        let needed = if *method == Method::GET || *method == Method::HEAD {
+            Scope::TranscriptsRead
+        } else {
+            Scope::TranscriptsWrite
+        };
+        if !principal.allows(needed) {
+            crate::telemetry::auth_failure("scope");
+            return Err(ApiError::MissingScope(needed.as_str()));
+        }
+    } else if path.starts_with("/v3/") && !principal.allows(Scope::Streaming) {
+        crate::telemetry::auth_failure("scope");
+        return Err(ApiError::MissingScope(Scope::Streaming.as_str()));
+    }
+    state
+        .rate_limiter
+        .check(principal.account_id)
+        .await
+        .inspect_err(|_| crate::telemetry::auth_failure("rate_limited"))?;
+    Ok(())
 }

@@ -676,3 +676,189 @@ fn dashboard_in_chromium_sqlite() {
 fn dashboard_in_chromium_postgres() {
     dashboard_in_chromium(true);
 }
+
+/// A browser whose microphone is Chromium's fake device playing `wav` (in a loop), with
+/// the permission prompt answered yes.
+async fn browser_with_microphone(driver: &Driver, wav: &std::path::Path) -> Browser {
+    let profile = tempfile::tempdir().expect("profile dir");
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run",
+                "--window-size=1000,760",
+                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                "--autoplay-policy=no-user-gesture-required",
+                format!("--use-file-for-fake-audio-capture={}", wav.display()),
+                format!("--user-data-dir={}", profile.path().display()),
+            ],
+        }),
+    );
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a Chromium session");
+    Browser {
+        client,
+        _profile: profile,
+    }
+}
+
+/// The sentence the fake microphone speaks, and the words the page must show.
+const SPOKEN: &str = "The quick brown fox jumps over the lazy dog.";
+const HEARD: &[&str] = &["quick", "over", "lazy", "dog"];
+
+/// `text` (normalised) holds every word of [`HEARD`].
+fn heard_all(text: &str) -> bool {
+    let words: Vec<String> = common::normalise(text)
+        .split(' ')
+        .map(str::to_string)
+        .collect();
+    HEARD.iter().all(|w| words.iter().any(|x| x == w))
+}
+
+/// The Playground with the real Whisper model: a file uploaded through the plain form
+/// is transcribed on a page that reloads itself until done; "Start" on Live streams
+/// Chromium's fake microphone (espeak-ng speaking [`SPOKEN`]) through a token minted
+/// with the chosen key, and the turns show the words; "Stop" ends the session.
+async fn playground_flow(
+    server: &Server,
+    set_password_url: &str,
+    wav: &std::path::Path,
+    driver: &Driver,
+) {
+    let base = &server.base_url;
+    let path = &set_password_url[set_password_url
+        .find("/password/")
+        .expect("a password link")..];
+    let p = browser_with_microphone(driver, wav).await;
+    p.goto(&format!("{base}{path}")).await;
+    p.fill("password", "playground passphrase").await;
+    p.press("Save password").await;
+    p.sign_in(base, "player@example.com", "playground passphrase")
+        .await;
+    let home = p.path().await;
+    assert!(home.starts_with("/accounts/"), "{home}");
+    p.press("Playground").await;
+    assert_eq!(p.text_of("h1").await, "Playground");
+    // JavaScript is on: the live form shows, the note saying it needs JavaScript hides.
+    let note = p
+        .client
+        .find(Locator::Id("live-needs-js"))
+        .await
+        .expect("note");
+    assert!(!note.is_displayed().await.expect("displayed"));
+    p.screenshot("playground").await;
+
+    // Upload: the plain multipart form, then the self-reloading transcript page.
+    p.client
+        .find(Locator::Id("upload-file"))
+        .await
+        .expect("file input")
+        .send_keys(&wav.display().to_string())
+        .await
+        .expect("choose file");
+    p.press("Transcribe").await;
+    assert!(p.path().await.contains("/playground/transcripts/"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = p.text_of("#transcript-status").await;
+        if status == "completed" {
+            break;
+        }
+        assert!(status != "error", "the upload failed: {}", p.text().await);
+        assert!(Instant::now() < deadline, "still {status}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    p.check_page().await;
+    let text = p.text_of("#transcript-text").await;
+    assert!(heard_all(&text), "uploaded transcript: {text}");
+    p.screenshot("playground-transcript").await;
+
+    // Live: the fake microphone, through /v3/ws with a token minted as the chosen key.
+    p.press("Back to the Playground").await;
+    p.press("Start").await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let turns = p.text_of("#live-turns").await;
+        if heard_all(&turns) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the live turns never showed {HEARD:?}: {turns:?}; status: {}",
+            p.text_of("#live-status").await
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    p.client
+        .execute(
+            "document.getElementById('live-turns').scrollIntoView({block: 'end'});",
+            vec![],
+        )
+        .await
+        .expect("scroll");
+    p.screenshot("playground-live").await;
+    p.press("Stop").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while p.text_of("#live-status").await != "Stopped." {
+        assert!(
+            Instant::now() < deadline,
+            "no Termination: {}",
+            p.text_of("#live-status").await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    p.client.close().await.expect("close");
+}
+
+fn playground_in_chromium(postgres: bool) {
+    let driver = Driver::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("dir");
+    let wav = dir.path().join("spoken.wav");
+    let status = Command::new("espeak-ng")
+        .args(["-v", "en-us", "-s", "150", "-w"])
+        .arg(&wav)
+        .arg(SPOKEN)
+        .status()
+        .expect("espeak-ng must be installed (scripts/install-test-deps.sh)");
+    assert!(status.success(), "espeak-ng failed");
+    with_database(postgres, |url| {
+        let install = Install::new(url);
+        install.install_model();
+        let out = install.run_json(&[
+            "admin",
+            "init",
+            "--email",
+            "player@example.com",
+            "--account-name",
+            "Player Co",
+            "--json",
+        ]);
+        let link = out["set_password_url"]
+            .as_str()
+            .unwrap_or_else(|| panic!("admin init printed no set_password_url: {out}"))
+            .to_string();
+        let server = install.serve(&[]);
+        rt.block_on(playground_flow(&server, &link, &wav, &driver));
+    });
+}
+
+#[test]
+fn playground_in_chromium_sqlite() {
+    playground_in_chromium(false);
+}
+
+#[test]
+fn playground_in_chromium_postgres() {
+    playground_in_chromium(true);
+}

@@ -30,6 +30,18 @@ const FILES: &[Asset] = &[
         body: include_bytes!("../../static/app.js"),
     },
     Asset {
+        stem: "live",
+        ext: "js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../static/live.js"),
+    },
+    Asset {
+        stem: "live-worklet",
+        ext: "js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../static/live-worklet.js"),
+    },
+    Asset {
         stem: "icon",
         ext: "svg",
         content_type: "image/svg+xml",
@@ -62,12 +74,17 @@ pub struct Urls {
     pub css: String,
     pub js: String,
     pub icon: String,
+    /// The Playground's live microphone module and its AudioWorklet.
+    pub live_js: String,
+    pub live_worklet: String,
 }
 
 pub static URLS: LazyLock<Urls> = LazyLock::new(|| Urls {
     css: url_of("app", "css"),
     js: url_of("app", "js"),
     icon: url_of("icon", "svg"),
+    live_js: url_of("live", "js"),
+    live_worklet: url_of("live-worklet", "js"),
 });
 
 /// `GET /static/{file}`: only the current versioned names exist.

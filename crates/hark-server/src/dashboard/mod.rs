@@ -24,6 +24,7 @@ pub mod invite;
 pub mod keys;
 pub mod members;
 pub mod password;
+pub mod playground;
 pub mod profile;
 pub mod projects;
 pub mod security;
@@ -83,6 +84,11 @@ pub const NAV: &[NavItem] = &[
         label: "Account",
         path: "/settings",
         permission: Permission::ViewProjects,
+    },
+    NavItem {
+        label: "Playground",
+        path: "/playground",
+        permission: Permission::RevealApiKeys,
     },
 ];
 
@@ -159,6 +165,19 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route(
             "/accounts/{account}/delete",
             get(account::delete_page).post(account::delete),
+        )
+        .route("/accounts/{account}/playground", get(playground::page))
+        .route(
+            "/accounts/{account}/playground/upload",
+            post(playground::upload),
+        )
+        .route(
+            "/accounts/{account}/playground/token",
+            post(playground::live_token),
+        )
+        .route(
+            "/accounts/{account}/playground/transcripts/{id}",
+            get(playground::transcript),
         )
         .route("/signin", get(signin::page).post(signin::submit))
         .route("/signin/code", post(signin::submit_code))

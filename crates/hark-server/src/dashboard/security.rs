@@ -5,7 +5,8 @@
 //!   cross-site`, or an `Origin` other than the request's own host), and one without
 //!   the right CSRF token: the session's token when signed in, or a signed-out
 //!   visitor's pre-session cookie, taken from the form's hidden `csrf` field
-//!   (`application/x-www-form-urlencoded`) or the `X-CSRF-Token` header (scripts);
+//!   (`application/x-www-form-urlencoded`, or the first field of a
+//!   `multipart/form-data` upload form) or the `X-CSRF-Token` header (scripts);
 //! - sends the strict Content-Security-Policy, `nosniff`, `same-origin` referrers and,
 //!   unless a handler said otherwise, `Cache-Control: no-store` (pages are personal,
 //!   and some show secrets).
@@ -14,7 +15,7 @@ use super::error::DashError;
 use crate::cookies;
 use crate::manage::Caller;
 use crate::AppState;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HOST, ORIGIN, REFERRER_POLICY,
@@ -24,6 +25,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use hark_core::keys::{self, SecretDigest, SecretKind};
 use hark_store::{LoginSession, User};
 use subtle::ConstantTimeEq;
@@ -35,6 +37,8 @@ const PRE_SESSION_MAX_AGE_SECS: i64 = 12 * 3600;
 /// The largest form body the CSRF check reads (forms are small; uploads are not forms
 /// of this kind).
 const MAX_FORM_BYTES: usize = 256 * 1024;
+/// How much of a multipart form the CSRF check reads to find its leading `csrf` field.
+const MULTIPART_HEAD_BYTES: usize = 16 * 1024;
 
 /// A signed-in person, their session and the session's CSRF token (for forms).
 #[derive(Debug, Clone)]
@@ -224,6 +228,8 @@ async fn check_unsafe(
             .find(|(k, _)| k == CSRF_FIELD)
             .map(|(_, v)| v.into_owned());
         (field.or(header_token), Body::from(bytes))
+    } else if header_token.is_none() && is_multipart(&parts.headers) {
+        multipart_token(&parts.headers, body).await
     } else {
         (header_token, body)
     };
@@ -242,6 +248,53 @@ async fn check_unsafe(
     } else {
         Err(DashError::Csrf)
     }
+}
+
+fn is_multipart(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("multipart/form-data"))
+}
+
+/// A multipart form's CSRF token: its first field must be `csrf` (the templates put it
+/// first), so only the head of the body is read, and the whole body is handed on (an
+/// upload is streamed by its handler, never buffered here).
+async fn multipart_token(headers: &HeaderMap, body: Body) -> (Option<String>, Body) {
+    let Some(boundary) = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| multer::parse_boundary(ct).ok())
+    else {
+        return (None, body);
+    };
+    let mut stream = body.into_data_stream();
+    let mut head: Vec<Bytes> = Vec::new();
+    let mut seen = 0usize;
+    let mut failure = None;
+    while seen < MULTIPART_HEAD_BYTES {
+        match stream.next().await {
+            Some(Ok(chunk)) => {
+                seen += chunk.len();
+                head.push(chunk);
+            }
+            Some(Err(e)) => {
+                failure = Some(e);
+                break;
+            }
+            None => break,
+        }
+    }
+    let chunks = head.clone().into_iter().map(Ok::<Bytes, std::io::Error>);
+    let mut form = multer::Multipart::new(futures::stream::iter(chunks), boundary);
+    let token = match form.next_field().await {
+        Ok(Some(field)) if field.name() == Some(CSRF_FIELD) => field.text().await.ok(),
+        _ => None,
+    };
+    let whole = futures::stream::iter(head.into_iter().map(Ok))
+        .chain(stream)
+        .chain(futures::stream::iter(failure.map(Err)));
+    (token, Body::from_stream(whole))
 }
 
 fn fresh_pre_session_token() -> String {

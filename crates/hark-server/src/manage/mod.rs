@@ -12,6 +12,7 @@ pub mod error;
 pub mod links;
 pub mod mfa;
 pub mod onboarding;
+pub mod playground;
 pub mod projects;
 pub mod sessions;
 pub mod signin;
