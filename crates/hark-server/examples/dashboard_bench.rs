@@ -199,6 +199,7 @@ async fn run() -> Result<(), Error> {
         format!("{a}/settings"),
         format!("{a}/transcripts?project={project}"),
         format!("{a}/audit"),
+        format!("{a}/playground?project={project}"),
         "/accounts".to_string(),
         "/profile".to_string(),
     ];
