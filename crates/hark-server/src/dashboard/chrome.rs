@@ -56,6 +56,7 @@ pub fn notice_text(key: &str) -> Option<&'static str> {
         "signed_out" => "You are signed out.",
         "welcome" => "Welcome! Your account is ready.",
         "joined" => "You joined the account.",
+        "transcript_deleted" => "The transcript was deleted.",
         _ => return None,
     })
 }
