@@ -11,7 +11,7 @@ use common::mgmt::*;
 use common::*;
 use hark_core::{Plan, Role};
 use hark_outbound::project_secret_seal_context;
-use hark_store::{AccountStore, SigningSecretStore};
+use hark_store::{AccountStore, AuditStore, SigningSecretStore};
 use reqwest::header::{HeaderMap, CONTENT_DISPOSITION, CONTENT_TYPE, LOCATION, SET_COOKIE};
 use reqwest::redirect::Policy;
 use serde_json::json;
@@ -542,7 +542,12 @@ async fn webhook_secret_pages_and_api(db: Db) {
     .await
     .ok();
     let rg = call(&ts, "GET", &path, Some(&reader.token), None).await;
-    assert_eq!((rg.status, rg.code()), (403, "permission_denied"), "{}", rg.text);
+    assert_eq!(
+        (rg.status, rg.code()),
+        (403, "permission_denied"),
+        "{}",
+        rg.text
+    );
     let rr = call(
         &ts,
         "POST",
