@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use hark_core::clock::Clock;
 use hark_core::seal::MasterKey;
 use hark_core::{ProjectId, TranscriptId};
-use hark_store::{AccountStore, DeliveryResult, StoreError, WebhookDelivery, WebhookStore};
+use hark_store::{DeliveryResult, SigningSecretStore, StoreError, WebhookDelivery, WebhookStore};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use std::future::Future;
 use std::sync::Arc;
@@ -37,40 +37,44 @@ pub fn project_secret_seal_context(project: ProjectId) -> String {
     project.to_string()
 }
 
-/// Where the sender finds a project's signing secret (`whsec_...`, plaintext).
+/// Where the sender finds a project's signing secrets (`whsec_...`, plaintext).
 #[async_trait]
 pub trait SigningSecrets: Send + Sync {
-    /// `None` sends the webhook unsigned.
-    async fn secret(&self, project: ProjectId) -> Option<String>;
+    /// The secrets that sign a delivery of `project` at `now` (Unix ms): the current
+    /// one first, then a former one during its rotation overlap. Empty sends the
+    /// webhook unsigned.
+    async fn secrets(&self, project: ProjectId, now: i64) -> Vec<String>;
 }
 
 /// Signing secrets read from the store and unsealed with the master key under
 /// [`project_secret_seal_context`].
 pub struct StoreSigningSecrets {
-    pub store: Arc<dyn AccountStore>,
+    pub store: Arc<dyn SigningSecretStore>,
     pub master_key: Arc<MasterKey>,
 }
 
 #[async_trait]
 impl SigningSecrets for StoreSigningSecrets {
-    async fn secret(&self, project: ProjectId) -> Option<String> {
-        let sealed = match self.store.project_webhook_secret(project).await {
-            Ok(sealed) => sealed?,
+    async fn secrets(&self, project: ProjectId, now: i64) -> Vec<String> {
+        let stored = match self.store.webhook_signing_secrets(project).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return Vec::new(),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read a project's webhook secret");
-                return None;
+                return Vec::new();
             }
         };
-        match self
-            .master_key
-            .open(&sealed, &project_secret_seal_context(project))
-        {
-            Ok(secret) => Some(secret),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot unseal a project's webhook secret");
-                None
-            }
-        }
+        let context = project_secret_seal_context(project);
+        std::iter::once(stored.current_sealed.as_str())
+            .chain(stored.previous_at(now))
+            .filter_map(|sealed| match self.master_key.open(sealed, &context) {
+                Ok(secret) => Some(secret),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot unseal a project's webhook secret");
+                    None
+                }
+            })
+            .collect()
     }
 }
 
@@ -330,20 +334,33 @@ impl WebhookSender {
             HeaderName::from_static("webhook-timestamp"),
             HeaderValue::from(timestamp),
         );
-        if let Some(secret) = self.secrets.secret(delivery.project_id).await {
-            match hark_core::webhook_sign::sign(
-                &secret,
-                &delivery.id,
-                timestamp,
-                delivery.body.as_bytes(),
-            )
-            .and_then(|sig| HeaderValue::from_str(&sig).ok())
-            {
-                Some(sig) => {
+        // During a rotation's overlap the header carries one signature per secret,
+        // space-separated, so receivers holding either secret verify it.
+        let signatures: Vec<String> = self
+            .secrets
+            .secrets(delivery.project_id, self.clock.now_ms())
+            .await
+            .iter()
+            .filter_map(|secret| {
+                let sig = hark_core::webhook_sign::sign(
+                    secret,
+                    &delivery.id,
+                    timestamp,
+                    delivery.body.as_bytes(),
+                );
+                if sig.is_none() {
+                    tracing::warn!(delivery = %delivery.id, "a webhook secret of the project is malformed; not signing with it");
+                }
+                sig
+            })
+            .collect();
+        if !signatures.is_empty() {
+            match HeaderValue::from_str(&signatures.join(" ")) {
+                Ok(sig) => {
                     headers.insert(HeaderName::from_static("webhook-signature"), sig);
                 }
-                None => {
-                    tracing::warn!(delivery = %delivery.id, "the project's webhook secret is malformed; sending unsigned")
+                Err(_) => {
+                    tracing::warn!(delivery = %delivery.id, "the webhook signature is not a valid header value; sending unsigned")
                 }
             }
         }

@@ -163,8 +163,8 @@ async fn unsigned_without_a_secret_and_no_auth_header_without_one() {
     struct NoSecrets;
     #[async_trait]
     impl SigningSecrets for NoSecrets {
-        async fn secret(&self, _project: ProjectId) -> Option<String> {
-            None
+        async fn secrets(&self, _project: ProjectId, _now: i64) -> Vec<String> {
+            Vec::new()
         }
     }
     let c = Ctx::new().await;
@@ -406,4 +406,56 @@ async fn run_delivers_in_the_background_and_stops() {
         .unwrap()
         .unwrap();
     let _ = c.clock.now_ms();
+}
+
+#[tokio::test]
+async fn during_a_rotation_overlap_both_secrets_sign_then_only_the_new_one() {
+    const DAY_MS: i64 = 86_400_000;
+    let c = Ctx::new().await;
+    let new_secret = hark_core::webhook_sign::generate_secret();
+    c.store
+        .rotate_webhook_secret(
+            c.project,
+            &c.key
+                .seal(&new_secret, &project_secret_seal_context(c.project)),
+            DAY_MS,
+            &Actor::Operator,
+        )
+        .await
+        .unwrap();
+    let sender = c.sender(fast());
+    let verify = |secret: &str, r: &common::Received| {
+        let h = |name: &str| r.headers[name].to_str().unwrap().to_string();
+        hark_core::webhook_sign::verify(
+            secret,
+            &h("webhook-id"),
+            h("webhook-timestamp").parse().unwrap(),
+            r.body.as_bytes(),
+            &h("webhook-signature"),
+        )
+    };
+
+    // Within the overlap: two `v1,` entries, each secret verifies.
+    c.clock.advance_ms(DAY_MS - 1);
+    c.enqueue(c.server.url("/hook"), None).await;
+    assert!(sender.deliver_once().await.unwrap());
+    let during = c.server.received()[0].clone();
+    let header = during.headers["webhook-signature"].to_str().unwrap();
+    assert_eq!(header.split(' ').count(), 2, "{header}");
+    assert!(header.split(' ').all(|s| s.starts_with("v1,")), "{header}");
+    assert!(verify(&new_secret, &during), "the new secret verifies");
+    assert!(verify(&c.secret, &during), "the old secret still verifies");
+
+    // Once the overlap has ended only the new secret signs.
+    c.clock.advance_ms(1);
+    c.enqueue(c.server.url("/hook"), None).await;
+    assert!(sender.deliver_once().await.unwrap());
+    let after = c.server.received()[1].clone();
+    let header = after.headers["webhook-signature"].to_str().unwrap();
+    assert_eq!(header.split(' ').count(), 1, "{header}");
+    assert!(verify(&new_secret, &after));
+    assert!(
+        !verify(&c.secret, &after),
+        "the old secret no longer verifies"
+    );
 }

@@ -59,6 +59,10 @@ pub struct Config {
     /// (default: people join through invites, the operator makes accounts) or `open`
     /// (anyone; a new account on the Free plan with its Owner and a default project).
     pub signup: SignupMode,
+    /// After a project's webhook signing secret is rotated, how long (seconds) the former
+    /// secret keeps signing deliveries beside the new one when the rotation does not
+    /// say (default 86400: a day; 0 retires it at once; at most 7 days).
+    pub webhook_secret_overlap_secs: i64,
 }
 
 /// The `signup` setting.
@@ -196,6 +200,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             smtp: SmtpConfig::default(),
             signup: SignupMode::default(),
+            webhook_secret_overlap_secs: 86_400,
         }
     }
 }

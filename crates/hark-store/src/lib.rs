@@ -12,6 +12,7 @@ mod links;
 mod manage;
 mod members;
 pub mod model;
+mod signing;
 mod sql;
 mod streaming;
 mod tenancy;
@@ -31,6 +32,7 @@ pub use members::{
     Accepted, AccountMembership, Invite, Mail, MemberRow, MemberStore, NewInvite, OutboxEntry,
 };
 pub use model::*;
+pub use signing::{SigningSecretStore, WebhookSigningSecrets};
 pub use sql::{Backend, SqlStore};
 use std::sync::Arc;
 pub use streaming::*;
@@ -237,6 +239,7 @@ pub trait Store:
     + MemberStore
     + ManageStore
     + LinkStore
+    + SigningSecretStore
 {
 }
 impl<
@@ -251,7 +254,8 @@ impl<
             + UserStore
             + MemberStore
             + ManageStore
-            + LinkStore,
+            + LinkStore
+            + SigningSecretStore,
     > Store for T
 {
 }

@@ -74,6 +74,14 @@ pub trait ManageStore: Send + Sync {
         account: AccountId,
         filter: &AuditFilter,
     ) -> StoreResult<Vec<AuditEntry>>;
+    /// Deletes (scrubs) a transcript of `project` as the management API does, audited
+    /// as `transcript.delete` in the same transaction; `None` when there is none.
+    async fn delete_transcript_as(
+        &self,
+        project: ProjectId,
+        id: TranscriptId,
+        actor: &Actor,
+    ) -> StoreResult<Option<(Transcript, Option<Upload>)>>;
     /// Traffic per key of the project.
     async fn key_traffic(
         &self,
@@ -284,6 +292,39 @@ impl ManageStore for SqlStore {
             .await?
             .ok_or(StoreError::NotFound("API key"))?;
         Ok((old_rec, new_rec))
+    }
+
+    async fn delete_transcript_as(
+        &self,
+        project: ProjectId,
+        id: TranscriptId,
+        actor: &Actor,
+    ) -> StoreResult<Option<(Transcript, Option<Upload>)>> {
+        let now = self.now();
+        let Some(p) = self.get_project(project).await? else {
+            return Ok(None);
+        };
+        let (mut tx, _) = self.begin_for_account(p.account_id).await?;
+        let Some(upload) = crate::transcripts::scrub_transcript(&mut tx, project, id, now).await?
+        else {
+            return Ok(None);
+        };
+        append_audit(
+            &mut tx,
+            Some(p.account_id),
+            actor,
+            "transcript.delete",
+            &id.to_string(),
+            json!({"project_id": project}),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        let transcript = self
+            .get_transcript(project, id)
+            .await?
+            .ok_or(StoreError::NotFound("transcript"))?;
+        Ok(Some((transcript, upload)))
     }
 
     async fn reveal_api_key(&self, key: ApiKeyId, actor: &Actor) -> StoreResult<String> {

@@ -279,57 +279,9 @@ impl TranscriptStore for SqlStore {
     ) -> StoreResult<Option<(Transcript, Option<Upload>)>> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
-        // Nothing of the request stays: not the parameters (webhook URL, the sealed
-        // webhook header), nor an error that may quote the audio URL.
-        let scrubbed = sqlx::query(
-            "UPDATE transcripts SET audio_url = 'http://deleted_by_user', result = NULL, params = '{}', \
-             error = CASE WHEN error IS NULL THEN NULL ELSE 'Deleted by user.' END, \
-             deleted_at = COALESCE(deleted_at, $3) WHERE project_id = $1 AND id = $2",
-        )
-        .bind(project.to_string())
-        .bind(id.to_string())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if scrubbed.rows_affected() == 0 {
+        let Some(upload) = scrub_transcript(&mut tx, project, id, now).await? else {
             return Ok(None);
-        }
-        // A queued job is cancelled; a running one finds the transcript deleted and
-        // discards its result (see finish_job).
-        sqlx::query("UPDATE jobs SET state = 'done' WHERE transcript_id = $1 AND state = 'queued'")
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        let upload_id: Option<String> =
-            sqlx::query_scalar("SELECT upload_id FROM transcripts WHERE id = $1")
-                .bind(id.to_string())
-                .fetch_one(&mut *tx)
-                .await?;
-        let mut upload = None;
-        if let Some(upload_id) = upload_id {
-            let row = sqlx::query(&format!(
-                "{UPLOAD_SELECT} WHERE id = $1 AND project_id = $2"
-            ))
-            .bind(&upload_id)
-            .bind(project.to_string())
-            .fetch_optional(&mut *tx)
-            .await?;
-            // Another transcript made from the same upload keeps it.
-            let shared: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM transcripts WHERE upload_id = $1 AND id <> $2 AND deleted_at IS NULL",
-            )
-            .bind(&upload_id)
-            .bind(id.to_string())
-            .fetch_one(&mut *tx)
-            .await?;
-            if let (Some(row), 0) = (row, shared) {
-                upload = Some(upload_from_row(&row)?);
-                sqlx::query("DELETE FROM uploads WHERE id = $1")
-                    .bind(&upload_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
+        };
         tx.commit().await?;
         let transcript = self
             .get_transcript(project, id)
@@ -337,6 +289,69 @@ impl TranscriptStore for SqlStore {
             .ok_or(StoreError::NotFound("transcript"))?;
         Ok(Some((transcript, upload)))
     }
+}
+
+/// Scrubs a transcript of `project` inside `tx` (text, audio URL; a queued job is
+/// cancelled; its upload row removed): `None` when there is no such transcript, else
+/// the removed upload (whose file the caller deletes).
+pub(crate) async fn scrub_transcript(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    project: ProjectId,
+    id: TranscriptId,
+    now: hark_core::clock::Millis,
+) -> StoreResult<Option<Option<Upload>>> {
+    // Nothing of the request stays: not the parameters (webhook URL, the sealed
+    // webhook header), nor an error that may quote the audio URL.
+    let scrubbed = sqlx::query(
+        "UPDATE transcripts SET audio_url = 'http://deleted_by_user', result = NULL, params = '{}', \
+         error = CASE WHEN error IS NULL THEN NULL ELSE 'Deleted by user.' END, \
+         deleted_at = COALESCE(deleted_at, $3) WHERE project_id = $1 AND id = $2",
+    )
+    .bind(project.to_string())
+    .bind(id.to_string())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    if scrubbed.rows_affected() == 0 {
+        return Ok(None);
+    }
+    // A queued job is cancelled; a running one finds the transcript deleted and
+    // discards its result (see finish_job).
+    sqlx::query("UPDATE jobs SET state = 'done' WHERE transcript_id = $1 AND state = 'queued'")
+        .bind(id.to_string())
+        .execute(&mut **tx)
+        .await?;
+    let upload_id: Option<String> =
+        sqlx::query_scalar("SELECT upload_id FROM transcripts WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_one(&mut **tx)
+            .await?;
+    let mut upload = None;
+    if let Some(upload_id) = upload_id {
+        let row = sqlx::query(&format!(
+            "{UPLOAD_SELECT} WHERE id = $1 AND project_id = $2"
+        ))
+        .bind(&upload_id)
+        .bind(project.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
+        // Another transcript made from the same upload keeps it.
+        let shared: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM transcripts WHERE upload_id = $1 AND id <> $2 AND deleted_at IS NULL",
+        )
+        .bind(&upload_id)
+        .bind(id.to_string())
+        .fetch_one(&mut **tx)
+        .await?;
+        if let (Some(row), 0) = (row, shared) {
+            upload = Some(upload_from_row(&row)?);
+            sqlx::query("DELETE FROM uploads WHERE id = $1")
+                .bind(&upload_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(Some(upload))
 }
 
 /// Positional parameters of a query built at run time; each call returns its `$N`.

@@ -55,6 +55,8 @@ conformance!(
     setup_link_creates_first_account_once,
     password_links_work_once_and_expire,
     sign_up_never_takes_an_existing_email,
+    webhook_secret_rotates_with_an_overlap_and_is_audited,
+    transcript_deleted_by_a_person_is_audited,
 );
 
 async fn new_account(store: &SqlStore, plan: Plan) -> Bootstrap {
@@ -1855,4 +1857,131 @@ mod hardening {
         let got = heard.try_recv().expect("the creation was published");
         assert_eq!(got.change, CredentialChange::Key(key.id));
     }
+}
+
+async fn webhook_secret_rotates_with_an_overlap_and_is_audited(c: Ctx) {
+    let s = &c.store;
+    let a = new_account(s, Plan::Payg).await;
+    let p = a.project.id;
+    let fresh = s.webhook_signing_secrets(p).await.unwrap().unwrap();
+    assert_eq!(fresh.current_sealed, "sealed");
+    assert_eq!(fresh.previous_sealed, None);
+    assert_eq!(fresh.rotated_at, None);
+    assert!(s
+        .webhook_signing_secrets(ProjectId::new())
+        .await
+        .unwrap()
+        .is_none());
+
+    // A rotation keeps the former secret for the overlap, by the clock.
+    let actor = Actor::User(a.owner);
+    let r = s
+        .rotate_webhook_secret(p, "sealed-2", 60_000, &actor)
+        .await
+        .unwrap();
+    assert_eq!(r.current_sealed, "sealed-2");
+    assert_eq!(r.previous_sealed.as_deref(), Some("sealed"));
+    assert_eq!(r.previous_until, Some(T0 + 60_000));
+    assert_eq!(r.rotated_at, Some(T0));
+    assert_eq!(r.previous_at(T0 + 59_999), Some("sealed"));
+    assert_eq!(r.previous_at(T0 + 60_000), None);
+    assert_eq!(s.webhook_signing_secrets(p).await.unwrap().unwrap(), r);
+    // The sender's read (the current secret) follows the rotation.
+    assert_eq!(
+        s.project_webhook_secret(p).await.unwrap().as_deref(),
+        Some("sealed-2")
+    );
+
+    // A rotation without overlap retires the former secret at once.
+    c.clock.advance_ms(1000);
+    let r = s
+        .rotate_webhook_secret(p, "sealed-3", 0, &actor)
+        .await
+        .unwrap();
+    assert_eq!(r.current_sealed, "sealed-3");
+    assert_eq!(r.previous_sealed, None);
+    assert_eq!(r.previous_until, None);
+    assert_eq!(r.rotated_at, Some(T0 + 1000));
+
+    let revealed = s.reveal_webhook_secrets(p, &actor).await.unwrap();
+    assert_eq!(revealed, r);
+    assert!(matches!(
+        s.rotate_webhook_secret(ProjectId::new(), "x", 0, &actor)
+            .await,
+        Err(StoreError::NotFound("project"))
+    ));
+
+    let log = s
+        .audit_query(
+            a.account.id,
+            &AuditFilter {
+                action_prefix: Some("webhook_secret.".into()),
+                limit: 10,
+                ..AuditFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+    let actions: Vec<&str> = log.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "webhook_secret.rotate",
+            "webhook_secret.rotate",
+            "webhook_secret.reveal"
+        ]
+    );
+    assert!(log
+        .iter()
+        .all(|e| e.actor == actor.label() && e.target == p.to_string()));
+    assert_eq!(log[0].details["overlap_seconds"], 60);
+}
+
+async fn transcript_deleted_by_a_person_is_audited(c: Ctx) {
+    let s = &c.store;
+    let a = new_account(s, Plan::Payg).await;
+    let other = new_account(s, Plan::Payg).await;
+    let t = new_transcript(s, a.project.id, ApiKeyId::new()).await;
+    let actor = Actor::User(a.owner);
+    // Another project's id finds nothing and writes nothing.
+    assert!(s
+        .delete_transcript_as(other.project.id, t.id, &actor)
+        .await
+        .unwrap()
+        .is_none());
+    let (scrubbed, upload) = s
+        .delete_transcript_as(a.project.id, t.id, &actor)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(scrubbed.audio_url, "http://deleted_by_user");
+    assert!(scrubbed.deleted_at.is_some());
+    assert_eq!(upload, None);
+    let log = s
+        .audit_query(
+            a.account.id,
+            &AuditFilter {
+                action_prefix: Some("transcript.".into()),
+                limit: 10,
+                ..AuditFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].action, "transcript.delete");
+    assert_eq!(log[0].target, t.id.to_string());
+    assert_eq!(log[0].actor, actor.label());
+    let foreign = s
+        .audit_query(
+            other.account.id,
+            &AuditFilter {
+                action_prefix: Some("transcript.".into()),
+                limit: 10,
+                ..AuditFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(foreign.is_empty());
 }

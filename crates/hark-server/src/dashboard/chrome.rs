@@ -66,6 +66,7 @@ pub fn notice_text(key: &str) -> Option<&'static str> {
         "role_changed" => "The role was changed.",
         "member_removed" => "The member was removed; their sessions ended.",
         "account_deleted" => "The account was deleted with everything in it.",
+        "transcript_deleted" => "The transcript was deleted.",
         _ => return None,
     })
 }

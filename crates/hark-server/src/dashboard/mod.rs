@@ -17,6 +17,7 @@
 pub mod account;
 pub mod accounts;
 pub mod assets;
+pub mod audit;
 pub mod chrome;
 pub mod error;
 pub mod forms;
@@ -32,6 +33,8 @@ pub mod settings;
 pub mod setup;
 pub mod signin;
 pub mod signup;
+pub mod transcripts;
+pub mod webhooks;
 
 use crate::AppState;
 use axum::middleware;
@@ -89,6 +92,21 @@ pub const NAV: &[NavItem] = &[
         label: "Playground",
         path: "/playground",
         permission: Permission::RevealApiKeys,
+    },
+    NavItem {
+        label: "Transcripts",
+        path: "/transcripts",
+        permission: Permission::ViewTranscripts,
+    },
+    NavItem {
+        label: "Webhooks",
+        path: "/webhooks",
+        permission: Permission::ViewProjects,
+    },
+    NavItem {
+        label: "Audit log",
+        path: "/audit",
+        permission: Permission::ViewAuditLog,
     },
 ];
 
@@ -178,6 +196,45 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route(
             "/accounts/{account}/playground/transcripts/{id}",
             get(playground::transcript),
+        )
+        .route("/accounts/{account}/transcripts", get(transcripts::section))
+        .route(
+            "/accounts/{account}/projects/{project}/transcripts",
+            get(transcripts::list),
+        )
+        .route(
+            "/accounts/{account}/projects/{project}/transcripts/{id}",
+            get(transcripts::detail),
+        )
+        .route(
+            "/accounts/{account}/projects/{project}/transcripts/{id}/download/{format}",
+            get(transcripts::download),
+        )
+        .route(
+            "/accounts/{account}/projects/{project}/transcripts/{id}/delete",
+            get(transcripts::confirm_delete).post(transcripts::delete),
+        )
+        .route("/accounts/{account}/webhooks", get(webhooks::section))
+        .route(
+            "/accounts/{account}/projects/{project}/webhooks",
+            get(webhooks::page),
+        )
+        .route(
+            "/accounts/{account}/projects/{project}/webhooks/reveal",
+            post(webhooks::reveal),
+        )
+        .route(
+            "/accounts/{account}/projects/{project}/webhooks/rotate",
+            post(webhooks::rotate),
+        )
+        .route("/accounts/{account}/audit", get(audit::page))
+        .route(
+            "/accounts/{account}/audit/export.ndjson",
+            get(audit::export_ndjson),
+        )
+        .route(
+            "/accounts/{account}/audit/export.csv",
+            get(audit::export_csv),
         )
         .route("/signin", get(signin::page).post(signin::submit))
         .route("/signin/code", post(signin::submit_code))

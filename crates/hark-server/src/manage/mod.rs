@@ -16,7 +16,9 @@ pub mod playground;
 pub mod projects;
 pub mod sessions;
 pub mod signin;
+pub mod transcripts;
 pub mod views;
+pub mod webhooks;
 
 use crate::AppState;
 use hark_core::plan::role_allows;

@@ -18,7 +18,11 @@ use hark_store::{ApiKeyRecord, Project, TranscriptQuery};
 use serde::Deserialize;
 
 /// The project `project` of the authorised account (another account's answers as missing).
-async fn project_in(state: &AppState, auth: &Authorized, project: ProjectId) -> Result<Project> {
+pub(super) async fn project_in(
+    state: &AppState,
+    auth: &Authorized,
+    project: ProjectId,
+) -> Result<Project> {
     state
         .store
         .get_project(project)

@@ -2,7 +2,7 @@
 //! summary ([`crate::manage::audit`]).
 
 use super::principal::QueryParams;
-use super::{MgmtError, MgmtResult};
+use super::MgmtResult;
 use crate::manage::audit::{self as core, AuditQuery};
 use crate::manage::views::{AuditEntryView, Page, UsageSummary};
 use crate::manage::{ids, Caller};
@@ -32,11 +32,7 @@ pub async fn export(
     QueryParams(q): QueryParams<AuditQuery>,
 ) -> MgmtResult<Response> {
     let entries = core::export(&state, &caller, ids::account(&account), &q).await?;
-    let mut out = String::new();
-    for e in &entries {
-        out.push_str(&serde_json::to_string(e).map_err(MgmtError::internal)?);
-        out.push('\n');
-    }
+    let out = core::to_ndjson(&entries)?;
     Ok(([(CONTENT_TYPE, "application/x-ndjson")], out).into_response())
 }
 

@@ -4,13 +4,14 @@
 //! so the document cannot drift from the router or from the bodies.
 
 use super::error::ErrorBody;
-use super::{accounts, audit, keys, mfa, sessions};
+use super::{accounts, audit, keys, mfa, sessions, webhooks};
 use crate::manage::accounts::{AcceptInput, AccountUpdate, InviteInput, MemberUpdate};
 use crate::manage::audit::AuditQuery;
 use crate::manage::mfa::ConfirmInput;
 use crate::manage::projects::{KeyInput, KeyUpdate, ProjectInput, RotateInput};
 use crate::manage::sessions::{PasswordChange, ReauthInput};
 use crate::manage::views::*;
+use crate::manage::webhooks::{RotateSecretInput, WebhookSecret};
 use crate::manage::MAX_PAGE;
 use crate::AppState;
 use axum::routing::{delete, get, patch, post, MethodRouter};
@@ -246,6 +247,20 @@ pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
                 .body::<RotateInput>()
                 .status(201),
             post(keys::rotate_key),
+        ),
+        (
+            ep("delete", "/accounts/{account}/projects/{project}/transcripts/{transcript}", "Delete a transcript (text scrubbed, upload removed; audited)", Session, Some(ManageProjects)).status(204),
+            delete(webhooks::delete_transcript),
+        ),
+        (
+            ep("get", "/accounts/{account}/projects/{project}/webhook-secret", "The webhook signing secret, and the former one during a rotation overlap (recent re-authentication; audited)", Session, Some(RevealApiKeys)).returns::<WebhookSecret>(),
+            get(webhooks::reveal),
+        ),
+        (
+            ep("post", "/accounts/{account}/projects/{project}/webhook-secret/rotate", "Rotate the webhook signing secret; the former one also signs for overlap_seconds (recent re-authentication; audited)", Session, Some(ManageProjects)).returns::<WebhookSecret>()
+                .body::<RotateSecretInput>()
+                .status(201),
+            post(webhooks::rotate),
         ),
         (
             ep("get", "/accounts/{account}/audit", "Audit log (filters action, actor, since, until)", Session, Some(ViewAuditLog)).returns::<AuditEntryView>().paged().query::<AuditQuery>(),
