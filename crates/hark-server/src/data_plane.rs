@@ -50,6 +50,10 @@ pub async fn upload(
             return Err(refusal);
         }
     };
+    if let Err(refusal) = ApiError::check_balance(&who) {
+        drain_refused_body(body).await;
+        return Err(refusal);
+    }
     let id = UploadId::new();
     let dir = state.uploads_dir.join(who.project_id.to_string());
     tokio::fs::create_dir_all(&dir)
@@ -151,6 +155,7 @@ pub async fn create(
     ApiPrincipal(who): ApiPrincipal,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
+    ApiError::check_balance(&who)?;
     let body = body.map_err(|e| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::PayloadTooLarge("Request body is too large".into())

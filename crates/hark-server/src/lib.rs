@@ -173,7 +173,17 @@ pub async fn open_store(config: &Config, clock: Arc<dyn Clock>) -> Result<SqlSto
         path: config.data_dir.clone(),
         source,
     })?;
-    Ok(SqlStore::open(&config.effective_database_url(), clock).await?)
+    let prices = config
+        .price_table()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let evaluation_credit = config
+        .evaluation_credit()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    Ok(SqlStore::open(&config.effective_database_url(), clock)
+        .await?
+        .with_prices(prices)
+        .with_evaluation_credit(evaluation_credit)
+        .with_currency(&config.billing.currency))
 }
 
 pub fn router(state: AppState) -> Router {

@@ -15,6 +15,7 @@ pub mod onboarding;
 pub mod projects;
 pub mod sessions;
 pub mod signin;
+pub mod usage;
 pub mod views;
 
 use crate::AppState;
