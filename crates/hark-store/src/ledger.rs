@@ -561,3 +561,64 @@ impl UsageStore for SqlStore {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // 2027-01-15T08:00:00Z, and the months around it.
+    const T0: Millis = 1_800_000_000_000;
+    const JAN: Millis = 1_798_761_600_000;
+    const FEB: Millis = JAN + 31 * DAY_MS;
+    const DEC: Millis = JAN - 31 * DAY_MS;
+
+    #[test]
+    fn plans_read_whole_months_and_days_from_the_coarse_rollups() {
+        use Rollup::*;
+        let day0 = T0 - 8 * HOUR_MS;
+        // Hour buckets: the hourly rollup only.
+        assert_eq!(
+            rollup_plan(DEC + HOUR_MS, FEB, RollupBucket::Hour),
+            vec![(Hourly, DEC + HOUR_MS, FEB)]
+        );
+        // Day buckets over partial days at both ends.
+        assert_eq!(
+            rollup_plan(
+                day0 - 3 * HOUR_MS,
+                day0 + DAY_MS + 5 * HOUR_MS,
+                RollupBucket::Day
+            ),
+            vec![
+                (Hourly, day0 - 3 * HOUR_MS, day0),
+                (Daily, day0, day0 + DAY_MS),
+                (Hourly, day0 + DAY_MS, day0 + DAY_MS + 5 * HOUR_MS),
+            ]
+        );
+        // Within one day: hours only.
+        assert_eq!(
+            rollup_plan(day0 + HOUR_MS, day0 + 9 * HOUR_MS, RollupBucket::Day),
+            vec![(Hourly, day0 + HOUR_MS, day0 + 9 * HOUR_MS)]
+        );
+        // Month buckets: December's tail by day and hour, January whole, February's
+        // head by day and hour.
+        assert_eq!(
+            rollup_plan(
+                JAN - DAY_MS - HOUR_MS,
+                FEB + DAY_MS + HOUR_MS,
+                RollupBucket::Month
+            ),
+            vec![
+                (Hourly, JAN - DAY_MS - HOUR_MS, JAN - DAY_MS),
+                (Daily, JAN - DAY_MS, JAN),
+                (Monthly, JAN, FEB),
+                (Daily, FEB, FEB + DAY_MS),
+                (Hourly, FEB + DAY_MS, FEB + DAY_MS + HOUR_MS),
+            ]
+        );
+        // Aligned months: the monthly rollup alone.
+        assert_eq!(
+            rollup_plan(DEC, FEB, RollupBucket::Month),
+            vec![(Monthly, DEC, FEB)]
+        );
+    }
+}

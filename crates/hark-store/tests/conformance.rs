@@ -1614,6 +1614,7 @@ mod usage {
 
     conformance!(
         events_are_priced_when_written_and_rolled_up_hourly,
+        daily_and_monthly_rollups_agree_with_the_hourly_one,
         rollup_reads_group_filter_and_bucket,
         concurrent_usage_is_counted_once,
         account_deletion_keeps_usage,
@@ -1900,6 +1901,107 @@ mod usage {
         ];
         expected.sort();
         assert_eq!(accounts, expected);
+    }
+
+    /// Reads by day and by month take whole days and months from the coarser rollups
+    /// and the partial ones from the hourly rollup: every range, aligned or not, gives
+    /// the same figures per bucket and group as folding the hourly rows.
+    async fn daily_and_monthly_rollups_agree_with_the_hourly_one(c: Ctx) {
+        use hark_core::clock::month_bounds;
+        use std::collections::BTreeMap;
+        let store = c.store.clone().with_prices(prices());
+        let a = new_account(&store, Plan::Payg).await;
+        let key = ApiKeyId::new();
+        // 80 events every 37 h 17 min from 40 days before T0: December to February.
+        let first = T0 - 40 * 24 * HOUR;
+        for i in 0..80_i64 {
+            c.clock.set_ms(first + i * (37 * HOUR + 17 * 60_000));
+            let (product, session) = if i % 3 == 0 {
+                (STREAMING, Some(2_000 * (i + 1)))
+            } else {
+                (SPEECH_TO_TEXT, None)
+            };
+            let model = ["tiny", "best"][(i % 2) as usize];
+            store
+                .record_usage(event(
+                    &format!("e{i}"),
+                    &a,
+                    key,
+                    product,
+                    model,
+                    1_000 * (i + 1),
+                    session,
+                ))
+                .await
+                .unwrap();
+        }
+        type Folded = BTreeMap<(i64, String), (i64, i64, i64, i64, i64)>;
+        let fold = |rows: &[RollupRow], bucket: &dyn Fn(i64) -> i64| -> Folded {
+            let mut out = Folded::new();
+            for r in rows {
+                let e = out.entry((bucket(r.bucket), r.group.clone())).or_default();
+                e.0 += r.totals.audio_ms;
+                e.1 += r.totals.session_ms;
+                e.2 += r.totals.transcripts;
+                e.3 += r.totals.sessions;
+                e.4 += r.totals.cost;
+            }
+            out
+        };
+        let day = |ms: i64| ms - ms.rem_euclid(24 * HOUR);
+        let month = |ms: i64| month_bounds(ms).0;
+        let jan = month(T0);
+        let ranges = [
+            // Unaligned on both ends, over three months.
+            (first - 3 * HOUR, first + 75 * 24 * HOUR + 5 * HOUR),
+            // Exactly one calendar month.
+            (jan, month_bounds(jan).1),
+            // Within one day (an event at 14:48 on 2027-01-12).
+            (
+                day(T0) - 3 * 24 * HOUR + 12 * HOUR,
+                day(T0) - 3 * 24 * HOUR + 16 * HOUR,
+            ),
+            // From a month start to the middle of a day.
+            (jan, T0 + 3 * HOUR),
+            // Everything.
+            (0, T0 + 365 * 24 * HOUR),
+        ];
+        for (from, to) in ranges {
+            let read = |bucket: RollupBucket| {
+                let mut q = query(&a, bucket, Some(RollupGroup::Model));
+                q.from = from;
+                q.to = to;
+                q
+            };
+            let hourly = store.usage_rollup(&read(RollupBucket::Hour)).await.unwrap();
+            let daily = store.usage_rollup(&read(RollupBucket::Day)).await.unwrap();
+            let monthly = store
+                .usage_rollup(&read(RollupBucket::Month))
+                .await
+                .unwrap();
+            assert!(!hourly.is_empty(), "{from}..{to}");
+            assert!(daily.iter().all(|r| r.bucket == day(r.bucket)));
+            assert_eq!(fold(&daily, &day), fold(&hourly, &day), "days {from}..{to}");
+            assert_eq!(
+                fold(&monthly, &month),
+                fold(&hourly, &month),
+                "months {from}..{to}"
+            );
+        }
+        // The whole ledger: 80 events, each counted once.
+        let all = store
+            .usage_rollup(&RollupQuery {
+                from: 0,
+                to: T0 + 365 * 24 * HOUR,
+                ..query(&a, RollupBucket::Month, None)
+            })
+            .await
+            .unwrap();
+        let counted: i64 = all
+            .iter()
+            .map(|r| r.totals.transcripts + r.totals.sessions)
+            .sum();
+        assert_eq!(counted, 80);
     }
 
     async fn concurrent_usage_is_counted_once(c: Ctx) {

@@ -287,7 +287,11 @@ pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
 fn path_params(path: &str) -> Vec<Value> {
     path.split('/')
         .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}))
+        .map(|name| match name {
+            "month" => json!({"name": name, "in": "path", "required": true, "description": "A calendar month, YYYY-MM",
+                "schema": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"}}),
+            _ => json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}),
+        })
         .collect()
 }
 

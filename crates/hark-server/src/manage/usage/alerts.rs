@@ -241,7 +241,7 @@ async fn finish(
         .store
         .create_alert(
             NewAlert {
-                id: format!("alert_{}", uuid::Uuid::now_v7().simple()),
+                id: uuid::Uuid::now_v7().to_string(),
                 account_id: account,
                 kind,
                 threshold,

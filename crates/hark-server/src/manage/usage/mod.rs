@@ -371,6 +371,7 @@ pub struct UsageReport {
     #[schemars(with = "Instant")]
     pub to: Millis,
     pub granularity: Granularity,
+    #[schemars(schema_with = "group_by_schema")]
     pub group_by: Option<GroupBy>,
     pub currency: String,
     /// Usage up to this instant is all counted; later usage may still arrive.
@@ -379,6 +380,20 @@ pub struct UsageReport {
     pub as_of: Millis,
     pub buckets: Vec<Bucket>,
     pub totals: Figures,
+}
+
+fn group_by_schema(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+    let mut schema = match super::views::string_schema(
+        None,
+        Some(&["product", "model", "project", "api_key", "account"]),
+    ) {
+        schemars::schema::Schema::Object(o) => o,
+        other => return other,
+    };
+    schema
+        .extensions
+        .insert("nullable".into(), serde_json::Value::Bool(true));
+    schema.into()
 }
 
 fn ser_ts<S: serde::Serializer>(ms: &Millis, s: S) -> std::result::Result<S::Ok, S::Error> {
