@@ -8,7 +8,9 @@
 # product), 200 runs each, through the same core function as GET .../usage, and prints
 # p50/p95/p99. Target: p95 <= 50 ms.
 #
-# Usage: bench/usage/run.sh            (EVENTS=10000000, PROFILE=dev|release)
+# Usage: bench/usage/run.sh            (EVENTS=10000000, PROFILE=dev|dev-opt|release)
+# dev-opt: the dev profile with the workspace crates optimised too (opt-level 2, as the
+# dependencies already are), a stand-in for release without rebuilding every dependency.
 # Needs PostgreSQL at HARK_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,7 +22,12 @@ PG_ADMIN=${HARK_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
 
 release=()
 [ "$PROFILE" = release ] && release=(--release)
-cargo build -q "${release[@]}" -p hark-server --example usage_bench
+if [ "$PROFILE" = dev-opt ]; then
+    for crate in hark-core hark-store hark-server hark-outbound; do
+        release+=(--config "profile.dev.package.$crate.opt-level=2")
+    done
+fi
+cargo build -q "${release[@]}" --workspace --example usage_bench
 bin="${CARGO_TARGET_DIR:-target}/$([ "$PROFILE" = release ] && echo release || echo debug)/examples/usage_bench"
 
 work=$(mktemp -d)

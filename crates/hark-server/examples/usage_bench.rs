@@ -4,7 +4,9 @@
 //! event is in it) spread over DAYS days, PROJECTS projects with KEYS keys each,
 //! both products and MODELS models, and aggregates them into the hourly rollups with
 //! the same GROUP BY the migration uses (what the per-event upserts add up to; the
-//! conformance suite checks that equality). Raw events are generated inside the
+//! conformance suite checks that equality), then the hourly rows into the daily and
+//! monthly rollups (which the per-event upserts keep in the same transaction; the
+//! conformance suite checks that they agree). Raw events are generated inside the
 //! database and aggregated on the fly: reports never read them. Then it runs each
 //! report shape ITERATIONS times through the same core function the API calls and
 //! prints p50/p95/p99 per shape.
@@ -44,8 +46,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let account = AccountId::new();
     let t = Instant::now();
     generate(&store, account, events, start).await?;
-    // As autovacuum (PostgreSQL) or `PRAGMA optimize` would in a running system.
-    sqlx::query("ANALYZE").execute(store.pool()).await?;
+    // As autovacuum (PostgreSQL: statistics and the visibility map) or `PRAGMA
+    // optimize` (SQLite) would in a running system.
+    let analyze = match store.backend() {
+        Backend::Postgres => "VACUUM ANALYZE",
+        Backend::Sqlite => "ANALYZE",
+    };
+    sqlx::query(analyze).execute(store.pool()).await?;
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_hourly WHERE account_id = $1")
         .bind(account.to_string())
         .fetch_one(store.pool())
@@ -56,9 +63,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .bind(account.to_string())
     .fetch_one(store.pool())
     .await?;
+    let mut coarse = Vec::new();
+    for table in ["usage_daily", "usage_monthly"] {
+        let n: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {table} WHERE account_id = $1"
+        ))
+        .bind(account.to_string())
+        .fetch_one(store.pool())
+        .await?;
+        coarse.push(n);
+    }
     println!(
-        "backend {:?}: {total} events in {rows} hourly rollup rows, generated in {:.1} s",
+        "backend {:?}: {total} events in {rows} hourly, {} daily and {} monthly rollup rows, generated in {:.1} s",
         store.backend(),
+        coarse[0],
+        coarse[1],
         t.elapsed().as_secs_f64()
     );
     if total != events {
@@ -174,5 +193,30 @@ async fn generate(
         .bind(start)
         .execute(store.pool())
         .await?;
+    let month = match store.backend() {
+        Backend::Postgres => "CAST(EXTRACT(EPOCH FROM date_trunc('month', to_timestamp(hour_start / 1000.0) AT TIME ZONE 'UTC')) AS BIGINT) * 1000",
+        Backend::Sqlite => "CAST(strftime('%s', hour_start / 1000, 'unixepoch', 'start of month') AS INTEGER) * 1000",
+    };
+    for (table, column, bucket) in [
+        (
+            "usage_daily",
+            "day_start",
+            "hour_start - (hour_start % 86400000)",
+        ),
+        ("usage_monthly", "month_start", month),
+    ] {
+        sqlx::query(&format!(
+            "INSERT INTO {table} (account_id, {column}, project_id, api_key_id, product, model, \
+             audio_ms, session_ms, transcripts, sessions, cost) \
+             SELECT account_id, {bucket}, project_id, api_key_id, product, model, \
+             CAST(SUM(audio_ms) AS BIGINT), CAST(SUM(session_ms) AS BIGINT), CAST(SUM(transcripts) AS BIGINT), \
+             CAST(SUM(sessions) AS BIGINT), CAST(SUM(cost) AS BIGINT) \
+             FROM usage_hourly WHERE account_id = $1 \
+             GROUP BY account_id, {bucket}, project_id, api_key_id, product, model"
+        ))
+        .bind(account.to_string())
+        .execute(store.pool())
+        .await?;
+    }
     Ok(())
 }

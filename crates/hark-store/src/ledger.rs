@@ -514,10 +514,12 @@ impl UsageStore for SqlStore {
                     .collect();
                 sql.push_str(&format!(" AND {col} IN ({})", params.join(", ")));
             }
-            sql.push_str(if group.is_some() {
-                " GROUP BY 1, 2"
-            } else {
-                " GROUP BY 1"
+            sql.push_str(match query.group_by {
+                // A key belongs to one project: grouping by both gives the same groups,
+                // in the order of the primary key (no sort on SQLite).
+                Some(RollupGroup::ApiKey) => " GROUP BY 1, project_id, 2",
+                Some(_) => " GROUP BY 1, 2",
+                None => " GROUP BY 1",
             });
             parts.push((sql, ints.len(), texts.len()));
         }

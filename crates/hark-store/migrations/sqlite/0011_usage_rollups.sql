@@ -28,7 +28,7 @@ CREATE TABLE usage_hourly (
     sessions BIGINT NOT NULL,
     cost BIGINT NOT NULL,
     PRIMARY KEY (account_id, hour_start, project_id, api_key_id, product, model)
-);
+) WITHOUT ROWID;
 
 INSERT INTO usage_hourly (account_id, hour_start, project_id, api_key_id, product, model,
     audio_ms, session_ms, transcripts, sessions, cost)
@@ -39,6 +39,9 @@ SELECT account_id, created_at - (created_at % 3600000), project_id, api_key_id, 
     CAST(SUM(cost) AS BIGINT)
 FROM usage_events
 GROUP BY account_id, created_at - (created_at % 3600000), project_id, api_key_id, product, model;
+
+-- (The rollups are WITHOUT ROWID tables: rows are stored in primary-key order, so a
+-- report's range is one sequential read with no lookup per row.)
 
 -- The same sums per UTC day and per UTC calendar month, kept in the same transaction
 -- as the hourly row: a report reads whole months and days from these and only its
@@ -56,7 +59,7 @@ CREATE TABLE usage_daily (
     sessions BIGINT NOT NULL,
     cost BIGINT NOT NULL,
     PRIMARY KEY (account_id, day_start, project_id, api_key_id, product, model)
-);
+) WITHOUT ROWID;
 
 CREATE TABLE usage_monthly (
     account_id TEXT NOT NULL,
@@ -71,7 +74,7 @@ CREATE TABLE usage_monthly (
     sessions BIGINT NOT NULL,
     cost BIGINT NOT NULL,
     PRIMARY KEY (account_id, month_start, project_id, api_key_id, product, model)
-);
+) WITHOUT ROWID;
 
 INSERT INTO usage_daily (account_id, day_start, project_id, api_key_id, product, model,
     audio_ms, session_ms, transcripts, sessions, cost)
