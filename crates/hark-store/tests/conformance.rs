@@ -2144,11 +2144,21 @@ mod billing {
         assert!(!blocked(&store, "free-secret").await);
         // Crossing zero blocks the account and tells every node's key cache.
         let epoch = store.auth_epoch().await.unwrap();
+        let mut heard = store.credential_bus().subscribe();
         store.record_usage(usage(&free, "b", 500)).await.unwrap();
         let b = store.balance(free.account.id).await.unwrap();
         assert_eq!((b.balance, b.month_spend, b.blocked), (-100, 1_100, true));
         assert!(blocked(&store, "free-secret").await);
         assert!(store.auth_epoch().await.unwrap() > epoch);
+        // ... on the revocation bus, as the account's credential change.
+        let mut changes = Vec::new();
+        while let Ok(h) = heard.try_recv() {
+            changes.push(h.change);
+        }
+        assert!(
+            changes.contains(&CredentialChange::Account(free.account.id)),
+            "{changes:?}"
+        );
         // A credit that leaves it negative does not unblock; one that reaches zero does.
         let change = store
             .grant_credit(
