@@ -50,3 +50,32 @@ impl Clock for ManualClock {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// The starts of the UTC calendar month holding `ms` and of the month after it.
+pub fn month_bounds(ms: Millis) -> (Millis, Millis) {
+    use time::{Date, Month, PrimitiveDateTime, Time};
+    let t = from_millis(ms);
+    let first = |y: i32, m: Month| {
+        let d = Date::from_calendar_date(y, m, 1).unwrap_or(t.date());
+        let at = PrimitiveDateTime::new(d, Time::MIDNIGHT).assume_utc();
+        (at.unix_timestamp_nanos() / 1_000_000) as Millis
+    };
+    let (ny, nm) = match t.month() {
+        Month::December => (t.year() + 1, Month::January),
+        m => (t.year(), m.next()),
+    };
+    (first(t.year(), t.month()), first(ny, nm))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn month_bounds_follow_the_calendar() {
+        // 2027-01-15T08:00:00Z; January 2027 starts 1 798 761 600 s after the epoch.
+        let (start, next) = super::month_bounds(1_800_000_000_000);
+        assert_eq!(start, 1_798_761_600_000);
+        assert_eq!(next, start + 31 * 86_400_000);
+        let (dec, jan) = super::month_bounds(start - 1);
+        assert_eq!((jan, start - dec), (start, 31 * 86_400_000));
+    }
+}

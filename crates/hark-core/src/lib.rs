@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod ids;
 pub mod keys;
+pub mod money;
 pub mod password;
 pub mod plan;
 pub mod scope;

@@ -233,10 +233,10 @@ async fn complete_transcript(
             account_id: who.account_id,
             project_id: who.project_id,
             api_key_id: who.key_id,
-            product: "speech-to-text".into(),
+            product: hark_core::money::SPEECH_TO_TEXT.into(),
             model: result.model.clone(),
-            audio_seconds: duration,
-            session_seconds: None,
+            audio_ms: (duration * 1000.0).round() as i64,
+            session_ms: None,
         },
     };
     if !store

@@ -63,6 +63,7 @@ pub struct Config {
     /// secret keeps signing deliveries beside the new one when the rotation does not
     /// say (default 86400: a day; 0 retires it at once; at most 7 days).
     pub webhook_secret_overlap_secs: i64,
+    pub billing: BillingConfig,
 }
 
 /// The `signup` setting.
@@ -72,6 +73,51 @@ pub enum SignupMode {
     #[default]
     InviteOnly,
     Open,
+}
+
+/// Spend and credit: the currency, the price table and the evaluation credit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingConfig {
+    /// The one currency every amount is in (a label: no conversion happens).
+    pub currency: String,
+    /// Prices with effective dates; empty means the built-in list prices
+    /// (0.15 per hour of audio for `speech_to_text`, 0.15 per hour of session for
+    /// `streaming`, every model).
+    pub prices: Vec<PriceConfig>,
+    /// Credit given once to every new Free account (decimal text; "0" for none).
+    pub evaluation_credit: String,
+}
+
+/// One entry of `[[billing.prices]]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    /// `speech_to_text` or `streaming`.
+    pub product: String,
+    /// An installed model name, or `*` for every model without its own entry.
+    #[serde(default = "any_model")]
+    pub model: String,
+    /// Decimal text, per hour of audio (speech-to-text) or of session (streaming).
+    pub per_hour: String,
+    /// RFC 3339 instant or `YYYY-MM-DD` (UTC midnight) from which the price applies;
+    /// absent means always.
+    #[serde(default)]
+    pub effective_from: Option<String>,
+}
+
+fn any_model() -> String {
+    "*".into()
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        Self {
+            currency: "USD".into(),
+            prices: Vec::new(),
+            evaluation_credit: "50.00".into(),
+        }
+    }
 }
 
 /// Live `/v3/ws` sessions.
@@ -201,6 +247,7 @@ impl Default for Config {
             smtp: SmtpConfig::default(),
             signup: SignupMode::default(),
             webhook_secret_overlap_secs: 86_400,
+            billing: BillingConfig::default(),
         }
     }
 }
@@ -326,6 +373,59 @@ impl Config {
             allowlist,
             allowed_hosts: self.outbound.allowed_hosts.clone(),
         })
+    }
+
+    /// The price table `[[billing.prices]]` describes (the built-in one when empty).
+    pub fn price_table(&self) -> Result<hark_core::money::PriceTable, ConfigError> {
+        use hark_core::money::{parse_amount, Price, PriceTable, PRODUCTS};
+        if self.billing.prices.is_empty() {
+            return Ok(PriceTable::builtin());
+        }
+        let prices = self
+            .billing
+            .prices
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let bad =
+                    |what: String| ConfigError::Invalid(format!("billing.prices[{i}]: {what}"));
+                if !PRODUCTS.contains(&p.product.as_str()) {
+                    return Err(bad(format!(
+                        "product '{}' is not one of {}",
+                        p.product,
+                        PRODUCTS.join(", ")
+                    )));
+                }
+                let per_hour = parse_amount(&p.per_hour).map_err(|e| bad(e.to_string()))?;
+                if per_hour < 0 {
+                    return Err(bad("per_hour must not be negative".into()));
+                }
+                let effective_from = match &p.effective_from {
+                    None => 0,
+                    Some(text) => crate::manage::usage::parse_instant(text).map_err(bad)?,
+                };
+                Ok(Price {
+                    product: p.product.clone(),
+                    model: p.model.clone(),
+                    per_hour,
+                    effective_from,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(PriceTable::new(prices))
+    }
+
+    /// `billing.evaluation_credit` in micro-units.
+    pub fn evaluation_credit(&self) -> Result<hark_core::money::Micros, ConfigError> {
+        match hark_core::money::parse_amount(&self.billing.evaluation_credit) {
+            Ok(m) if m >= 0 => Ok(m),
+            Ok(_) => Err(ConfigError::Invalid(
+                "billing.evaluation_credit must not be negative".into(),
+            )),
+            Err(e) => Err(ConfigError::Invalid(format!(
+                "billing.evaluation_credit: {e}"
+            ))),
+        }
     }
 
     pub fn effective_database_url(&self) -> String {

@@ -50,6 +50,10 @@ pub async fn upload(
             return Err(refusal);
         }
     };
+    if let Err(refusal) = ApiError::check_balance(&who) {
+        drain_refused_body(body).await;
+        return Err(refusal);
+    }
     let quota = i64::try_from(state.config.upload_quota_bytes).unwrap_or(i64::MAX);
     if quota > 0 && state.store.upload_bytes(who.account_id).await? >= quota {
         drain_refused_body(body).await;
@@ -191,6 +195,7 @@ pub async fn create(
     ApiPrincipal(who): ApiPrincipal,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
+    ApiError::check_balance(&who)?;
     let body = body.map_err(|e| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::PayloadTooLarge("Request body is too large".into())

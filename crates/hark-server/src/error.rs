@@ -9,6 +9,9 @@ use serde_json::json;
 pub const AUTH_ERROR: &str = "Authentication error, API token missing/invalid";
 pub const TRANSCRIPT_NOT_FOUND: &str = "Transcript lookup error, transcript id not found";
 pub const UPLOAD_FORBIDDEN: &str = "Cannot access uploaded file";
+/// AssemblyAI's text for a prepaid account whose credit balance is below zero.
+pub const BALANCE_NEGATIVE: &str =
+    "Your current account balance is negative. Please top up to continue using the API.";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -32,6 +35,8 @@ pub enum ApiError {
     MissingScope(&'static str),
     #[error("Too Many Requests")]
     TooManyRequests { retry_after_secs: u64 },
+    #[error("{BALANCE_NEGATIVE}")]
+    BalanceNegative,
     #[error("Internal Server Error")]
     Internal(String),
 }
@@ -46,10 +51,22 @@ impl ApiError {
         ApiError::Internal(cause.to_string())
     }
 
+    /// Refuses new work of a prepaid account with a negative balance (the flag comes
+    /// with the cached key: no query).
+    pub fn check_balance(who: &hark_store::KeyPrincipal) -> Result<(), ApiError> {
+        if who.balance_blocked {
+            Err(ApiError::BalanceNegative)
+        } else {
+            Ok(())
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::BadRequest(_) | ApiError::TranscriptNotFound => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::TranscriptNotFound | ApiError::BalanceNegative => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::UploadForbidden | ApiError::MissingScope(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

@@ -194,8 +194,18 @@ pub async fn open_store(config: &Config, clock: Arc<dyn Clock>) -> Result<SqlSto
         path: config.data_dir.clone(),
         source,
     })?;
+    let prices = config
+        .price_table()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let evaluation_credit = config
+        .evaluation_credit()
+        .map_err(|e| StartError::Config(e.to_string()))?;
     let url = config.effective_database_url();
-    let store = SqlStore::open(&url, clock).await?;
+    let store = SqlStore::open(&url, clock)
+        .await?
+        .with_prices(prices)
+        .with_evaluation_credit(evaluation_credit)
+        .with_currency(&config.billing.currency);
     // A SQLite database (and its journal files) is readable by this user only.
     if let Some(file) = url.strip_prefix("sqlite://") {
         let file = file.split('?').next().unwrap_or(file);

@@ -936,7 +936,7 @@ async fn account_deletion_leaves_nothing(db: Db) {
         "transcripts",
         "jobs",
         "webhook_deliveries",
-        "usage_events",
+        // usage_events are kept: billing records outlive the account (issue 11).
         "invites",
         "memberships",
     ] {

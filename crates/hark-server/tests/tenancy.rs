@@ -137,6 +137,18 @@ async fn foreign_keys_see_nothing(db: Db) {
     let (owner, id, upload_url) = owner_with_transcript(&ts).await;
     let (_, sibling_key) = ts.second_project(&owner).await;
     let stranger = ts.tenant(Plan::Payg).await;
+    // PAYG is prepaid: credit, so that its own uploads and transcripts are not refused
+    // for a negative balance once its first transcript is charged.
+    hark_store::BillingStore::grant_credit(
+        &ts.store,
+        stranger.account,
+        100_000_000,
+        hark_store::CreditKind::Operator,
+        "test credit",
+        &hark_store::Actor::Operator,
+    )
+    .await
+    .expect("credit");
     // The stranger has data of its own, so its list is not trivially empty.
     let stranger_id = transcribe(&ts, &stranger.key, &["Stranger", "text."]).await;
     wait_done(&ts, &stranger.key, &stranger_id).await;

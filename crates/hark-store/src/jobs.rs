@@ -2,7 +2,6 @@
 //! concurrency limit running at once; a job whose worker died is claimed again once
 //! its lease expires, and its completion commits once.
 
-use crate::ledger::insert_usage;
 use crate::sql::Backend;
 use crate::transcripts::{transcript_from_row, TRANSCRIPT_SELECT};
 use crate::*;
@@ -32,7 +31,7 @@ impl SqlStore {
             "SELECT j.id, j.account_id FROM jobs j JOIN accounts a ON a.id = j.account_id \
              WHERE (j.state = 'queued' OR (j.state = 'running' AND j.lease_expires_at < $1)) \
              AND (SELECT count(*) FROM jobs r WHERE r.account_id = j.account_id AND r.state = 'running' \
-                  AND r.lease_expires_at >= $1) < a.max_concurrent_jobs \
+                  AND r.lease_expires_at >= $1) < (CASE WHEN a.balance_blocked = 1 THEN 1 ELSE a.max_concurrent_jobs END) \
              ORDER BY j.id LIMIT 1{lock}"
         ))
         .bind(now)
@@ -52,7 +51,7 @@ impl SqlStore {
                 .await?;
             let has_room: i64 = sqlx::query_scalar(
                 "SELECT CAST(CASE WHEN (SELECT count(*) FROM jobs r WHERE r.account_id = $1 AND r.state = 'running' \
-                 AND r.lease_expires_at >= $2) < a.max_concurrent_jobs THEN 1 ELSE 0 END AS BIGINT) FROM accounts a WHERE a.id = $1",
+                 AND r.lease_expires_at >= $2) < (CASE WHEN a.balance_blocked = 1 THEN 1 ELSE a.max_concurrent_jobs END) THEN 1 ELSE 0 END AS BIGINT) FROM accounts a WHERE a.id = $1",
             )
             .bind(&account_id)
             .bind(now)
@@ -177,9 +176,13 @@ impl JobStore for SqlStore {
             }
         };
         let live = updated.rows_affected() == 1;
+        let mut charged = None;
         if live {
             if let JobOutcome::Completed { usage, .. } = &outcome {
-                insert_usage(&mut tx, usage, now).await?;
+                charged = self
+                    .insert_usage(&mut tx, usage, now)
+                    .await?
+                    .map(|c| (usage.account_id, c.refusal_changed));
             }
             if let Some(webhook) = webhook {
                 let row =
@@ -200,7 +203,12 @@ impl JobStore for SqlStore {
                 .await?;
             }
         }
-        tx.commit().await?;
+        match charged {
+            Some((account, refusal_changed)) => {
+                self.balance_committed(tx, account, refusal_changed).await?
+            }
+            None => tx.commit().await?,
+        }
         Ok(true)
     }
 }

@@ -5,6 +5,8 @@
 //! reach another tenant's rows by accident: a foreign object answers exactly as a
 //! missing one.
 
+mod alerts;
+mod billing;
 pub mod bus;
 mod jobs;
 mod ledger;
@@ -21,11 +23,14 @@ mod transcripts;
 mod users;
 mod webhooks;
 
+pub use alerts::{Alert, AlertKind, AlertPatch, AlertStore, NewAlert};
 use async_trait::async_trait;
+pub use billing::{Balance, BalanceChange, BillingStore, Credit, CreditKind};
 pub use bus::{CredentialBus, CredentialChange, Heard};
 use hark_core::clock::Millis;
 use hark_core::plan::LimitOverrides;
 use hark_core::{AccountId, ApiKeyId, Plan, ProjectId, TranscriptId, UploadId, UserId};
+pub use ledger::{DAY_MS, HOUR_MS};
 pub use links::{AuthLink, LinkPurpose, LinkStore, NewAuthLink};
 pub use manage::{AuditFilter, Deleted, KeyTraffic, ManageStore};
 pub use members::{
@@ -33,7 +38,7 @@ pub use members::{
 };
 pub use model::*;
 pub use signing::{SigningSecretStore, WebhookSigningSecrets};
-pub use sql::{Backend, SqlStore};
+pub use sql::{Backend, SqlStore, DEFAULT_EVALUATION_CREDIT};
 use std::sync::Arc;
 pub use streaming::*;
 pub use users::{
@@ -212,6 +217,30 @@ pub trait UsageStore: Send + Sync {
     /// Appends the event unless one with its idempotency key exists; returns whether it did.
     async fn record_usage(&self, event: NewUsageEvent) -> StoreResult<bool>;
     async fn usage_events(&self, account: AccountId) -> StoreResult<Vec<UsageEvent>>;
+    /// Sums of the hourly rollups by bucket (and group): never reads raw events.
+    async fn usage_rollup(&self, query: &RollupQuery) -> StoreResult<Vec<RollupRow>>;
+    /// Sums by product, model and project over `[from, to)` (statement line items).
+    async fn usage_lines(
+        &self,
+        account: AccountId,
+        from: Millis,
+        to: Millis,
+    ) -> StoreResult<Vec<UsageLine>>;
+    /// A frozen statement, if one was stored.
+    async fn frozen_statement(
+        &self,
+        account: AccountId,
+        month_start: Millis,
+    ) -> StoreResult<Option<String>>;
+    /// Stores `body` unless a statement of that month exists; returns the stored one.
+    async fn freeze_statement(
+        &self,
+        account: AccountId,
+        month_start: Millis,
+        body: &str,
+    ) -> StoreResult<String>;
+    /// Every account with usage, credits or statements (deleted ones included).
+    async fn billed_accounts(&self) -> StoreResult<Vec<AccountId>>;
 }
 
 /// The append-only, hash-chained audit log.
@@ -240,6 +269,8 @@ pub trait Store:
     + ManageStore
     + LinkStore
     + SigningSecretStore
+    + BillingStore
+    + AlertStore
 {
 }
 impl<
@@ -255,7 +286,9 @@ impl<
             + MemberStore
             + ManageStore
             + LinkStore
-            + SigningSecretStore,
+            + SigningSecretStore
+            + BillingStore
+            + AlertStore,
     > Store for T
 {
 }

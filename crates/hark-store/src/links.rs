@@ -274,9 +274,9 @@ impl LinkStore for SqlStore {
             ));
         }
         let owner = new.owner_id;
-        let boot =
-            Self::insert_account(&mut tx, new, Some(password_hash), &Actor::User(owner), now)
-                .await?;
+        let boot = self
+            .insert_account(&mut tx, new, Some(password_hash), &Actor::User(owner), now)
+            .await?;
         tx.commit().await?;
         Ok(boot)
     }
@@ -289,9 +289,9 @@ impl LinkStore for SqlStore {
         let now = self.now();
         let mut tx = self.begin_write().await?;
         let owner = new.owner_id;
-        let boot =
-            Self::insert_account(&mut tx, new, Some(password_hash), &Actor::User(owner), now)
-                .await?;
+        let boot = self
+            .insert_account(&mut tx, new, Some(password_hash), &Actor::User(owner), now)
+            .await?;
         tx.commit().await?;
         Ok(boot)
     }

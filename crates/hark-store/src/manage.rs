@@ -151,7 +151,8 @@ impl ManageStore for SqlStore {
             .fetch_one(&mut *tx)
             .await?;
         // Live sessions are billed before their rows go.
-        Self::close_sessions_of(&mut tx, "project_id", &id, "the project was deleted", now).await?;
+        self.close_sessions_of(&mut tx, "project_id", &id, "the project was deleted", now)
+            .await?;
         // Children first, so neither backend depends on cascade order.
         for sql in [
             "DELETE FROM webhook_deliveries WHERE project_id = $1",
@@ -196,7 +197,8 @@ impl ManageStore for SqlStore {
             )));
         }
         let upload_paths = upload_paths(&mut tx, "account_id", &id).await?;
-        Self::close_sessions_of(&mut tx, "account_id", &id, "the account was deleted", now).await?;
+        self.close_sessions_of(&mut tx, "account_id", &id, "the account was deleted", now)
+            .await?;
         for sql in [
             "DELETE FROM webhook_deliveries WHERE account_id = $1",
             "DELETE FROM jobs WHERE account_id = $1",
@@ -207,7 +209,6 @@ impl ManageStore for SqlStore {
             // Unsent invite mail carries the invite's id (and its token in clear).
             "DELETE FROM outbox WHERE sent_at IS NULL AND id IN (SELECT id FROM invites WHERE account_id = $1)",
             "DELETE FROM invites WHERE account_id = $1",
-            "DELETE FROM usage_events WHERE account_id = $1",
             "DELETE FROM memberships WHERE account_id = $1",
             "UPDATE sessions SET current_account_id = NULL WHERE current_account_id = $1",
             "DELETE FROM accounts WHERE id = $1",
@@ -462,7 +463,7 @@ impl ManageStore for SqlStore {
             out.entry(id).or_default().transcripts = r.try_get("n")?;
         }
         let rows = sqlx::query(
-            "SELECT api_key_id, sum(audio_seconds) AS s FROM usage_events WHERE project_id = $1 GROUP BY api_key_id",
+            "SELECT api_key_id, CAST(sum(audio_ms) AS BIGINT) AS s FROM usage_events WHERE project_id = $1 GROUP BY api_key_id",
         )
         .bind(project.to_string())
         .fetch_all(&self.pool)
@@ -470,7 +471,7 @@ impl ManageStore for SqlStore {
         for r in &rows {
             let id = crate::sql::parse_id(r, "api_key_id", ApiKeyId::parse)?;
             out.entry(id).or_default().audio_seconds =
-                hark_core::units::seconds_to_ms(r.try_get::<Option<f64>, _>("s")?.unwrap_or(0.0));
+                r.try_get::<Option<i64>, _>("s")?.unwrap_or(0) as f64 / 1000.0;
         }
         Ok(out)
     }

@@ -1,6 +1,7 @@
 //! Records the store reads and writes: plain data, no behaviour.
 
 use hark_core::clock::Millis;
+use hark_core::money::Micros;
 use hark_core::plan::LimitOverrides;
 use hark_core::scope::Scope;
 use hark_core::{
@@ -64,6 +65,8 @@ pub struct KeyPrincipal {
     pub limits: PlanLimits,
     /// Least-privilege scopes; empty means every scope.
     pub scopes: Vec<Scope>,
+    /// The account is prepaid and its balance is negative: new work is refused.
+    pub balance_blocked: bool,
 }
 
 impl KeyPrincipal {
@@ -198,22 +201,101 @@ pub enum JobOutcome {
     },
 }
 
+/// One billable use: a completed transcript or a closed streaming session.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewUsageEvent {
     pub idempotency_key: String,
     pub account_id: AccountId,
     pub project_id: ProjectId,
     pub api_key_id: ApiKeyId,
+    /// `speech_to_text` or `streaming` (see [`hark_core::money::PRODUCTS`]).
     pub product: String,
     pub model: String,
-    pub audio_seconds: f64,
-    pub session_seconds: Option<f64>,
+    /// Audio transcribed (speech-to-text) or received (streaming).
+    pub audio_ms: i64,
+    /// Wall-clock length of a streaming session (what streaming bills).
+    pub session_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct UsageEvent {
     pub event: NewUsageEvent,
+    /// The price in force when it was written, micro-units per hour.
+    pub price_per_hour: Micros,
+    pub cost: Micros,
     pub created_at: Millis,
+}
+
+/// Bucket width of a rollup read. Rows come back with an instant inside their bucket
+/// (hour start; day start; for months a day or month start, which the caller maps to
+/// its calendar month), read from the coarsest rollup that fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollupBucket {
+    Hour,
+    Day,
+    Month,
+}
+
+/// The dimension a rollup read groups by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollupGroup {
+    Account,
+    Project,
+    ApiKey,
+    Product,
+    Model,
+}
+
+/// A read of the rollups: `[from, to)` on whole hours, with `IN` filters
+/// (empty = any). `account` `None` reads every account (the operator's export).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollupQuery {
+    pub account: Option<AccountId>,
+    pub from: Millis,
+    pub to: Millis,
+    pub bucket: RollupBucket,
+    pub group_by: Option<RollupGroup>,
+    pub projects: Vec<String>,
+    pub api_keys: Vec<String>,
+    pub products: Vec<String>,
+    pub models: Vec<String>,
+}
+
+/// Sums over some usage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageTotals {
+    pub audio_ms: i64,
+    pub session_ms: i64,
+    pub transcripts: i64,
+    pub sessions: i64,
+    pub cost: Micros,
+}
+
+impl UsageTotals {
+    pub fn add(&mut self, other: &UsageTotals) {
+        self.audio_ms += other.audio_ms;
+        self.session_ms += other.session_ms;
+        self.transcripts += other.transcripts;
+        self.sessions += other.sessions;
+        self.cost += other.cost;
+    }
+}
+
+/// Usage of one product, model and project over a range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageLine {
+    pub product: String,
+    pub model: String,
+    pub project_id: String,
+    pub totals: UsageTotals,
+}
+
+/// One bucket and group of a rollup read (`group` empty when not grouped).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollupRow {
+    pub bucket: Millis,
+    pub group: String,
+    pub totals: UsageTotals,
 }
 
 /// A webhook to send after the transaction that produced it commits.

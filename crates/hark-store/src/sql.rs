@@ -4,6 +4,10 @@
 use crate::bus::{CredentialBus, CredentialChange};
 use crate::{StoreError, StoreResult};
 use hark_core::clock::{Clock, Millis};
+use hark_core::money::{Micros, PriceTable};
+
+/// The evaluation credit of a new Free account unless configured: 50.00.
+pub const DEFAULT_EVALUATION_CREDIT: Micros = 50_000_000;
 use hark_core::plan::LimitOverrides;
 use hark_core::{AccountId, Plan, PlanLimits};
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -28,6 +32,12 @@ pub struct SqlStore {
     pub(crate) bus: Arc<CredentialBus>,
     /// Where the credential listener connects (PostgreSQL only).
     listen_url: Option<String>,
+    /// Prices each usage event as it is written.
+    pub(crate) prices: Arc<PriceTable>,
+    /// Credit given to every new Free account, micro-units.
+    pub(crate) evaluation_credit: Micros,
+    /// The currency label of every amount (alert mails and webhooks).
+    pub(crate) currency: Arc<str>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -92,6 +102,9 @@ impl SqlStore {
                 let sep = if url.contains('?') { '&' } else { '?' };
                 format!("{url}{sep}application_name=hark-credential-listener")
             }),
+            prices: Arc::new(PriceTable::builtin()),
+            evaluation_credit: DEFAULT_EVALUATION_CREDIT,
+            currency: Arc::from("USD"),
         })
     }
 
@@ -108,6 +121,24 @@ impl SqlStore {
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
         }
         Ok(())
+    }
+
+    /// Uses `prices` (instead of the built-in ones) for the usage written from now on.
+    pub fn with_prices(mut self, prices: PriceTable) -> Self {
+        self.prices = Arc::new(prices);
+        self
+    }
+
+    /// Gives new Free accounts `micros` of evaluation credit (zero: none).
+    pub fn with_evaluation_credit(mut self, micros: Micros) -> Self {
+        self.evaluation_credit = micros;
+        self
+    }
+
+    /// Names amounts in `currency` (a label; nothing is converted).
+    pub fn with_currency(mut self, currency: &str) -> Self {
+        self.currency = Arc::from(currency);
+        self
     }
 
     pub fn backend(&self) -> Backend {

@@ -1,7 +1,6 @@
 //! Streaming storage: single-use temporary tokens and live-session rows with their
 //! lease, new-session rate limit, and the once-only close that bills the session.
 
-use crate::ledger::insert_usage;
 use crate::sql::{parse_id, parse_opt_id};
 use crate::webhooks::insert_delivery;
 use crate::*;
@@ -76,6 +75,8 @@ pub enum StreamRefusal {
     RateLimited {
         per_minute: u32,
     },
+    /// The account is prepaid and its balance is negative.
+    BalanceNegative,
 }
 
 /// What the serving node reports when a session ends.
@@ -180,12 +181,15 @@ fn key_usable(col: &str, now_param: &str) -> String {
 
 impl SqlStore {
     /// Closes one session inside `tx` if still open; bills it and queues its webhook.
+    /// Closes and bills one open session inside `tx`: the closed record and whether
+    /// its cost flipped the account's refusal flag (commit with `balance_committed`).
     async fn close_session_in(
+        &self,
         tx: &mut Transaction<'static, Any>,
         id: StreamSessionId,
         close: &CloseStreamSession,
         ended_at: Millis,
-    ) -> StoreResult<Option<StreamSessionRecord>> {
+    ) -> StoreResult<Option<(StreamSessionRecord, bool)>> {
         let updated = sqlx::query(
             "UPDATE stream_sessions SET ended_at = $1, audio_ms = $2, final_turns = $3, end_reason = $4 \
              WHERE id = $5 AND ended_at IS NULL",
@@ -209,21 +213,25 @@ impl SqlStore {
         .await?;
         let record = decode_session(&row)?;
         let session_ms = (ended_at - record.started_at).max(0);
-        insert_usage(
-            tx,
-            &NewUsageEvent {
-                idempotency_key: format!("stream:{id}"),
-                account_id: record.account_id,
-                project_id: record.project_id,
-                api_key_id: record.api_key_id,
-                product: "streaming".into(),
-                model: record.model.clone(),
-                audio_seconds: close.audio_ms.max(0) as f64 / 1000.0,
-                session_seconds: Some(session_ms as f64 / 1000.0),
-            },
-            ended_at,
-        )
-        .await?;
+        // The event is stamped when it is written (a reaped session is written after
+        // its end), so no report hour that was already complete ever changes.
+        let charged = self
+            .insert_usage(
+                tx,
+                &NewUsageEvent {
+                    idempotency_key: format!("stream:{id}"),
+                    account_id: record.account_id,
+                    project_id: record.project_id,
+                    api_key_id: record.api_key_id,
+                    product: hark_core::money::STREAMING.into(),
+                    model: record.model.clone(),
+                    audio_ms: close.audio_ms.max(0),
+                    session_ms: Some(session_ms),
+                },
+                self.now().max(ended_at),
+            )
+            .await?;
+        let refusal_changed = charged.is_some_and(|c| c.refusal_changed);
         let webhook_url: Option<String> = row.try_get("webhook_url")?;
         if let Some(url) = webhook_url {
             let messages: serde_json::Value = serde_json::from_str(&close.final_turns_json)
@@ -244,7 +252,7 @@ impl SqlStore {
             )
             .await?;
         }
-        Ok(Some(record))
+        Ok(Some((record, refusal_changed)))
     }
 
     /// Closes and bills, inside `tx`, every open session whose `column` (`project_id`
@@ -252,6 +260,7 @@ impl SqlStore {
     /// billed exactly once (up to now, for the audio saved with its last progress) and
     /// the node holding it finds it already closed.
     pub(crate) async fn close_sessions_of(
+        &self,
         tx: &mut Transaction<'static, Any>,
         column: &'static str,
         id: &str,
@@ -272,7 +281,8 @@ impl SqlStore {
                 final_turns_json: row.try_get("final_turns")?,
                 reason: reason.to_string(),
             };
-            if Self::close_session_in(tx, session, &close, now)
+            if self
+                .close_session_in(tx, session, &close, now)
                 .await?
                 .is_some()
             {
@@ -395,6 +405,14 @@ impl StreamStore for SqlStore {
             Err(StoreError::NotFound(_)) => return Ok(Err(StreamRefusal::TokenUnknown)),
             Err(e) => return Err(e),
         };
+        let blocked: i64 = sqlx::query_scalar("SELECT balance_blocked FROM accounts WHERE id = $1")
+            .bind(account_id.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+        if blocked != 0 {
+            // Rolled back: a refused opening consumes no token.
+            return Ok(Err(StreamRefusal::BalanceNegative));
+        }
         let (project_id, api_key_id, token_id, max_session_secs) = match (&open.credential, key_row)
         {
             (
@@ -550,9 +568,16 @@ impl StreamStore for SqlStore {
     ) -> StoreResult<Option<StreamSessionRecord>> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
-        let closed = Self::close_session_in(&mut tx, id, &close, now).await?;
-        tx.commit().await?;
-        Ok(closed)
+        let closed = self.close_session_in(&mut tx, id, &close, now).await?;
+        let refusal_changed = closed.as_ref().is_some_and(|c| c.1);
+        match &closed {
+            Some((record, _)) => {
+                self.balance_committed(tx, record.account_id, refusal_changed)
+                    .await?
+            }
+            None => tx.commit().await?,
+        }
+        Ok(closed.map(|c| c.0))
     }
 
     async fn reap_stream_sessions(&self, own_node: &str) -> StoreResult<usize> {
@@ -584,13 +609,14 @@ impl StreamStore for SqlStore {
                 reason: "lost: the serving process stopped".into(),
             };
             let mut tx = self.pool.begin().await?;
-            if Self::close_session_in(&mut tx, id, &close, ended_at)
-                .await?
-                .is_some()
-            {
-                closed += 1;
+            match self.close_session_in(&mut tx, id, &close, ended_at).await? {
+                Some((record, refusal_changed)) => {
+                    closed += 1;
+                    self.balance_committed(tx, record.account_id, refusal_changed)
+                        .await?;
+                }
+                None => tx.commit().await?,
             }
-            tx.commit().await?;
         }
         // Rows of processes long gone and with nothing left open.
         sqlx::query(

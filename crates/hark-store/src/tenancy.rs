@@ -51,6 +51,7 @@ impl SqlStore {
     /// password hash the email must be new (`Conflict` otherwise): a sign-up never
     /// takes over someone's login.
     pub(crate) async fn insert_account(
+        &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         new: NewAccount,
         owner_password_hash: Option<&str>,
@@ -104,6 +105,19 @@ impl SqlStore {
             .execute(&mut **tx)
             .await?;
         let project = Self::insert_project(tx, new.id, &new.project, now).await?;
+        self.change_balance(tx, new.id, 0, 0, now).await?;
+        if new.plan == Plan::Free && self.evaluation_credit > 0 {
+            self.insert_credit(
+                tx,
+                new.id,
+                self.evaluation_credit,
+                crate::billing::CreditKind::Evaluation,
+                "evaluation credit",
+                &Actor::System,
+                now,
+            )
+            .await?;
+        }
         append_audit(
             tx,
             Some(new.id),
@@ -156,7 +170,7 @@ impl AccountStore for SqlStore {
     async fn create_account(&self, new: NewAccount, actor: &Actor) -> StoreResult<Bootstrap> {
         let now = self.now();
         let mut tx = self.begin_write().await?;
-        let boot = Self::insert_account(&mut tx, new, None, actor, now).await?;
+        let boot = self.insert_account(&mut tx, new, None, actor, now).await?;
         tx.commit().await?;
         Ok(boot)
     }
@@ -195,6 +209,8 @@ impl AccountStore for SqlStore {
         .bind(i64::from(limits.streaming_sessions_per_minute))
         .execute(&mut *tx)
         .await?;
+        // Invoiced plans are never refused for balance; prepaid ones are below zero.
+        self.sync_balance_block(&mut tx, id).await?;
         // Cached principals carry the account's limits.
         self.bump_auth_epoch(&mut tx, CredentialChange::Account(id))
             .await?;
@@ -449,7 +465,7 @@ impl KeyStore for SqlStore {
     async fn principal_by_digest(&self, digest_hex: &str) -> StoreResult<Option<KeyPrincipal>> {
         let row = sqlx::query(
             "SELECT k.id, k.account_id, k.project_id, k.digest, k.expires_at, k.revoked_at, k.scopes, a.max_projects, a.max_api_keys, \
-             a.max_members, a.max_concurrent_jobs, a.max_stream_sessions_per_minute \
+             a.max_members, a.max_concurrent_jobs, a.max_stream_sessions_per_minute, a.balance_blocked \
              FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.digest = $1",
         )
         .bind(digest_hex)
@@ -476,6 +492,7 @@ impl KeyStore for SqlStore {
             revoked_at: row.try_get("revoked_at")?,
             limits: limits_from_row(&row)?,
             scopes: scopes_from_row(&row)?,
+            balance_blocked: row.try_get::<i64, _>("balance_blocked")? != 0,
         }))
     }
 

@@ -11,7 +11,7 @@ pub(crate) const TRANSCRIPT_SELECT: &str = "SELECT t.id, t.account_id, t.project
      t.upload_id, t.params, t.result, t.error, t.speech_model_used, t.audio_duration, t.webhook_status_code, \
      t.created_at, t.completed_at, t.deleted_at, \
      CAST(CASE WHEN t.status = 'queued' AND (SELECT count(*) FROM jobs r WHERE r.account_id = t.account_id \
-     AND r.state = 'running') >= a.max_concurrent_jobs THEN 1 ELSE 0 END AS BIGINT) AS throttled \
+     AND r.state = 'running') >= (CASE WHEN a.balance_blocked = 1 THEN 1 ELSE a.max_concurrent_jobs END) THEN 1 ELSE 0 END AS BIGINT) AS throttled \
      FROM transcripts t JOIN accounts a ON a.id = t.account_id";
 
 pub(crate) fn transcript_from_row(row: &AnyRow) -> StoreResult<Transcript> {

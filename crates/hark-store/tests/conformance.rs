@@ -390,10 +390,10 @@ fn completed(t: &Transcript) -> JobOutcome {
             account_id: t.account_id,
             project_id: t.project_id,
             api_key_id: t.api_key_id,
-            product: "speech-to-text".into(),
+            product: "speech_to_text".into(),
             model: "whisper-tiny.en".into(),
-            audio_seconds: 2.5,
-            session_seconds: None,
+            audio_ms: 2_500,
+            session_ms: None,
         },
     }
 }
@@ -660,8 +660,8 @@ async fn usage_is_idempotent(c: Ctx) {
         api_key_id: ApiKeyId::new(),
         product: "streaming".into(),
         model: "whisper-tiny.en".into(),
-        audio_seconds: 3.0,
-        session_seconds: Some(4.0),
+        audio_ms: 3_000,
+        session_ms: Some(4_000),
     };
     assert!(c.store.record_usage(e.clone()).await.unwrap());
     assert!(!c.store.record_usage(e.clone()).await.unwrap());
@@ -1303,10 +1303,10 @@ async fn stream_rate_limit_and_lost_sessions(c: Ctx) {
         .iter()
         .find(|e| e.event.idempotency_key == format!("stream:{}", opened[1].id))
         .unwrap();
-    assert_eq!(reaped.event.audio_seconds, 7.0);
+    assert_eq!(reaped.event.audio_ms, 7_000);
     assert_eq!(
-        reaped.event.session_seconds,
-        Some((renewed_at - opened[1].started_at) as f64 / 1000.0)
+        reaped.event.session_ms,
+        Some(renewed_at - opened[1].started_at)
     );
     assert!(events.iter().all(|e| e.event.product == "streaming"));
 }
@@ -1487,7 +1487,7 @@ mod papercuts {
     async fn key_traffic_seconds_round_to_the_millisecond(c: Ctx) {
         let a = new_account(&c.store, Plan::Payg).await;
         let key = ApiKeyId::new();
-        for (i, seconds) in [30.1, 25.726375, 20.1].into_iter().enumerate() {
+        for (i, ms) in [30_100, 25_726, 20_100].into_iter().enumerate() {
             c.store
                 .record_usage(NewUsageEvent {
                     idempotency_key: format!("transcript:{i}"),
@@ -1496,8 +1496,8 @@ mod papercuts {
                     api_key_id: key,
                     product: "speech_to_text".into(),
                     model: "whisper-tiny.en".into(),
-                    audio_seconds: seconds,
-                    session_seconds: None,
+                    audio_ms: ms,
+                    session_ms: None,
                 })
                 .await
                 .unwrap();
@@ -1984,4 +1984,849 @@ async fn transcript_deleted_by_a_person_is_audited(c: Ctx) {
         .await
         .unwrap();
     assert!(foreign.is_empty());
+}
+
+/// Usage and spend (issue 11): priced events, hourly rollups, concurrency.
+mod usage {
+    use super::*;
+    use hark_core::money::{Price, PriceTable, SPEECH_TO_TEXT, STREAMING};
+
+    conformance!(
+        events_are_priced_when_written_and_rolled_up_hourly,
+        daily_and_monthly_rollups_agree_with_the_hourly_one,
+        rollup_reads_group_filter_and_bucket,
+        concurrent_usage_is_counted_once,
+        account_deletion_keeps_usage,
+    );
+
+    const HOUR: i64 = 3_600_000;
+    /// T0 is 08:00 UTC; the day starts 8 hours earlier.
+    const DAY0: i64 = T0 - 8 * HOUR;
+
+    fn prices() -> PriceTable {
+        let p = |product: &str, model: &str, per_hour: i64, from: i64| Price {
+            product: product.into(),
+            model: model.into(),
+            per_hour,
+            effective_from: from,
+        };
+        PriceTable::new(vec![
+            p(SPEECH_TO_TEXT, "*", 360_000, 0),
+            // The price doubles at noon.
+            p(SPEECH_TO_TEXT, "*", 720_000, DAY0 + 12 * HOUR),
+            p(SPEECH_TO_TEXT, "best", 1_000_000, 0),
+            p(STREAMING, "*", 180_000, 0),
+        ])
+    }
+
+    fn event(
+        key: &str,
+        a: &Bootstrap,
+        api_key: ApiKeyId,
+        product: &str,
+        model: &str,
+        audio_ms: i64,
+        session_ms: Option<i64>,
+    ) -> NewUsageEvent {
+        NewUsageEvent {
+            idempotency_key: key.into(),
+            account_id: a.account.id,
+            project_id: a.project.id,
+            api_key_id: api_key,
+            product: product.into(),
+            model: model.into(),
+            audio_ms,
+            session_ms,
+        }
+    }
+
+    fn query(a: &Bootstrap, bucket: RollupBucket, group_by: Option<RollupGroup>) -> RollupQuery {
+        RollupQuery {
+            account: Some(a.account.id),
+            from: DAY0,
+            to: DAY0 + 24 * HOUR,
+            bucket,
+            group_by,
+            projects: vec![],
+            api_keys: vec![],
+            products: vec![],
+            models: vec![],
+        }
+    }
+
+    async fn events_are_priced_when_written_and_rolled_up_hourly(c: Ctx) {
+        let store = c.store.clone().with_prices(prices());
+        let a = new_account(&store, Plan::Payg).await;
+        let key = ApiKeyId::new();
+        // 10:30: one hour of audio at 0.36/h.
+        c.clock.set_ms(DAY0 + 10 * HOUR + 30 * 60_000);
+        assert!(store
+            .record_usage(event(
+                "t1",
+                &a,
+                key,
+                SPEECH_TO_TEXT,
+                "tiny",
+                3_600_000,
+                None
+            ))
+            .await
+            .unwrap());
+        // 11:59:59.999: 30 minutes, still the morning price.
+        c.clock.set_ms(DAY0 + 12 * HOUR - 1);
+        store
+            .record_usage(event(
+                "t2",
+                &a,
+                key,
+                SPEECH_TO_TEXT,
+                "tiny",
+                1_800_000,
+                None,
+            ))
+            .await
+            .unwrap();
+        // 12:00: the afternoon price; a second of audio costs 0.72/3600 = 200 micros.
+        c.clock.set_ms(DAY0 + 12 * HOUR);
+        store
+            .record_usage(event("t3", &a, key, SPEECH_TO_TEXT, "tiny", 1_000, None))
+            .await
+            .unwrap();
+        // A model with its own price, and a streaming session billed by session time.
+        store
+            .record_usage(event("t4", &a, key, SPEECH_TO_TEXT, "best", 36_000, None))
+            .await
+            .unwrap();
+        store
+            .record_usage(event("s1", &a, key, STREAMING, "tiny", 5_000, Some(20_000)))
+            .await
+            .unwrap();
+        // Written twice: counted once.
+        assert!(!store
+            .record_usage(event("t3", &a, key, SPEECH_TO_TEXT, "tiny", 1_000, None))
+            .await
+            .unwrap());
+        let events = store.usage_events(a.account.id).await.unwrap();
+        let priced: Vec<(i64, i64)> = events.iter().map(|e| (e.price_per_hour, e.cost)).collect();
+        assert_eq!(
+            priced,
+            vec![
+                (360_000, 360_000),
+                (360_000, 180_000),
+                (720_000, 200),
+                (1_000_000, 10_000),
+                (180_000, 1_000)
+            ]
+        );
+        let hours = store
+            .usage_rollup(&query(&a, RollupBucket::Hour, None))
+            .await
+            .unwrap();
+        let by_hour: Vec<(i64, i64, i64, i64, i64, i64)> = hours
+            .iter()
+            .map(|r| {
+                let t = &r.totals;
+                (
+                    r.bucket - DAY0,
+                    t.audio_ms,
+                    t.session_ms,
+                    t.transcripts,
+                    t.sessions,
+                    t.cost,
+                )
+            })
+            .collect();
+        assert_eq!(
+            by_hour,
+            vec![
+                (10 * HOUR, 3_600_000, 0, 1, 0, 360_000),
+                (11 * HOUR, 1_800_000, 0, 1, 0, 180_000),
+                (
+                    12 * HOUR,
+                    1_000 + 36_000 + 5_000,
+                    20_000,
+                    2,
+                    1,
+                    200 + 10_000 + 1_000
+                ),
+            ]
+        );
+        // The day splits its cost at the price change: 540 000 before noon, 11 200 after.
+        let day = store
+            .usage_rollup(&query(&a, RollupBucket::Day, None))
+            .await
+            .unwrap();
+        assert_eq!(day.len(), 1);
+        assert_eq!(day[0].bucket, DAY0);
+        assert_eq!(day[0].totals.cost, 540_000 + 11_200);
+        // A later price change never rewrites what was written.
+        let repriced = c.store.clone().with_prices(PriceTable::new(vec![]));
+        c.clock.set_ms(DAY0 + 13 * HOUR);
+        repriced
+            .record_usage(event("t5", &a, key, SPEECH_TO_TEXT, "tiny", 1_000, None))
+            .await
+            .unwrap();
+        let day = repriced
+            .usage_rollup(&query(&a, RollupBucket::Day, None))
+            .await
+            .unwrap();
+        assert_eq!(day[0].totals.cost, 551_200);
+        assert_eq!(day[0].totals.transcripts, 5);
+    }
+
+    async fn rollup_reads_group_filter_and_bucket(c: Ctx) {
+        let store = c.store.clone().with_prices(prices());
+        let a = new_account(&store, Plan::Payg).await;
+        let other = new_account(&store, Plan::Payg).await;
+        let p2 = store
+            .create_project(
+                a.account.id,
+                NewProject {
+                    id: ProjectId::new(),
+                    name: "second".into(),
+                    webhook_secret_sealed: "s".into(),
+                },
+                &Actor::Operator,
+            )
+            .await
+            .unwrap();
+        let (k1, k2) = (ApiKeyId::new(), ApiKeyId::new());
+        c.clock.set_ms(DAY0 + HOUR);
+        store
+            .record_usage(event("a", &a, k1, SPEECH_TO_TEXT, "tiny", 60_000, None))
+            .await
+            .unwrap();
+        let mut e = event("b", &a, k2, STREAMING, "tiny", 10_000, Some(60_000));
+        e.project_id = p2.id;
+        store.record_usage(e).await.unwrap();
+        c.clock.set_ms(DAY0 + 30 * HOUR);
+        store
+            .record_usage(event("c", &a, k1, SPEECH_TO_TEXT, "best", 3_600, None))
+            .await
+            .unwrap();
+        store
+            .record_usage(event(
+                "x",
+                &other,
+                k1,
+                SPEECH_TO_TEXT,
+                "tiny",
+                999_000,
+                None,
+            ))
+            .await
+            .unwrap();
+        let mut q = query(&a, RollupBucket::Day, Some(RollupGroup::Product));
+        q.to = DAY0 + 48 * HOUR;
+        let rows = store.usage_rollup(&q).await.unwrap();
+        let flat: Vec<(i64, String, i64, i64, i64)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.bucket - DAY0,
+                    r.group.clone(),
+                    r.totals.audio_ms,
+                    r.totals.session_ms,
+                    r.totals.cost,
+                )
+            })
+            .collect();
+        assert_eq!(
+            flat,
+            vec![
+                (0, "speech_to_text".into(), 60_000, 0, 6_000),
+                (0, "streaming".into(), 10_000, 60_000, 3_000),
+                (24 * HOUR, "speech_to_text".into(), 3_600, 0, 1_000),
+            ]
+        );
+        q.group_by = Some(RollupGroup::Project);
+        q.products = vec![STREAMING.into()];
+        let rows = store.usage_rollup(&q).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].group, p2.id.to_string());
+        assert_eq!(rows[0].totals.sessions, 1);
+        q.products = vec![];
+        q.group_by = Some(RollupGroup::ApiKey);
+        q.models = vec!["best".into(), "tiny".into()];
+        q.api_keys = vec![k1.to_string()];
+        let rows = store.usage_rollup(&q).await.unwrap();
+        let keys: Vec<(String, i64)> = rows
+            .iter()
+            .map(|r| (r.group.clone(), r.totals.transcripts))
+            .collect();
+        assert_eq!(keys, vec![(k1.to_string(), 1), (k1.to_string(), 1)]);
+        // The range is half-open and by hour: the second day alone.
+        q.from = DAY0 + 24 * HOUR;
+        q.api_keys = vec![];
+        q.group_by = Some(RollupGroup::Model);
+        let rows = store.usage_rollup(&q).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].group, "best");
+        // The operator's view of every account, by account.
+        let mut all = query(&a, RollupBucket::Day, Some(RollupGroup::Account));
+        all.account = None;
+        all.to = DAY0 + 48 * HOUR;
+        let rows = store.usage_rollup(&all).await.unwrap();
+        // Day buckets: account a has usage on both days.
+        let mut accounts = std::collections::BTreeMap::<String, i64>::new();
+        for r in &rows {
+            *accounts.entry(r.group.clone()).or_default() += r.totals.audio_ms;
+        }
+        let accounts: Vec<(String, i64)> = accounts.into_iter().collect();
+        assert_eq!(rows.len(), 3);
+        let mut expected = vec![
+            (a.account.id.to_string(), 73_600),
+            (other.account.id.to_string(), 999_000),
+        ];
+        expected.sort();
+        assert_eq!(accounts, expected);
+    }
+
+    /// Reads by day and by month take whole days and months from the coarser rollups
+    /// and the partial ones from the hourly rollup: every range, aligned or not, gives
+    /// the same figures per bucket and group as folding the hourly rows.
+    async fn daily_and_monthly_rollups_agree_with_the_hourly_one(c: Ctx) {
+        use hark_core::clock::month_bounds;
+        use std::collections::BTreeMap;
+        let store = c.store.clone().with_prices(prices());
+        let a = new_account(&store, Plan::Payg).await;
+        let key = ApiKeyId::new();
+        // 80 events every 37 h 17 min from 40 days before T0: December to February.
+        let first = T0 - 40 * 24 * HOUR;
+        for i in 0..80_i64 {
+            c.clock.set_ms(first + i * (37 * HOUR + 17 * 60_000));
+            let (product, session) = if i % 3 == 0 {
+                (STREAMING, Some(2_000 * (i + 1)))
+            } else {
+                (SPEECH_TO_TEXT, None)
+            };
+            let model = ["tiny", "best"][(i % 2) as usize];
+            store
+                .record_usage(event(
+                    &format!("e{i}"),
+                    &a,
+                    key,
+                    product,
+                    model,
+                    1_000 * (i + 1),
+                    session,
+                ))
+                .await
+                .unwrap();
+        }
+        type Folded = BTreeMap<(i64, String), (i64, i64, i64, i64, i64)>;
+        let fold = |rows: &[RollupRow], bucket: &dyn Fn(i64) -> i64| -> Folded {
+            let mut out = Folded::new();
+            for r in rows {
+                let e = out.entry((bucket(r.bucket), r.group.clone())).or_default();
+                e.0 += r.totals.audio_ms;
+                e.1 += r.totals.session_ms;
+                e.2 += r.totals.transcripts;
+                e.3 += r.totals.sessions;
+                e.4 += r.totals.cost;
+            }
+            out
+        };
+        let day = |ms: i64| ms - ms.rem_euclid(24 * HOUR);
+        let month = |ms: i64| month_bounds(ms).0;
+        let jan = month(T0);
+        let ranges = [
+            // Unaligned on both ends, over three months.
+            (first - 3 * HOUR, first + 75 * 24 * HOUR + 5 * HOUR),
+            // Exactly one calendar month.
+            (jan, month_bounds(jan).1),
+            // Within one day (an event at 14:48 on 2027-01-12).
+            (
+                day(T0) - 3 * 24 * HOUR + 12 * HOUR,
+                day(T0) - 3 * 24 * HOUR + 16 * HOUR,
+            ),
+            // From a month start to the middle of a day.
+            (jan, T0 + 3 * HOUR),
+            // Everything.
+            (0, T0 + 365 * 24 * HOUR),
+        ];
+        for (from, to) in ranges {
+            let read = |bucket: RollupBucket| {
+                let mut q = query(&a, bucket, Some(RollupGroup::Model));
+                q.from = from;
+                q.to = to;
+                q
+            };
+            let hourly = store.usage_rollup(&read(RollupBucket::Hour)).await.unwrap();
+            let daily = store.usage_rollup(&read(RollupBucket::Day)).await.unwrap();
+            let monthly = store
+                .usage_rollup(&read(RollupBucket::Month))
+                .await
+                .unwrap();
+            assert!(!hourly.is_empty(), "{from}..{to}");
+            assert!(daily.iter().all(|r| r.bucket == day(r.bucket)));
+            assert_eq!(fold(&daily, &day), fold(&hourly, &day), "days {from}..{to}");
+            assert_eq!(
+                fold(&monthly, &month),
+                fold(&hourly, &month),
+                "months {from}..{to}"
+            );
+        }
+        // The whole ledger: 80 events, each counted once.
+        let all = store
+            .usage_rollup(&RollupQuery {
+                from: 0,
+                to: T0 + 365 * 24 * HOUR,
+                ..query(&a, RollupBucket::Month, None)
+            })
+            .await
+            .unwrap();
+        let counted: i64 = all
+            .iter()
+            .map(|r| r.totals.transcripts + r.totals.sessions)
+            .sum();
+        assert_eq!(counted, 80);
+    }
+
+    async fn concurrent_usage_is_counted_once(c: Ctx) {
+        let store = c.store.clone().with_prices(prices());
+        let a = new_account(&store, Plan::Payg).await;
+        let key = ApiKeyId::new();
+        c.clock.set_ms(DAY0 + 3 * HOUR);
+        // 200 jobs finishing at once, each reported twice (a retried completion).
+        let tasks: Vec<_> = (0..400)
+            .map(|i| {
+                let store = store.clone();
+                let e = event(
+                    &format!("job:{}", i % 200),
+                    &a,
+                    key,
+                    SPEECH_TO_TEXT,
+                    "tiny",
+                    1_000 + (i % 200) as i64,
+                    None,
+                );
+                tokio::spawn(async move { store.record_usage(e).await.unwrap() })
+            })
+            .collect();
+        let mut inserted = 0;
+        for t in tasks {
+            if t.await.unwrap() {
+                inserted += 1;
+            }
+        }
+        assert_eq!(inserted, 200);
+        let rows = store
+            .usage_rollup(&query(&a, RollupBucket::Day, None))
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        let t = rows[0].totals;
+        assert_eq!(t.transcripts, 200);
+        // Sum of 1000..1200 ms.
+        assert_eq!(t.audio_ms, (1_000..1_200).sum::<i64>());
+        let events = store.usage_events(a.account.id).await.unwrap();
+        assert_eq!(events.len(), 200);
+        assert_eq!(t.cost, events.iter().map(|e| e.cost).sum::<i64>());
+    }
+
+    async fn account_deletion_keeps_usage(c: Ctx) {
+        let store = c.store.clone().with_prices(prices());
+        let a = new_account(&store, Plan::Payg).await;
+        c.clock.set_ms(DAY0 + HOUR);
+        store
+            .record_usage(event(
+                "kept",
+                &a,
+                ApiKeyId::new(),
+                SPEECH_TO_TEXT,
+                "tiny",
+                10_000,
+                None,
+            ))
+            .await
+            .unwrap();
+        store
+            .delete_account(a.account.id, &Actor::Operator)
+            .await
+            .unwrap();
+        assert!(store.get_account(a.account.id).await.unwrap().is_none());
+        assert_eq!(store.usage_events(a.account.id).await.unwrap().len(), 1);
+        let rows = store
+            .usage_rollup(&query(&a, RollupBucket::Day, None))
+            .await
+            .unwrap();
+        assert_eq!(rows[0].totals.audio_ms, 10_000);
+    }
+}
+
+/// Credit balance and alerts (issue 11).
+mod billing {
+    use super::*;
+    use hark_core::money::{Price, PriceTable, SPEECH_TO_TEXT};
+
+    conformance!(
+        balance_is_credits_minus_cost_and_blocks_prepaid_below_zero,
+        blocked_account_runs_one_job_at_a_time,
+        alerts_fire_once_per_period_under_concurrency,
+    );
+
+    /// One micro-unit per millisecond of audio.
+    fn store(c: &Ctx) -> SqlStore {
+        c.store
+            .clone()
+            .with_prices(PriceTable::new(vec![Price {
+                product: SPEECH_TO_TEXT.into(),
+                model: "*".into(),
+                per_hour: 3_600_000,
+                effective_from: 0,
+            }]))
+            .with_evaluation_credit(1_000)
+    }
+
+    fn usage(a: &Bootstrap, key: &str, audio_ms: i64) -> NewUsageEvent {
+        NewUsageEvent {
+            idempotency_key: key.into(),
+            account_id: a.account.id,
+            project_id: a.project.id,
+            api_key_id: ApiKeyId::new(),
+            product: SPEECH_TO_TEXT.into(),
+            model: "tiny".into(),
+            audio_ms,
+            session_ms: None,
+        }
+    }
+
+    async fn blocked(store: &SqlStore, secret: &str) -> bool {
+        store
+            .principal_by_digest(&hark_core::keys::SecretDigest::of(secret).to_hex())
+            .await
+            .unwrap()
+            .unwrap()
+            .balance_blocked
+    }
+
+    async fn balance_is_credits_minus_cost_and_blocks_prepaid_below_zero(c: Ctx) {
+        let store = store(&c);
+        let free = new_account(&store, Plan::Free).await;
+        let payg = new_account(&store, Plan::Payg).await;
+        store
+            .create_api_key(new_key(free.project.id, "free-secret"), &Actor::Operator)
+            .await
+            .unwrap();
+        // The evaluation credit goes to Free accounts only.
+        assert_eq!(store.balance(free.account.id).await.unwrap().balance, 1_000);
+        assert_eq!(store.balance(payg.account.id).await.unwrap().balance, 0);
+        let credits = store.credits(free.account.id).await.unwrap();
+        assert_eq!(credits.len(), 1);
+        assert_eq!(
+            (credits[0].amount, credits[0].kind.as_str()),
+            (1_000, "evaluation")
+        );
+        store.record_usage(usage(&free, "a", 600)).await.unwrap();
+        assert_eq!(store.balance(free.account.id).await.unwrap().balance, 400);
+        assert!(!blocked(&store, "free-secret").await);
+        // Crossing zero blocks the account and tells every node's key cache.
+        let epoch = store.auth_epoch().await.unwrap();
+        let mut heard = store.credential_bus().subscribe();
+        store.record_usage(usage(&free, "b", 500)).await.unwrap();
+        let b = store.balance(free.account.id).await.unwrap();
+        assert_eq!((b.balance, b.month_spend, b.blocked), (-100, 1_100, true));
+        assert!(blocked(&store, "free-secret").await);
+        assert!(store.auth_epoch().await.unwrap() > epoch);
+        // ... on the revocation bus, as the account's credential change.
+        let mut changes = Vec::new();
+        while let Ok(h) = heard.try_recv() {
+            changes.push(h.change);
+        }
+        assert!(
+            changes.contains(&CredentialChange::Account(free.account.id)),
+            "{changes:?}"
+        );
+        // A credit that leaves it negative does not unblock; one that reaches zero does.
+        let change = store
+            .grant_credit(
+                free.account.id,
+                50,
+                CreditKind::Operator,
+                "part",
+                &Actor::Operator,
+            )
+            .await
+            .unwrap();
+        assert_eq!((change.before, change.after), (-100, -50));
+        assert!(blocked(&store, "free-secret").await);
+        store
+            .grant_credit(
+                free.account.id,
+                50,
+                CreditKind::Operator,
+                "top up",
+                &Actor::Operator,
+            )
+            .await
+            .unwrap();
+        assert!(!blocked(&store, "free-secret").await);
+        // Invoiced plans are never blocked; back to prepaid while negative blocks again.
+        store.record_usage(usage(&free, "c", 10)).await.unwrap();
+        assert!(blocked(&store, "free-secret").await);
+        store
+            .set_plan(
+                free.account.id,
+                Plan::Contracted,
+                Default::default(),
+                &Actor::Operator,
+            )
+            .await
+            .unwrap();
+        assert!(!blocked(&store, "free-secret").await);
+        store.record_usage(usage(&free, "d", 10_000)).await.unwrap();
+        assert!(!blocked(&store, "free-secret").await);
+        store
+            .set_plan(
+                free.account.id,
+                Plan::Payg,
+                Default::default(),
+                &Actor::Operator,
+            )
+            .await
+            .unwrap();
+        assert!(blocked(&store, "free-secret").await);
+        // The ledger holds every credit; the audit log records the operator's.
+        let credits = store.credits(free.account.id).await.unwrap();
+        let amounts: Vec<i64> = credits.iter().map(|c| c.amount).collect();
+        assert_eq!(amounts, vec![1_000, 50, 50]);
+        let audit = store.audit_entries(Some(free.account.id)).await.unwrap();
+        assert_eq!(
+            audit
+                .iter()
+                .filter(|e| e.action == "billing.credit")
+                .count(),
+            2
+        );
+        // Credits minus every cost.
+        let b = store.balance(free.account.id).await.unwrap().balance;
+        let (credited, spent) = (1_100, 1_100 + 10 + 10_000);
+        assert_eq!(b, credited - spent);
+    }
+
+    async fn blocked_account_runs_one_job_at_a_time(c: Ctx) {
+        let store = store(&c);
+        let a = new_account(&store, Plan::Free).await;
+        let key = ApiKeyId::new();
+        for _ in 0..3 {
+            new_transcript(&store, a.project.id, key).await;
+        }
+        store.record_usage(usage(&a, "x", 5_000)).await.unwrap();
+        assert!(store.balance(a.account.id).await.unwrap().blocked);
+        assert!(store.claim_job("w1", 60_000).await.unwrap().is_some());
+        assert!(store.claim_job("w2", 60_000).await.unwrap().is_none());
+        store
+            .grant_credit(
+                a.account.id,
+                10_000,
+                CreditKind::Operator,
+                "top up",
+                &Actor::Operator,
+            )
+            .await
+            .unwrap();
+        // Back to the Free plan's limit (5).
+        assert!(store.claim_job("w2", 60_000).await.unwrap().is_some());
+        assert!(store.claim_job("w3", 60_000).await.unwrap().is_some());
+    }
+
+    async fn alerts_fire_once_per_period_under_concurrency(c: Ctx) {
+        let store = store(&c).with_currency("EUR");
+        let a = new_account(&store, Plan::Payg).await;
+        let owner_email = store.owner_email(a.account.id).await.unwrap().unwrap();
+        store
+            .grant_credit(
+                a.account.id,
+                1_000_000,
+                CreditKind::Operator,
+                "start",
+                &Actor::Operator,
+            )
+            .await
+            .unwrap();
+        let alert =
+            |kind: AlertKind, threshold: i64, project: Option<ProjectId>, hook: bool| NewAlert {
+                id: format!("alert-{}", uuid::Uuid::new_v4().simple()),
+                account_id: a.account.id,
+                kind,
+                threshold,
+                project_id: project,
+                api_key_id: None,
+                webhook_url: hook.then(|| "https://hooks.example.com/usage".to_string()),
+                signing_project_id: a.project.id,
+            };
+        // Spend above 0.05, audio above 60 s in a day, balance below 0.90.
+        let spend = store
+            .create_alert(
+                alert(AlertKind::MonthSpendAbove, 50_000, None, true),
+                &Actor::Operator,
+            )
+            .await
+            .unwrap();
+        let audio = store
+            .create_alert(
+                alert(
+                    AlertKind::DailyAudioAbove,
+                    60_000,
+                    Some(a.project.id),
+                    false,
+                ),
+                &Actor::Operator,
+            )
+            .await
+            .unwrap();
+        let low = store
+            .create_alert(
+                alert(AlertKind::BalanceBelow, 900_000, None, true),
+                &Actor::Operator,
+            )
+            .await
+            .unwrap();
+        c.clock.set_ms(T0);
+        // 100 concurrent events of 2 s: 200 s and 0.2 in all; every alert passes its line.
+        let tasks: Vec<_> = (0..100)
+            .map(|i| {
+                let store = store.clone();
+                let e = usage(&a, &format!("e{i}"), 2_000);
+                tokio::spawn(async move { store.record_usage(e).await.unwrap() })
+            })
+            .collect();
+        for t in tasks {
+            assert!(t.await.unwrap());
+        }
+        let mails = store.outbox(false).await.unwrap();
+        let subjects: Vec<&str> = mails
+            .iter()
+            .filter(|m| m.mail.to == owner_email)
+            .map(|m| m.mail.subject.as_str())
+            .collect();
+        assert_eq!(subjects.len(), 3, "{subjects:?}");
+        assert_eq!(
+            subjects
+                .iter()
+                .filter(|s| s.contains("this month passed 0.05 EUR"))
+                .count(),
+            1
+        );
+        assert_eq!(
+            subjects
+                .iter()
+                .filter(|s| s.contains("passed 0.02 audio hours today"))
+                .count(),
+            1
+        );
+        assert_eq!(
+            subjects
+                .iter()
+                .filter(|s| s.contains("below 0.90 EUR"))
+                .count(),
+            1
+        );
+        let hooks: Vec<String> =
+            sqlx::query_scalar("SELECT body FROM webhook_deliveries WHERE account_id = $1")
+                .bind(a.account.id.to_string())
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(hooks.len(), 2, "{hooks:?}");
+        let kinds: Vec<String> = hooks
+            .iter()
+            .map(|h| {
+                serde_json::from_str::<serde_json::Value>(h).unwrap()["kind"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert!(
+            kinds.contains(&"month_spend_above".to_string())
+                && kinds.contains(&"balance_below".to_string())
+        );
+        let listed = store.list_alerts(a.account.id).await.unwrap();
+        assert!(
+            listed.iter().all(|x| x.last_fired_at == Some(T0)),
+            "{listed:?}"
+        );
+        // More usage the same day: nothing new. The next day: the daily alert again.
+        store
+            .record_usage(usage(&a, "later", 61_000))
+            .await
+            .unwrap();
+        assert_eq!(store.outbox(false).await.unwrap().len(), 3);
+        c.clock.set_ms(T0 + 86_400_000);
+        store
+            .record_usage(usage(&a, "tomorrow", 61_000))
+            .await
+            .unwrap();
+        let mails = store.outbox(false).await.unwrap();
+        assert_eq!(mails.len(), 4);
+        assert!(mails.iter().any(|m| m.mail.body.contains(&audio.id)));
+        // A credit lifts the balance over the line: the balance alert re-arms and fires
+        // again on the next fall.
+        store
+            .grant_credit(
+                a.account.id,
+                500_000,
+                CreditKind::Operator,
+                "top up",
+                &Actor::Operator,
+            )
+            .await
+            .unwrap();
+        store
+            .record_usage(usage(&a, "drain", 600_000))
+            .await
+            .unwrap();
+        let mails = store.outbox(false).await.unwrap();
+        assert_eq!(
+            mails
+                .iter()
+                .filter(|m| m.mail.body.contains(&low.id))
+                .count(),
+            2
+        );
+        assert_eq!(
+            mails
+                .iter()
+                .filter(|m| m.mail.body.contains(&spend.id))
+                .count(),
+            1
+        );
+        // Edit (re-arms) and delete.
+        store
+            .update_alert(
+                a.account.id,
+                &spend.id,
+                AlertPatch {
+                    threshold: Some(2_000_000),
+                    webhook_url: Some(None),
+                },
+                &Actor::Operator,
+            )
+            .await
+            .unwrap();
+        let edited = store
+            .list_alerts(a.account.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|x| x.id == spend.id)
+            .unwrap();
+        assert_eq!(
+            (edited.threshold, edited.fired_period, edited.webhook_url),
+            (2_000_000, None, None)
+        );
+        store
+            .delete_alert(a.account.id, &audio.id, &Actor::Operator)
+            .await
+            .unwrap();
+        assert_eq!(store.list_alerts(a.account.id).await.unwrap().len(), 2);
+        assert!(matches!(
+            store
+                .delete_alert(a.account.id, &audio.id, &Actor::Operator)
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
 }

@@ -7,8 +7,8 @@ use hark_core::plan::LimitOverrides;
 use hark_core::{AccountId, ApiKeyId, Clock, Plan, ProjectId, UserId};
 use hark_server::config::Config;
 use hark_store::{
-    AccountStore, Actor, AuditStore, KeyStore, MemberStore, NewAccount, NewProject, SqlStore,
-    UserStore,
+    AccountStore, Actor, AuditStore, BillingStore, KeyStore, MemberStore, NewAccount, NewProject,
+    SqlStore, UserStore,
 };
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -43,6 +43,24 @@ pub enum AdminCommand {
     Audit(AuditCommand),
     #[command(subcommand)]
     User(UserCommand),
+    /// Usage and spend from the hourly rollups, also of deleted accounts:
+    /// `--account ID` or `--all`, `[--from] [--to]` (ISO 8601 UTC or dates), `--csv`.
+    Usage {
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        account: Option<AccountId>,
+        /// Every account, grouped by account.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+        /// hour, day or month.
+        #[arg(long, default_value = "day")]
+        granularity: String,
+        #[arg(long)]
+        csv: bool,
+    },
     /// Mail waiting for delivery (invites, ownership notices) when SMTP is not configured.
     Outbox {
         /// Only mail not yet marked sent.
@@ -72,6 +90,20 @@ pub enum AccountCommand {
         limits: Vec<String>,
     },
     Show {
+        account: AccountId,
+    },
+    /// Grant credit (or correct with a negative amount): `--amount 50.00`, exact
+    /// decimal text in the configured currency. A prepaid account refused for a
+    /// negative balance works again as soon as its balance is not negative.
+    Credit {
+        account: AccountId,
+        #[arg(long, allow_hyphen_values = true)]
+        amount: String,
+        #[arg(long)]
+        note: String,
+    },
+    /// The credit balance, the month's spend and the credit ledger.
+    Balance {
         account: AccountId,
     },
     /// Support: make a member the Owner; the previous Owner becomes Admin, and billing
@@ -307,6 +339,88 @@ async fn execute(config: &Config, ops: &Ops, args: AdminArgs) -> anyhow::Result<
                 "members": members.iter().map(|m| json!({"user_id": m.user_id, "email": m.email, "role": m.role})).collect::<Vec<_>>(),
             });
             print(j, value, |v| format!("{v:#}"));
+        }
+        AdminCommand::Account(AccountCommand::Credit {
+            account,
+            amount,
+            note,
+        }) => {
+            let micros = hark_core::money::parse_amount(&amount)?;
+            if micros == 0 {
+                bail!("--amount must not be zero");
+            }
+            if note.trim().is_empty() {
+                bail!("--note must say why the credit is given");
+            }
+            let change = store
+                .grant_credit(
+                    account,
+                    micros,
+                    hark_store::CreditKind::Operator,
+                    note.trim(),
+                    &Actor::Operator,
+                )
+                .await
+                .map_err(|e| match e {
+                    hark_store::StoreError::NotFound(_) => anyhow!("no account {account}"),
+                    other => other.into(),
+                })?;
+            // Nodes forget the account's cached keys (which carry the refusal flag).
+            hark_server::control::notify_credentials_changed(&config.data_dir).await;
+            let fmt = hark_core::money::format_amount;
+            print(
+                j,
+                json!({"account_id": account, "amount": fmt(micros), "balance_before": fmt(change.before), "balance": fmt(change.after), "currency": config.billing.currency}),
+                |v| {
+                    format!(
+                        "credited {} {}; balance {} {}",
+                        v["amount"].as_str().unwrap_or_default(),
+                        v["currency"].as_str().unwrap_or_default(),
+                        v["balance"].as_str().unwrap_or_default(),
+                        v["currency"].as_str().unwrap_or_default()
+                    )
+                },
+            );
+        }
+        AdminCommand::Account(AccountCommand::Balance { account }) => {
+            let fmt = hark_core::money::format_amount;
+            let balance = store.balance(account).await?;
+            let credits = store.credits(account).await?;
+            let value = json!({
+                "account_id": account, "currency": config.billing.currency,
+                "balance": fmt(balance.balance), "month_spend": fmt(balance.month_spend), "refused_for_balance": balance.blocked,
+                "credits": credits.iter().map(|c| json!({"amount": fmt(c.amount), "kind": c.kind, "note": c.note, "actor": c.actor, "created_at": hark_server::manage::usage::ts(c.created_at)})).collect::<Vec<_>>(),
+            });
+            print(j, value, |v| format!("{v:#}"));
+        }
+        AdminCommand::Usage {
+            account,
+            all,
+            from,
+            to,
+            granularity,
+            csv,
+        } => {
+            let mut pairs = vec![("granularity".to_string(), granularity)];
+            pairs.extend(from.map(|f| ("from".to_string(), f)));
+            pairs.extend(to.map(|t| ("to".to_string(), t)));
+            let input =
+                hark_server::manage::usage::ReportInput::from_pairs(&pairs, ops.clock.now_ms())
+                    .map_err(|e| anyhow!("{e}"))?;
+            let report = hark_server::manage::usage::operator_report(
+                store,
+                &config.billing.currency,
+                if all { None } else { account },
+                &input,
+                ops.clock.now_ms(),
+            )
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+            if csv {
+                print!("{}", hark_server::manage::usage::report_csv(&report));
+            } else {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            }
         }
         AdminCommand::Project(ProjectCommand::Create { account, name }) => {
             let project = store

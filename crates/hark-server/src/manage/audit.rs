@@ -1,13 +1,13 @@
 //! The account's audit log for Owners and Admins (filters, cursor pagination, export
-//! of every matching entry) and the account's usage summary.
+//! of every matching entry).
 
-use super::views::{round_secs, AuditEntryView, Page, UsageSummary};
+use super::views::{AuditEntryView, Page};
 use super::{authorize, Caller, Error, Result, DEFAULT_PAGE, MAX_PAGE};
 use crate::AppState;
 use hark_core::{AccountId, Permission};
 use hark_store::{Actor, AuditFilter};
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 pub struct AuditQuery {
@@ -241,37 +241,6 @@ fn push_csv_row(out: &mut String, fields: impl Iterator<Item = String>) {
         }
     }
     out.push_str("\r\n");
-}
-
-/// Audio seconds per project, API key and model.
-pub async fn usage(state: &AppState, caller: &Caller, account: AccountId) -> Result<UsageSummary> {
-    let auth = authorize(state, caller, account, Permission::ViewUsage).await?;
-    let events = state.store.usage_events(auth.account.id).await?;
-    let mut by_project: BTreeMap<String, f64> = BTreeMap::new();
-    let mut by_api_key: BTreeMap<String, f64> = BTreeMap::new();
-    let mut by_model: BTreeMap<String, f64> = BTreeMap::new();
-    let mut total = 0.0;
-    for e in &events {
-        let s = e.event.audio_seconds;
-        total += s;
-        *by_project
-            .entry(e.event.project_id.to_string())
-            .or_default() += s;
-        *by_api_key
-            .entry(e.event.api_key_id.to_string())
-            .or_default() += s;
-        *by_model.entry(e.event.model.clone()).or_default() += s;
-    }
-    let round = |m: BTreeMap<String, f64>| -> BTreeMap<String, f64> {
-        m.into_iter().map(|(k, v)| (k, round_secs(v))).collect()
-    };
-    Ok(UsageSummary {
-        audio_seconds: round_secs(total),
-        events: events.len() as u64,
-        by_project: round(by_project),
-        by_api_key: round(by_api_key),
-        by_model: round(by_model),
-    })
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod projects;
 pub mod sessions;
 pub mod signin;
 pub mod transcripts;
+pub mod usage;
 pub mod views;
 pub mod webhooks;
 

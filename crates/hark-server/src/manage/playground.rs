@@ -91,7 +91,11 @@ pub async fn acting_key(
             "this API key is revoked or expired: choose a live key".into(),
         ));
     }
+    // The playground spends as the key would: a prepaid account with a negative
+    // balance is refused here as on the API.
+    let balance_blocked = state.store.balance(auth.account.id).await?.blocked;
     Ok(KeyPrincipal {
+        balance_blocked,
         key_id: k.id,
         account_id: auth.account.id,
         project_id: p.id,

@@ -10,7 +10,6 @@ use schemars::gen::SchemaGenerator;
 use schemars::schema::{InstanceType, Schema, SchemaObject};
 use schemars::JsonSchema;
 use serde::{Serialize, Serializer};
-use std::collections::BTreeMap;
 
 /// An instant (Unix milliseconds), written as an RFC 3339 UTC string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -46,7 +45,7 @@ impl JsonSchema for Instant {
     }
 }
 
-fn string_schema(format: Option<&str>, values: Option<&[&str]>) -> Schema {
+pub(crate) fn string_schema(format: Option<&str>, values: Option<&[&str]>) -> Schema {
     SchemaObject {
         instance_type: Some(InstanceType::String.into()),
         format: format.map(str::to_string),
@@ -261,15 +260,6 @@ pub struct Billing {
     pub limits: BillingLimits,
     /// The Owner's email: billing mail goes there.
     pub billing_email: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct UsageSummary {
-    pub audio_seconds: f64,
-    pub events: u64,
-    pub by_project: BTreeMap<String, f64>,
-    pub by_api_key: BTreeMap<String, f64>,
-    pub by_model: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]

@@ -1,10 +1,10 @@
-//! JSON handlers for the audit log (a page, or every entry as NDJSON) and the usage
-//! summary ([`crate::manage::audit`]).
+//! JSON handlers for the audit log (a page, or every entry as NDJSON)
+//! ([`crate::manage::audit`]).
 
 use super::principal::QueryParams;
 use super::MgmtResult;
 use crate::manage::audit::{self as core, AuditQuery};
-use crate::manage::views::{AuditEntryView, Page, UsageSummary};
+use crate::manage::views::{AuditEntryView, Page};
 use crate::manage::{ids, Caller};
 use crate::AppState;
 use axum::extract::{Path, State};
@@ -34,15 +34,4 @@ pub async fn export(
     let entries = core::export(&state, &caller, ids::account(&account), &q).await?;
     let out = core::to_ndjson(&entries)?;
     Ok(([(CONTENT_TYPE, "application/x-ndjson")], out).into_response())
-}
-
-/// `GET /api/v1/accounts/{account}/usage`.
-pub async fn usage(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(account): Path<String>,
-) -> MgmtResult<Json<UsageSummary>> {
-    Ok(Json(
-        core::usage(&state, &caller, ids::account(&account)).await?,
-    ))
 }

@@ -13,6 +13,7 @@ pub mod mfa;
 pub mod openapi;
 pub mod principal;
 pub mod sessions;
+pub mod usage;
 pub mod webhooks;
 
 use crate::AppState;

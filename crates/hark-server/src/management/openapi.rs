@@ -4,12 +4,16 @@
 //! so the document cannot drift from the router or from the bodies.
 
 use super::error::ErrorBody;
-use super::{accounts, audit, keys, mfa, sessions, webhooks};
+use super::{accounts, audit, keys, mfa, sessions, usage, webhooks};
 use crate::manage::accounts::{AcceptInput, AccountUpdate, InviteInput, MemberUpdate};
 use crate::manage::audit::AuditQuery;
 use crate::manage::mfa::ConfirmInput;
 use crate::manage::projects::{KeyInput, KeyUpdate, ProjectInput, RotateInput};
 use crate::manage::sessions::{PasswordChange, ReauthInput};
+use crate::manage::usage::alerts::{AlertInput, AlertUpdate, AlertView};
+use crate::manage::usage::balance::BalanceView;
+use crate::manage::usage::statement::{StatementDocument, StatementMonths};
+use crate::manage::usage::{UsageQuery, UsageReport};
 use crate::manage::views::*;
 use crate::manage::webhooks::{RotateSecretInput, WebhookSecret};
 use crate::manage::MAX_PAGE;
@@ -179,7 +183,34 @@ pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
             delete(accounts::delete_account),
         ),
         (ep("get", "/accounts/{account}/billing", "Plan, limits and billing email", Session, Some(ManageBilling)).returns::<Billing>(), get(accounts::billing)),
-        (ep("get", "/accounts/{account}/usage", "Usage summary", Session, Some(ViewUsage)).returns::<UsageSummary>(), get(audit::usage)),
+        (
+            ep("get", "/accounts/{account}/usage", "Usage and spend report: buckets of hour, day or month, grouped by product, model, project or api_key, with repeatable filters, totals and as_of", Session, Some(ViewUsage)).returns::<UsageReport>().query::<UsageQuery>(),
+            get(usage::usage_json),
+        ),
+        (
+            ep("get", "/accounts/{account}/usage.csv", "The same usage report as CSV (header X-Usage-As-Of)", Session, Some(ViewUsage)).query::<UsageQuery>(),
+            get(usage::usage_csv),
+        ),
+        (ep("get", "/accounts/{account}/balance", "Credit balance, the month's spend and the credit ledger", Session, Some(ManageBilling)).returns::<BalanceView>(), get(usage::balance_json)),
+        (ep("get", "/accounts/{account}/alerts", "Usage alerts and when each last fired", Session, Some(ViewUsage)).returns::<AlertView>().paged(), get(usage::list_alerts)),
+        (
+            ep("post", "/accounts/{account}/alerts", "Create an alert: balance_below or month_spend_above an amount, or daily_audio_above hours for one project or key; optionally a signed webhook", Session, Some(ManageAlerts)).returns::<AlertView>()
+                .body::<AlertInput>()
+                .status(201),
+            post(usage::create_alert),
+        ),
+        (
+            ep("patch", "/accounts/{account}/alerts/{alert}", "Change an alert's threshold (re-arms it) or webhook (null removes it)", Session, Some(ManageAlerts)).returns::<AlertView>()
+                .body::<AlertUpdate>(),
+            patch(usage::update_alert),
+        ),
+        (ep("delete", "/accounts/{account}/alerts/{alert}", "Delete an alert", Session, Some(ManageAlerts)).status(204), delete(usage::delete_alert)),
+        (ep("get", "/accounts/{account}/statements", "Months with a billing statement, newest first", Session, Some(ManageBilling)).returns::<StatementMonths>(), get(usage::list_statements)),
+        (
+            ep("get", "/accounts/{account}/statements/{month}", "The statement of a month (YYYY-MM): line items by product, model and project, credits, balances; frozen once the month is closed", Session, Some(ManageBilling)).returns::<StatementDocument>(),
+            get(usage::statement_json),
+        ),
+        (ep("get", "/accounts/{account}/statements/{month}/csv", "The same statement as CSV", Session, Some(ManageBilling)), get(usage::statement_csv)),
         (ep("get", "/accounts/{account}/members", "Members with role and MFA status", Session, Some(ViewMembers)).returns::<Member>().paged(), get(accounts::list_members)),
         (
             ep("patch", "/accounts/{account}/members/{user}", "Change a member's role", Session, Some(ManageMembers))
@@ -276,7 +307,11 @@ pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
 fn path_params(path: &str) -> Vec<Value> {
     path.split('/')
         .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}))
+        .map(|name| match name {
+            "month" => json!({"name": name, "in": "path", "required": true, "description": "A calendar month, YYYY-MM",
+                "schema": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"}}),
+            _ => json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}),
+        })
         .collect()
 }
 

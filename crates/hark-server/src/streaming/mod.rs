@@ -63,6 +63,7 @@ pub async fn token(
     ApiPrincipal(who): ApiPrincipal,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    ApiError::check_balance(&who)?;
     let query = query_map(raw.as_deref());
     if let Some(unknown) = query.keys().find(|k| !TOKEN_PARAMS.contains(&k.as_str())) {
         return Err(ApiError::bad_request(format!(

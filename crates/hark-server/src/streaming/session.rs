@@ -395,6 +395,10 @@ fn refusal_close(refusal: &StreamRefusal) -> (u16, String) {
             CLOSE_UNAUTHORIZED,
             "Unauthorized Connection: The API key is revoked or expired".into(),
         ),
+        StreamRefusal::BalanceNegative => (
+            CLOSE_UNAUTHORIZED,
+            crate::error::BALANCE_NEGATIVE.into(),
+        ),
         StreamRefusal::RateLimited { per_minute } => (
             CLOSE_TOO_MANY_SESSIONS,
             format!("Too many concurrent sessions: this account may start {per_minute} sessions per minute"),
