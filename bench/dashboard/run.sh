@@ -5,7 +5,7 @@
 # See crates/hark-server/examples/dashboard_bench.rs for the settings.
 #
 # Usage: bench/dashboard/run.sh            (SQLite)
-#        HARK_BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test bench/dashboard/run.sh
+#        HARK_BENCH_DB=postgres bench/dashboard/run.sh   (a fresh database on HARK_TEST_POSTGRES_URL's server)
 # Built with the dev profile (dependencies optimised, Hark's own crates not): a
 # conservative figure; release builds are faster.
 set -euo pipefail

@@ -5,7 +5,8 @@
 //! p50 / p95 / max time to the last byte and the page's weight. Exits 1 when a page's
 //! p95 is over the target (20 ms) or it weighs more than 60 KB.
 //!
-//! Settings (environment): HARK_BENCH_DATABASE_URL (default: SQLite in a temp dir),
+//! Settings (environment): HARK_BENCH_DB=postgres (a fresh database on the server of
+//! HARK_TEST_POSTGRES_URL; default: SQLite in a temp dir),
 //! HARK_BENCH_KEYS, HARK_BENCH_MEMBERS, HARK_BENCH_INVITES, HARK_BENCH_TRANSCRIPTS,
 //! HARK_BENCH_REQUESTS (per page, default 200).
 
@@ -54,9 +55,14 @@ async fn run() -> Result<(), Error> {
         setting("HARK_BENCH_REQUESTS", 200),
     );
     let dir = tempfile::tempdir()?;
+    // A database of its own: the benchmark's master key lives in its temp data dir.
+    let database_url = match std::env::var("HARK_BENCH_DB").as_deref() {
+        Ok("postgres") => hark_store::testing::TestDatabase::postgres().await.url,
+        _ => String::new(),
+    };
     let config = Config {
         data_dir: dir.path().join("data"),
-        database_url: std::env::var("HARK_BENCH_DATABASE_URL").unwrap_or_default(),
+        database_url,
         bind: "127.0.0.1:0".into(),
         workers: 0,
         rate_limit: hark_server::config::RateLimitConfig {
@@ -197,7 +203,7 @@ async fn run() -> Result<(), Error> {
         format!("{a}/members"),
         format!("{a}/security"),
         format!("{a}/settings"),
-        format!("{a}/transcripts?project={project}"),
+        format!("{a}/projects/{project}/transcripts"),
         format!("{a}/audit"),
         format!("{a}/playground?project={project}"),
         "/accounts".to_string(),

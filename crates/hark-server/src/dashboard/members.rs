@@ -104,9 +104,10 @@ async fn render(
     let invites = state.store.pending_invites(auth.account.id).await?;
     let counted = members.len() + invites.len();
     let inviter = |label: &str| {
-        members
-            .iter()
-            .find(|m| label == format!("user:{}", m.user_id))
+        label
+            .strip_prefix("user:")
+            .and_then(hark_core::UserId::parse)
+            .and_then(|id| members.iter().find(|m| m.user_id == id))
             .map(|m| m.email.clone())
             .unwrap_or_else(|| label.to_string())
     };

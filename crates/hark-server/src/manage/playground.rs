@@ -36,13 +36,17 @@ pub async fn overview(
     let keys = match &chosen {
         Some(p) => {
             let now = state.clock.now_ms();
-            state
+            let mut keys: Vec<ApiKeyRecord> = state
                 .store
                 .list_api_keys(p.id)
                 .await?
                 .into_iter()
                 .filter(|k| usable(k, now))
-                .collect()
+                .collect();
+            // A project may hold thousands of keys; the choice offers the most recent.
+            keys.sort_by_key(|k| std::cmp::Reverse(k.created_at));
+            keys.truncate(PLAYGROUND_KEYS);
+            keys
         }
         None => Vec::new(),
     };
@@ -53,6 +57,9 @@ pub async fn overview(
         keys,
     })
 }
+
+/// How many live keys the playground offers (the most recently created).
+pub const PLAYGROUND_KEYS: usize = 100;
 
 fn usable(k: &ApiKeyRecord, now: i64) -> bool {
     k.revoked_at.is_none() && k.expires_at.is_none_or(|e| now < e)

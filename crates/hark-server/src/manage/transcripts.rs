@@ -77,14 +77,28 @@ impl Download {
     }
 }
 
-async fn key_names(state: &AppState, project: ProjectId) -> Result<HashMap<ApiKeyId, String>> {
-    Ok(state
-        .store
-        .list_api_keys(project)
-        .await?
-        .into_iter()
-        .map(|k| (k.id, k.name))
-        .collect())
+/// The names of the keys `ids` (of `project`); only these few are read, however many
+/// keys the project has.
+async fn key_names(
+    state: &AppState,
+    project: ProjectId,
+    ids: impl Iterator<Item = ApiKeyId>,
+) -> Result<HashMap<ApiKeyId, String>> {
+    let mut names = HashMap::new();
+    for id in ids {
+        if names.contains_key(&id) {
+            continue;
+        }
+        if let Some(k) = state
+            .store
+            .get_api_key(id)
+            .await?
+            .filter(|k| k.project_id == project)
+        {
+            names.insert(id, k.name);
+        }
+    }
+    Ok(names)
 }
 
 /// A page of the project's transcripts, newest first; the cursor is the last id seen
@@ -123,7 +137,7 @@ pub async fn list(
     } else {
         None
     };
-    let names = key_names(state, p.id).await?;
+    let names = key_names(state, p.id, rows.iter().map(|t| t.api_key_id)).await?;
     Ok(TranscriptList {
         project: ProjectView::from(&p),
         transcripts: Page {
