@@ -537,6 +537,16 @@ async fn account_pages_flow(install: &Install, server: &Server, driver: &Driver,
     assert!(c.text().await.contains("Never"));
     c.screenshot("keys").await;
 
+    // The key's own page, and "Copy" of the existing key: the password again, then the
+    // same key.
+    c.press("browser key").await;
+    assert_eq!(c.text_of("h1").await, "API key browser key");
+    c.press("Copy").await;
+    c.fill("password", "operator owner passphrase").await;
+    c.press("Show key").await;
+    assert_eq!(c.text_of("#secret").await, key);
+    c.goto(&at("/keys")).await;
+
     // "Revoke" (of this key: `hark admin init` made another), confirmed: refused on
     // the very next request.
     c.client
@@ -813,6 +823,29 @@ async fn playground_flow(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // The account's own pages (axe-core runs on each): the uploaded transcript in
+    // Transcripts with its words, its delete confirmation, then the Audit log and the
+    // Webhooks page.
+    p.press("Transcripts").await;
+    p.screenshot("transcripts").await;
+    p.client
+        .find(Locator::Css("main table a"))
+        .await
+        .expect("a transcript in the list")
+        .click()
+        .await
+        .expect("open it");
+    p.check_page().await;
+    assert!(heard_all(&p.text().await), "{}", p.text().await);
+    p.screenshot("transcript").await;
+    p.press("Delete").await;
+    assert!(p.text().await.contains("This cannot be undone"));
+    p.press("Audit log").await;
+    assert_eq!(p.text_of("h1").await, "Audit log");
+    p.screenshot("audit").await;
+    p.press("Webhooks").await;
+    p.screenshot("webhooks").await;
     p.client.close().await.expect("close");
 }
 
