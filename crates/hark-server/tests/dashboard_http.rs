@@ -750,6 +750,20 @@ async fn account_pages(db: Db) {
             .await;
         assert_eq!(removed.status, 303, "{}", removed.body);
     }
+    // A wrong password when turning MFA off shows the profile form with the message.
+    let wrong = b
+        .post(
+            "/profile/mfa/disable",
+            &[("csrf", csrf.as_str()), ("password", "not it")],
+        )
+        .await;
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+    assert!(
+        wrong.body.contains("The password is not right.")
+            && wrong.body.contains("name=\"current_password\""),
+        "{}",
+        wrong.body
+    );
     let account = b.get(&format!("{base}/settings")).await;
     assert_eq!(account.status, 200);
     assert!(account.body.contains(&o.owner.email), "billing email");

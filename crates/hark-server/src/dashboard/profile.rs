@@ -83,7 +83,10 @@ pub async fn change_password(
     match sessions::change_password(&state, &me.caller(), &change, addr.0).await {
         Ok(_) => Ok(see_other("/profile?notice=password_changed")),
         Err(
-            e @ (MgmtError::BadCredentials | MgmtError::Invalid(_) | MgmtError::Throttled { .. }),
+            e @ (MgmtError::BadCredentials
+            | MgmtError::WrongPassword
+            | MgmtError::Invalid(_)
+            | MgmtError::Throttled { .. }),
         ) => {
             let html =
                 profile_page(&state, &me, &token, None, Some(human_message(&e)), None).await?;
@@ -228,7 +231,10 @@ pub async fn mfa_disable(
     match sessions::reauth(&state, &caller, &reauth, addr.0).await {
         Ok(_) => {}
         Err(
-            e @ (MgmtError::BadCredentials | MgmtError::Invalid(_) | MgmtError::Throttled { .. }),
+            e @ (MgmtError::BadCredentials
+            | MgmtError::WrongPassword
+            | MgmtError::Invalid(_)
+            | MgmtError::Throttled { .. }),
         ) => {
             let html =
                 profile_page(&state, &me, &token, None, None, Some(human_message(&e))).await?;
