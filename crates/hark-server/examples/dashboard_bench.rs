@@ -206,6 +206,7 @@ async fn run() -> Result<(), Error> {
         format!("{a}/projects/{project}/transcripts"),
         format!("{a}/audit"),
         format!("{a}/playground?project={project}"),
+        format!("{a}/usage?range=30d&group_by=api_key"),
         "/accounts".to_string(),
         "/profile".to_string(),
     ];

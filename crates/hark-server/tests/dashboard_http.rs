@@ -675,6 +675,7 @@ async fn account_pages(db: Db) {
         format!("{base}/keys"),
         format!("{base}/members"),
         format!("{base}/settings"),
+        format!("{base}/usage"),
     ];
     for path in &pages {
         let page = r.get(path).await;

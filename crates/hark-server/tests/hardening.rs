@@ -372,7 +372,7 @@ async fn poison_jobs_end_in_error(db: Db) {
 /// transcript can still be made from it, its file stays).
 async fn deleting_a_transcript_keeps_a_shared_upload(db: Db) {
     let ts = TestServer::start_with(db, Some(Arc::new(ScriptedEngine)), |_| {}).await;
-    let t = ts.tenant(Plan::Payg).await;
+    let t = ts.funded_tenant().await;
     let url = support::upload(&ts, &t.key, script(&["shared", "audio"])).await;
     let body = serde_json::json!({ "audio_url": url });
     let first = support::create(&ts, &t.key, body.clone()).await;
@@ -435,7 +435,7 @@ async fn unused_uploads_expire(db: Db) {
         c.upload_ttl_secs = 60
     })
     .await;
-    let t = ts.tenant(Plan::Payg).await;
+    let t = ts.funded_tenant().await;
     let unused = support::upload(&ts, &t.key, script(&["unused"])).await;
     let used = support::upload(&ts, &t.key, script(&["used"])).await;
     let made = support::create(&ts, &t.key, serde_json::json!({ "audio_url": used })).await;

@@ -148,24 +148,6 @@ async fn send_audio(ws: &mut Ws, ms: u32, loud: bool) {
     }
 }
 
-/// A PAYG tenant with credit (PAYG is prepaid: at a balance below zero new sessions
-/// are refused, which these tests do not exercise; usage_billing.rs does).
-async fn funded(ts: &TestServer) -> Tenant {
-    use hark_store::{BillingStore, CreditKind};
-    let t = ts.tenant(Plan::Payg).await;
-    ts.store
-        .grant_credit(
-            t.account,
-            100_000_000,
-            CreditKind::Operator,
-            "test credit",
-            &hark_store::Actor::Operator,
-        )
-        .await
-        .expect("credit");
-    t
-}
-
 async fn send_json(ws: &mut Ws, v: Value) {
     ws.send(Message::Text(v.to_string().into())).await.unwrap();
 }
@@ -209,7 +191,7 @@ async fn wait_usage(
 
 async fn token_ranges(db: Db) {
     let ts = scripted(db).await;
-    let t = funded(&ts).await;
+    let t = ts.funded_tenant().await;
     for q in [
         "",
         "expires_in_seconds=0",
@@ -263,7 +245,7 @@ async fn token_ranges(db: Db) {
 
 async fn token_refuses_unknown_parameters(db: Db) {
     let ts = scripted(db).await;
-    let t = funded(&ts).await;
+    let t = ts.funded_tenant().await;
     for q in [
         "expires_in_seconds=60&foo=1",
         "foo=1&expires_in_seconds=60",
@@ -286,7 +268,7 @@ async fn token_refuses_unknown_parameters(db: Db) {
 
 async fn session_with_api_key(db: Db) {
     let ts = scripted(db).await;
-    let t = funded(&ts).await;
+    let t = ts.funded_tenant().await;
     let mut ws = connect(&ts, "sample_rate=16000&format_turns=True", Some(&t.key)).await;
     let begin = expect_message(&mut ws, "Begin").await;
     let id = begin["id"].as_str().unwrap().to_string();
@@ -357,7 +339,7 @@ async fn session_with_api_key(db: Db) {
 
 async fn tokens_open_one_session_each(db: Db) {
     let ts = scripted(db).await;
-    let t = funded(&ts).await;
+    let t = ts.funded_tenant().await;
     // Minted by a second key of the same project: usage goes to the minting key.
     let (minting_key_id, minting_key) = ts.key(t.project, None).await;
     let tok = token(
@@ -415,7 +397,7 @@ async fn tokens_open_one_session_each(db: Db) {
 
 async fn concurrent_redemption_exactly_once(db: Db) {
     let ts = scripted(db).await;
-    let t = funded(&ts).await;
+    let t = ts.funded_tenant().await;
     let tok = token(&ts, &t.key, "expires_in_seconds=600").await;
     let url = ws_url(&ts, &format!("token={tok}&sample_rate=16000"));
     let attempts = (0..100).map(|_| {
@@ -460,7 +442,7 @@ async fn concurrent_redemption_exactly_once(db: Db) {
 async fn expiry_cap_and_inactivity_on_injected_clock(db: Db) {
     let clock = Arc::new(ManualClock::new(START_MS));
     let ts = scripted_on_clock(db, clock.clone()).await;
-    let t = funded(&ts).await;
+    let t = ts.funded_tenant().await;
     // A token unused past its expiry.
     let tok = token(&ts, &t.key, "expires_in_seconds=30").await;
     clock.advance_ms(30_000);
@@ -522,7 +504,7 @@ async fn expiry_cap_and_inactivity_on_injected_clock(db: Db) {
 async fn close_codes(db: Db) {
     let clock = Arc::new(ManualClock::new(START_MS));
     let ts = scripted_on_clock(db, clock.clone()).await;
-    let t = funded(&ts).await;
+    let t = ts.funded_tenant().await;
     let r = refused(&ts, "sample_rate=16000", None).await;
     assert_eq!(
         (r.close_code(), r.close_reason()),
@@ -659,7 +641,7 @@ async fn new_session_rate_limit(db: Db) {
     let r = refused(&ts, &format!("token={tok}"), None).await;
     assert_eq!(r.close_code(), 3009, "{r:?}");
     // A paid account is not affected.
-    let paid = funded(&ts).await;
+    let paid = ts.funded_tenant().await;
     let mut ws = connect(&ts, "", Some(&paid.key)).await;
     expect_message(&mut ws, "Begin").await;
     drop(ws);
@@ -671,7 +653,7 @@ async fn new_session_rate_limit(db: Db) {
 
 async fn revoked_key_invalidates_tokens_and_sessions_refuse(db: Db) {
     let ts = scripted(db).await;
-    let t = funded(&ts).await;
+    let t = ts.funded_tenant().await;
     let (key_id, key) = ts.key(t.project, None).await;
     let tok = token(&ts, &key, "expires_in_seconds=600").await;
     ts.revoke(key_id).await;
@@ -687,7 +669,7 @@ async fn revoked_key_invalidates_tokens_and_sessions_refuse(db: Db) {
 
 async fn force_endpoint_and_update_configuration(db: Db) {
     let ts = scripted(db).await;
-    let t = funded(&ts).await;
+    let t = ts.funded_tenant().await;
     let mut ws = connect(
         &ts,
         "min_turn_silence=160&max_turn_silence=2000",
@@ -730,7 +712,7 @@ async fn vanished_and_silent_clients_are_billed(db: Db) {
         c.streaming.ping_interval_secs = 1;
     })
     .await;
-    let t = funded(&ts).await;
+    let t = ts.funded_tenant().await;
     // Dropped without a close frame.
     let mut ws = connect(&ts, "", Some(&t.key)).await;
     expect_message(&mut ws, "Begin").await;
@@ -757,7 +739,7 @@ async fn vanished_and_silent_clients_are_billed(db: Db) {
 
 async fn shutdown_ends_sessions_and_bills(db: Db) {
     let mut ts = scripted(db).await;
-    let t = funded(&ts).await;
+    let t = ts.funded_tenant().await;
     let mut ws = connect(&ts, "", Some(&t.key)).await;
     expect_message(&mut ws, "Begin").await;
     send_audio(&mut ws, 300, true).await;
@@ -806,7 +788,7 @@ async fn session_webhook(db: Db) {
         c.outbound.allow_private = true
     })
     .await;
-    let t = funded(&ts).await;
+    let t = ts.funded_tenant().await;
     let query = format!(
         "webhook_url={}&webhook_auth_header_name=X-Hook&webhook_auth_header_value=s3cret&format_turns=true",
         url::form_urlencoded::byte_serialize(hook.as_bytes()).collect::<String>()
@@ -857,7 +839,7 @@ async fn lost_process_sessions_are_closed_once(db: Db) {
         c.streaming.node_lease_secs = 3
     })
     .await;
-    let t = funded(&ts).await;
+    let t = ts.funded_tenant().await;
     // A session row of a process that died mid-session (it renewed its lease once).
     let store = &ts.store;
     store
@@ -913,7 +895,7 @@ async fn lost_process_sessions_are_closed_once(db: Db) {
 async fn key_scopes_govern_streaming(db: Db) {
     use hark_core::scope::Scope;
     let ts = scripted(db).await;
-    let t = funded(&ts).await;
+    let t = ts.funded_tenant().await;
     let scoped = |scopes: &'static [Scope]| {
         let ts = &ts;
         async move {
@@ -965,7 +947,7 @@ async fn key_scopes_govern_streaming(db: Db) {
 
 async fn plain_http_to_ws_is_refused(db: Db) {
     let ts = scripted(db).await;
-    let t = funded(&ts).await;
+    let t = ts.funded_tenant().await;
     let r = support::get(&ts, &t.key, "/v3/ws").await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert!(r.json()["error"].as_str().unwrap().contains("WebSocket"));

@@ -89,6 +89,63 @@ fn groups(v: &Value) -> Vec<(String, Figures)> {
     out
 }
 
+/// The dashboard's Usage page for the same day, grouped by product: the same totals,
+/// one stacked segment per product in the server-drawn chart, the table, and "Download
+/// CSV" of the same query.
+async fn dashboard_shows_the_report(ts: &TestServer, owner: &common::mgmt::Person, account: &str) {
+    let cookie = format!("hark_session={}; hark_csrf={}", owner.token, owner.csrf);
+    let page = ts
+        .http
+        .get(ts.url(&format!(
+            "/accounts/{account}/usage?range=custom&from=2027-01-15&to=2027-01-16&granularity=day&group_by=product"
+        )))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers().contains_key("content-security-policy"));
+    let html = page.text().await.unwrap();
+    for shown in [
+        "0.0141 EUR",
+        "<dd>4.4</dd>",
+        "<dd>20</dd>",
+        "<td>2027-01-15</td><td>speech_to_text</td><td>4.1</td><td>0</td><td>3</td><td>0</td><td>0.0041</td>",
+        "<td>2027-01-15</td><td>streaming</td><td>0.3</td><td>20</td><td>0</td><td>1</td><td>0.01</td>",
+        "Download CSV",
+    ] {
+        assert!(html.contains(shown), "the usage page lacks {shown}: {html}");
+    }
+    assert_eq!(html.matches("<rect ").count(), 2, "{html}");
+    assert!(html.contains("class=\"s0\"") && html.contains("class=\"s1\""));
+    assert!(!html.contains(" style="));
+    let at = html.find("/api/v1/accounts/").expect("the CSV link");
+    let end = at + html[at..].find('"').expect("end of link");
+    let link = html[at..end].replace("&amp;", "&").replace("&#38;", "&");
+    let csv = ts
+        .http
+        .get(ts.url(&link))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.status(), 200, "{link}");
+    let csv = csv.text().await.unwrap();
+    let api = ts
+        .http
+        .get(ts.url(&format!(
+            "/api/v1/accounts/{account}/usage.csv?from=2027-01-15&to=2027-01-16&granularity=day&group_by=product"
+        )))
+        .header("authorization", format!("Bearer {}", owner.token))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(csv, api, "the page's CSV is the API's for the same query");
+}
+
 async fn reports_are_exact_in_every_grouping(db: Db) {
     let clock = Arc::new(ManualClock::new(START_MS));
     let ts = priced_server(db, clock.clone()).await;
@@ -184,6 +241,7 @@ async fn reports_are_exact_in_every_grouping(db: Db) {
     assert_eq!(past.ok()["totals"]["cost_micros"], 0);
 
     let by = |g: &str| format!("{DAY}&group_by={g}");
+    dashboard_shows_the_report(&ts, &o.owner, &account).await;
     let r = report(&ts, &o.owner.token, &account, &by("product")).await;
     assert_eq!(
         groups(r.ok()),

@@ -519,6 +519,9 @@ async fn account_pages_flow(install: &Install, server: &Server, driver: &Driver,
         c.text().await
     );
     c.screenshot("projects").await;
+    c.press("Usage").await;
+    assert!(c.text().await.contains("No usage in this range."));
+    c.screenshot("usage").await;
 
     // "Create new API key", "Copy" (the text on the page), and it works.
     c.goto(&at("/keys")).await;

@@ -34,6 +34,7 @@ pub mod setup;
 pub mod signin;
 pub mod signup;
 pub mod transcripts;
+pub mod usage;
 pub mod webhooks;
 
 use crate::AppState;
@@ -87,6 +88,11 @@ pub const NAV: &[NavItem] = &[
         label: "Account",
         path: "/settings",
         permission: Permission::ViewProjects,
+    },
+    NavItem {
+        label: "Usage",
+        path: "/usage",
+        permission: Permission::ViewUsage,
     },
     NavItem {
         label: "Playground",
@@ -184,6 +190,7 @@ pub fn router(state: AppState) -> Router<AppState> {
             "/accounts/{account}/delete",
             get(account::delete_page).post(account::delete),
         )
+        .route("/accounts/{account}/usage", get(usage::page))
         .route("/accounts/{account}/playground", get(playground::page))
         .route(
             "/accounts/{account}/playground/upload",

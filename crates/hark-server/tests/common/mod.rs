@@ -138,6 +138,25 @@ impl TestServer {
         hark_server::load_master_key(&self.config).expect("master key")
     }
 
+    /// A PAYG tenant with credit. PAYG is prepaid: once usage takes the balance below
+    /// zero, new work is refused (usage_billing.rs tests that); tests of other things
+    /// that do several transcripts or sessions start with money in the account.
+    pub async fn funded_tenant(&self) -> Tenant {
+        use hark_store::{BillingStore, CreditKind};
+        let t = self.tenant(Plan::Payg).await;
+        self.store
+            .grant_credit(
+                t.account,
+                100_000_000,
+                CreditKind::Operator,
+                "test credit",
+                &hark_store::Actor::Operator,
+            )
+            .await
+            .expect("credit");
+        t
+    }
+
     /// A new account (Owner, default project, one key) on `plan`.
     pub async fn tenant(&self, plan: Plan) -> Tenant {
         let mk = self.master_key();
