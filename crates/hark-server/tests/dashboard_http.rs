@@ -815,3 +815,76 @@ fn key_scopes_read() -> Vec<hark_core::scope::Scope> {
 }
 
 both_databases!(every_page_is_locked_down, account_pages);
+
+/// With `signup = "open"`, the sign-up page makes a Free account with its Owner (signed
+/// in) and a default project; an email that already has a login is refused and makes
+/// nothing. (Invite-only, the default, is checked above: the page does not exist.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_sign_up_makes_a_free_account() {
+    for db in [Db::Sqlite, Db::Postgres] {
+        let ts = TestServer::start_with(db, None, |c| {
+            c.signup = hark_server::config::SignupMode::Open;
+        })
+        .await;
+        let mut b = Browser::new(&ts);
+        let page = b.get("/signup").await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert_safe_page("/signup", &page, &ts.base);
+        let csrf = page.csrf();
+        let form = |email: &'static str| {
+            vec![
+                ("name", "Sam Signup"),
+                ("email", email),
+                ("password", "a long sign-up passphrase"),
+                ("account_name", "Sam's Speech"),
+            ]
+        };
+        let mut fields = form("sam@example.com");
+        fields.push(("csrf", csrf.as_str()));
+        let made = b.post("/signup", &fields).await;
+        assert_eq!(made.status, 303, "{}", made.body);
+        assert!(
+            made.location().starts_with("/accounts/"),
+            "{}",
+            made.location()
+        );
+        let user = ts
+            .store
+            .user_by_email("sam@example.com")
+            .await
+            .expect("lookup")
+            .expect("the new Owner");
+        let accounts = ts.store.accounts_of_user(user.id).await.expect("accounts");
+        assert_eq!(accounts.len(), 1);
+        assert_eq!(accounts[0].role, Role::Owner);
+        let account = ts
+            .store
+            .get_account(accounts[0].account_id)
+            .await
+            .expect("get")
+            .expect("account");
+        assert_eq!(account.plan, Plan::Free);
+        assert_eq!(account.name, "Sam's Speech");
+        assert_eq!(
+            ts.store
+                .list_projects(account.id)
+                .await
+                .expect("projects")
+                .len(),
+            1
+        );
+        // Signed in: the overview opens.
+        assert_eq!(b.get(&made.location()).await.status, 200);
+
+        // The same email again, from another browser: refused, nothing made.
+        let before = ts.store.account_count().await.expect("count");
+        let mut other = Browser::new(&ts);
+        let csrf = other.get("/signup").await.csrf();
+        let mut fields = form("sam@example.com");
+        fields.push(("csrf", csrf.as_str()));
+        let again = other.post("/signup", &fields).await;
+        assert!(again.status >= 400, "{} {}", again.status, again.body);
+        assert_eq!(ts.store.account_count().await.expect("count"), before);
+        ts.stop().await;
+    }
+}
