@@ -397,6 +397,73 @@ async fn alerts_mail_and_post_a_signed_webhook_once(db: Db) {
     ts.stop().await;
 }
 
+/// The dashboard's Billing page and printable January statement show what the API
+/// answers; a Reader is refused both.
+async fn billing_pages_show_the_same(ts: &TestServer, o: &common::mgmt::Org) {
+    let get = |path: String, who: &common::mgmt::Person| {
+        let cookie = format!("hark_session={}; hark_csrf={}", who.token, who.csrf);
+        let req = ts.http.get(ts.url(&path)).header("cookie", cookie);
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let csp = r.headers().contains_key("content-security-policy");
+            (status, csp, r.text().await.unwrap())
+        }
+    };
+    let api = call(
+        ts,
+        "GET",
+        &format!("/accounts/{}/balance", o.account),
+        Some(&o.owner.token),
+        None,
+    )
+    .await;
+    let balance = format!("{} USD", api.ok()["balance"].as_str().unwrap());
+    let (status, csp, html) = get(format!("/accounts/{}/billing", o.account), &o.owner).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(csp);
+    for shown in [
+        balance.as_str(),
+        "January top-up",
+        "February",
+        o.owner.email.as_str(),
+        "/billing/statements/2027-01\"",
+        "/statements/2027-01/csv\"",
+    ] {
+        assert!(
+            html.contains(shown),
+            "the Billing page lacks {shown}: {html}"
+        );
+    }
+    let (status, _, html) = get(
+        format!("/accounts/{}/billing/statements/2027-01", o.account),
+        &o.owner,
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    for shown in [
+        "Statement 2027-01",
+        "Closed (final)",
+        "<td>speech_to_text</td><td>whisper-tiny.en</td><td>default</td><td>3</td><td>2</td><td>0</td><td>0.003</td>",
+        "0.997 USD",
+        "January top-up",
+    ] {
+        assert!(html.contains(shown), "the statement lacks {shown}: {html}");
+    }
+    assert!(!html.contains(" style="));
+    let reader = add_member(ts, o.account, Role::Reader).await;
+    for path in [
+        format!("/accounts/{}/billing", o.account),
+        format!("/accounts/{}/billing/statements/2027-01", o.account),
+    ] {
+        assert_eq!(get(path.clone(), &reader).await.0, 403, "{path}");
+    }
+    ts.store
+        .remove_member(o.account, reader.user_id, &Actor::Operator)
+        .await
+        .unwrap();
+}
+
 async fn closed_month_statement_never_changes(db: Db) {
     let clock = Arc::new(ManualClock::new(START_MS));
     let ts = server(db, clock.clone()).await;
@@ -517,6 +584,7 @@ async fn closed_month_statement_never_changes(db: Db) {
     )
     .await;
     assert_eq!(months.ok()["months"], json!(["2027-02", "2027-01"]));
+    billing_pages_show_the_same(&ts, &o).await;
     let bad = call(
         &ts,
         "GET",

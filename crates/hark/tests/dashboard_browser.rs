@@ -207,6 +207,16 @@ impl Browser {
     }
 
     async fn text_of(&self, css: &str) -> String {
+        // A page that reloads itself (the playground's transcript page) may replace
+        // the element between finding and reading it: then find it again.
+        for _ in 0..10 {
+            if let Ok(element) = self.client.find(Locator::Css(css)).await {
+                if let Ok(text) = element.text().await {
+                    return text;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         self.client
             .find(Locator::Css(css))
             .await
@@ -522,6 +532,14 @@ async fn account_pages_flow(install: &Install, server: &Server, driver: &Driver,
     c.press("Usage").await;
     assert!(c.text().await.contains("No usage in this range."));
     c.screenshot("usage").await;
+    c.press("Billing").await;
+    assert!(c.text().await.contains("Spend this month"));
+    c.screenshot("billing").await;
+    let now = hark_core::clock::from_millis(SystemClock.now_ms());
+    let month = format!("{:04}-{:02}", now.year(), u8::from(now.month()));
+    c.goto(&at(&format!("/billing/statements/{month}"))).await;
+    assert_eq!(c.text_of("h1").await, format!("Statement {month}"));
+    c.screenshot("statement").await;
 
     // "Create new API key", "Copy" (the text on the page), and it works.
     c.goto(&at("/keys")).await;

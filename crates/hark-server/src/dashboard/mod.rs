@@ -18,6 +18,7 @@ pub mod account;
 pub mod accounts;
 pub mod assets;
 pub mod audit;
+pub mod billing;
 pub mod chrome;
 pub mod error;
 pub mod forms;
@@ -93,6 +94,11 @@ pub const NAV: &[NavItem] = &[
         label: "Usage",
         path: "/usage",
         permission: Permission::ViewUsage,
+    },
+    NavItem {
+        label: "Billing",
+        path: "/billing",
+        permission: Permission::ManageBilling,
     },
     NavItem {
         label: "Playground",
@@ -191,6 +197,11 @@ pub fn router(state: AppState) -> Router<AppState> {
             get(account::delete_page).post(account::delete),
         )
         .route("/accounts/{account}/usage", get(usage::page))
+        .route("/accounts/{account}/billing", get(billing::page))
+        .route(
+            "/accounts/{account}/billing/statements/{month}",
+            get(billing::statement),
+        )
         .route("/accounts/{account}/playground", get(playground::page))
         .route(
             "/accounts/{account}/playground/upload",
