@@ -814,7 +814,7 @@ fn key_scopes_read() -> Vec<hark_core::scope::Scope> {
     vec![hark_core::scope::Scope::TranscriptsRead]
 }
 
-both_databases!(every_page_is_locked_down, account_pages);
+both_databases!(every_page_is_locked_down, account_pages, alerts_page);
 
 /// With `signup = "open"`, the sign-up page makes a Free account with its Owner (signed
 /// in) and a default project; an email that already has a login is refused and makes
@@ -887,4 +887,121 @@ async fn open_sign_up_makes_a_free_account() {
         assert_eq!(ts.store.account_count().await.expect("count"), before);
         ts.stop().await;
     }
+}
+
+/// The Alerts page: an Owner creates, changes and deletes an alert through the forms
+/// (the JSON API lists the same); a Reader sees the alerts but no form, and each form
+/// posted by hand is refused.
+async fn alerts_page(db: Db) {
+    let ts = TestServer::start(db).await;
+    let o = org(&ts, Plan::Payg).await;
+    let base = format!("/accounts/{}", o.account);
+    let mut b = Browser::signed_in(&ts, &o.owner);
+    let page = b.get(&format!("{base}/alerts")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_safe_page("alerts", &page, &ts.base);
+    let csrf = page.csrf();
+    let bad = b
+        .post(
+            &format!("{base}/alerts"),
+            &[
+                ("csrf", csrf.as_str()),
+                ("kind", "balance_below"),
+                ("threshold", "lots"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.body.contains("class=\"error\""));
+    let made = b
+        .post(
+            &format!("{base}/alerts"),
+            &[
+                ("csrf", csrf.as_str()),
+                ("kind", "balance_below"),
+                ("threshold", "5.00"),
+                ("project_id", ""),
+                ("webhook_url", ""),
+            ],
+        )
+        .await;
+    assert_eq!(made.status, 303, "{}", made.body);
+    let listed = mgmt::call(
+        &ts,
+        "GET",
+        &format!("{base}/alerts"),
+        Some(&o.owner.token),
+        None,
+    )
+    .await;
+    let alerts = listed
+        .ok()
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| listed.ok()["data"].as_array().cloned().unwrap_or_default());
+    assert_eq!(alerts.len(), 1, "{}", listed.text);
+    let id = alerts[0]["id"].as_str().expect("id").to_string();
+    let page = b.get(&format!("{base}/alerts")).await;
+    assert!(
+        page.body.contains("Balance falls below") && page.body.contains("5.00 USD"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("Never"));
+    let changed = b
+        .post(
+            &format!("{base}/alerts/{id}/edit"),
+            &[
+                ("csrf", csrf.as_str()),
+                ("threshold", "7.50"),
+                ("webhook_url", ""),
+            ],
+        )
+        .await;
+    assert_eq!(changed.status, 303, "{}", changed.body);
+    assert!(b
+        .get(&format!("{base}/alerts"))
+        .await
+        .body
+        .contains("7.50 USD"));
+
+    let reader = add_member(&ts, o.account, Role::Reader).await;
+    let mut r = Browser::signed_in(&ts, &reader);
+    let page = r.get(&format!("{base}/alerts")).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("7.50 USD"));
+    assert_eq!(
+        page.body
+            .matches("method=\"post\" action=\"/accounts/")
+            .count(),
+        0,
+        "{}",
+        page.body
+    );
+    for (path, form) in [
+        (
+            format!("{base}/alerts"),
+            vec![("kind", "balance_below"), ("threshold", "1")],
+        ),
+        (format!("{base}/alerts/{id}/edit"), vec![("threshold", "1")]),
+        (format!("{base}/alerts/{id}/delete"), vec![]),
+    ] {
+        let mut form = form;
+        form.push(("csrf", reader.csrf.as_str()));
+        assert_eq!(r.post(&path, &form).await.status, 403, "{path}");
+    }
+
+    let deleted = b
+        .post(
+            &format!("{base}/alerts/{id}/delete"),
+            &[("csrf", csrf.as_str())],
+        )
+        .await;
+    assert_eq!(deleted.status, 303, "{}", deleted.body);
+    assert!(b
+        .get(&format!("{base}/alerts"))
+        .await
+        .body
+        .contains("No alerts yet."));
+    ts.stop().await;
 }

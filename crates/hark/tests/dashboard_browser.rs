@@ -532,6 +532,11 @@ async fn account_pages_flow(install: &Install, server: &Server, driver: &Driver,
     c.press("Usage").await;
     assert!(c.text().await.contains("No usage in this range."));
     c.screenshot("usage").await;
+    c.press("Alerts").await;
+    c.fill("threshold", "5.00").await;
+    c.press("Create alert").await;
+    assert!(c.text().await.contains("Balance falls below"));
+    c.screenshot("alerts").await;
     c.press("Billing").await;
     assert!(c.text().await.contains("Spend this month"));
     c.screenshot("billing").await;

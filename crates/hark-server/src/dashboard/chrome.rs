@@ -65,6 +65,8 @@ pub fn notice_text(key: &str) -> Option<&'static str> {
         "invite_deleted" => "The invite was deleted; its link no longer works.",
         "role_changed" => "The role was changed.",
         "member_removed" => "The member was removed; their sessions ended.",
+        "alert_saved" => "The alert is saved.",
+        "alert_deleted" => "The alert was deleted.",
         "account_deleted" => "The account was deleted with everything in it.",
         "transcript_deleted" => "The transcript was deleted.",
         _ => return None,

@@ -16,6 +16,7 @@
 
 pub mod account;
 pub mod accounts;
+pub mod alerts;
 pub mod assets;
 pub mod audit;
 pub mod billing;
@@ -93,6 +94,11 @@ pub const NAV: &[NavItem] = &[
     NavItem {
         label: "Usage",
         path: "/usage",
+        permission: Permission::ViewUsage,
+    },
+    NavItem {
+        label: "Alerts",
+        path: "/alerts",
         permission: Permission::ViewUsage,
     },
     NavItem {
@@ -197,6 +203,15 @@ pub fn router(state: AppState) -> Router<AppState> {
             get(account::delete_page).post(account::delete),
         )
         .route("/accounts/{account}/usage", get(usage::page))
+        .route(
+            "/accounts/{account}/alerts",
+            get(alerts::page).post(alerts::create),
+        )
+        .route("/accounts/{account}/alerts/{id}/edit", post(alerts::update))
+        .route(
+            "/accounts/{account}/alerts/{id}/delete",
+            post(alerts::delete),
+        )
         .route("/accounts/{account}/billing", get(billing::page))
         .route(
             "/accounts/{account}/billing/statements/{month}",
