@@ -144,6 +144,32 @@ async fn dashboard_shows_the_report(ts: &TestServer, owner: &common::mgmt::Perso
         .await
         .unwrap();
     assert_eq!(csv, api, "the page's CSV is the API's for the same query");
+    // The project filter of the form narrows the report like the API's `project=`.
+    let project = ts
+        .store
+        .list_projects(hark_core::AccountId::parse(account).unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.name == "second")
+        .unwrap();
+    let html = ts
+        .http
+        .get(ts.url(&format!(
+            "/accounts/{account}/usage?range=custom&from=2027-01-15&to=2027-01-16&granularity=day&project={}",
+            project.id
+        )))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("<td>2027-01-15</td><td>All</td><td>1.9</td><td>0</td><td>1</td><td>0</td><td>0.0019</td>"),
+        "{html}"
+    );
 }
 
 async fn reports_are_exact_in_every_grouping(db: Db) {

@@ -83,6 +83,7 @@ pub struct UsagePage {
     pub granularities: Vec<Choice>,
     pub groupings: Vec<Choice>,
     pub products: Vec<Choice>,
+    pub projects: Vec<Choice>,
     pub custom: bool,
     pub from_date: String,
     pub to_date: String,
@@ -324,6 +325,18 @@ pub async fn page(
             let mut p = vec![("", "All products")];
             p.extend(PRODUCTS.iter().map(|p| (*p, *p)));
             choices(&p, &get("product"))
+        },
+        projects: {
+            let listed: Vec<(String, String)> = state
+                .store
+                .list_projects(auth.account.id)
+                .await?
+                .into_iter()
+                .map(|p| (p.id.to_string(), p.name))
+                .collect();
+            let mut p: Vec<(&str, &str)> = vec![("", "All projects")];
+            p.extend(listed.iter().map(|(id, name)| (id.as_str(), name.as_str())));
+            choices(&p, &get("project"))
         },
         custom: range == "custom",
         from_date: get("from"),
