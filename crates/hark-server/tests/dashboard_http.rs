@@ -4,108 +4,14 @@
 //! refused; the first-run setup link works once; sign-in throttles like the API.
 
 mod common;
-use common::mgmt::{self, add_member, org, roomy, Person};
+use common::browser::{Browser, Page};
+use common::mgmt::{self, add_member, org, roomy};
 use common::*;
 use hark_core::{Plan, Role};
 use hark_store::{AccountStore, KeyStore, LinkStore, ManageStore, MemberStore, UserStore};
-use reqwest::header::{HeaderMap, CACHE_CONTROL, LOCATION, SET_COOKIE};
-use reqwest::redirect::Policy;
+use reqwest::header::CACHE_CONTROL;
 
 const PASSWORD: &str = "correct horse battery";
-
-/// A browser-like client: no redirects followed, cookies kept by hand.
-struct Browser<'a> {
-    ts: &'a TestServer,
-    http: reqwest::Client,
-    cookies: Vec<(String, String)>,
-}
-
-struct Page {
-    status: u16,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Page {
-    fn location(&self) -> String {
-        self.headers
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    }
-
-    /// The value of the hidden CSRF field of the page's first form.
-    fn csrf(&self) -> String {
-        let at = self
-            .body
-            .find("name=\"csrf\" value=\"")
-            .unwrap_or_else(|| panic!("no csrf field in: {}", self.body));
-        let rest = &self.body[at + "name=\"csrf\" value=\"".len()..];
-        rest[..rest.find('"').expect("end of value")].to_string()
-    }
-}
-
-impl<'a> Browser<'a> {
-    fn new(ts: &'a TestServer) -> Self {
-        Self {
-            ts,
-            http: reqwest::Client::builder()
-                .redirect(Policy::none())
-                .build()
-                .expect("client"),
-            cookies: Vec::new(),
-        }
-    }
-
-    fn cookie_header(&self) -> String {
-        self.cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    fn keep_cookies(&mut self, headers: &HeaderMap) {
-        for v in headers.get_all(SET_COOKIE) {
-            let text = v.to_str().expect("ascii cookie");
-            let pair = text.split(';').next().expect("pair");
-            let (k, val) = pair.split_once('=').expect("k=v");
-            self.cookies.retain(|(name, _)| name != k);
-            if !val.is_empty() && !text.contains("Max-Age=0") {
-                self.cookies.push((k.to_string(), val.to_string()));
-            }
-        }
-    }
-
-    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
-        let req = if self.cookies.is_empty() {
-            req
-        } else {
-            req.header("cookie", self.cookie_header())
-        };
-        let r = req.send().await.expect("request");
-        let status = r.status().as_u16();
-        let headers = r.headers().clone();
-        self.keep_cookies(&headers);
-        let body = r.text().await.expect("body");
-        Page {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    async fn get(&mut self, path: &str) -> Page {
-        let req = self.http.get(self.ts.url(path));
-        self.send(req).await
-    }
-
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
-        let req = self.http.post(self.ts.url(path)).form(form);
-        self.send(req).await
-    }
-}
 
 /// The CSP and companions, no inline script or style, no `on*=` handlers, ≤ 60 KB.
 fn assert_safe_page(path: &str, page: &Page, base: &str) {
@@ -357,16 +263,6 @@ async fn every_page_is_locked_down(db: Db) {
     assert_eq!(ok.status, 303, "{}", ok.body);
     assert_eq!(ok.location(), "/profile");
     ts.stop().await;
-}
-
-impl<'a> Browser<'a> {
-    /// A browser holding the session of someone signed in through the JSON API.
-    fn signed_in(ts: &'a TestServer, who: &Person) -> Self {
-        let mut b = Browser::new(ts);
-        b.cookies.push(("hark_session".into(), who.token.clone()));
-        b.cookies.push(("hark_csrf".into(), who.csrf.clone()));
-        b
-    }
 }
 
 /// The text of the element with `id` (the one-time secret pages put the key there).

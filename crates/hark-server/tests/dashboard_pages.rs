@@ -7,122 +7,15 @@
 //! endpoints need a recent re-authentication and refuse Readers.
 
 mod common;
+use common::browser::{Browser, Page};
 use common::mgmt::*;
 use common::*;
 use hark_core::{Plan, Role};
 use hark_outbound::project_secret_seal_context;
 use hark_store::{AccountStore, AuditStore, SigningSecretStore};
-use reqwest::header::{HeaderMap, CONTENT_DISPOSITION, CONTENT_TYPE, LOCATION, SET_COOKIE};
-use reqwest::redirect::Policy;
+use reqwest::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use serde_json::json;
 use std::sync::Arc;
-
-/// A browser-like client: no redirects followed, cookies kept by hand.
-struct Browser<'a> {
-    ts: &'a TestServer,
-    http: reqwest::Client,
-    cookies: Vec<(String, String)>,
-}
-
-struct Page {
-    status: u16,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Page {
-    fn location(&self) -> String {
-        self.headers
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    }
-
-    fn csrf(&self) -> String {
-        let marker = "name=\"csrf\" value=\"";
-        let at = self
-            .body
-            .find(marker)
-            .unwrap_or_else(|| panic!("no csrf field in: {}", self.body));
-        let rest = &self.body[at + marker.len()..];
-        rest[..rest.find('"').expect("end of value")].to_string()
-    }
-
-    fn header(&self, name: impl reqwest::header::AsHeaderName) -> String {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    }
-}
-
-impl<'a> Browser<'a> {
-    fn new(ts: &'a TestServer) -> Self {
-        Self {
-            ts,
-            http: reqwest::Client::builder()
-                .redirect(Policy::none())
-                .build()
-                .expect("client"),
-            cookies: Vec::new(),
-        }
-    }
-
-    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
-        let req = if self.cookies.is_empty() {
-            req
-        } else {
-            let jar = self
-                .cookies
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join("; ");
-            req.header("cookie", jar)
-        };
-        let r = req.send().await.expect("request");
-        let status = r.status().as_u16();
-        let headers = r.headers().clone();
-        for v in headers.get_all(SET_COOKIE) {
-            let text = v.to_str().expect("ascii cookie");
-            let pair = text.split(';').next().expect("pair");
-            let (k, val) = pair.split_once('=').expect("k=v");
-            self.cookies.retain(|(name, _)| name != k);
-            if !val.is_empty() && !text.contains("Max-Age=0") {
-                self.cookies.push((k.to_string(), val.to_string()));
-            }
-        }
-        let body = r.text().await.expect("body");
-        Page {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    async fn get(&mut self, path: &str) -> Page {
-        let req = self.http.get(self.ts.url(path));
-        self.send(req).await
-    }
-
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
-        let req = self.http.post(self.ts.url(path)).form(form);
-        self.send(req).await
-    }
-
-    async fn sign_in(&mut self, email: &str) {
-        let csrf = self.get("/signin").await.csrf();
-        let done = self
-            .post(
-                "/signin",
-                &[("csrf", &csrf), ("email", email), ("password", PASSWORD)],
-            )
-            .await;
-        assert_eq!(done.status, 303, "sign-in: {}", done.body);
-    }
-}
 
 /// The CSP, no inline script, style or handler, at most 60 KB.
 fn assert_safe(path: &str, page: &Page) {
@@ -211,7 +104,7 @@ async fn transcripts_pages(db: Db) {
     let base = format!("/accounts/{a}/projects/{p}/transcripts");
 
     let mut owner = Browser::new(&ts);
-    owner.sign_in(&o.owner.email).await;
+    owner.sign_in(&o.owner.email, PASSWORD).await;
     let section = owner.get(&format!("/accounts/{a}/transcripts")).await;
     assert_eq!((section.status, section.location()), (303, base.clone()));
     let list = owner.get(&base).await;
@@ -264,7 +157,7 @@ async fn transcripts_pages(db: Db) {
 
     // A Reader browses and downloads, but sees no delete control and is refused.
     let mut r = Browser::new(&ts);
-    r.sign_in(&reader.email).await;
+    r.sign_in(&reader.email, PASSWORD).await;
     let rlist = r.get(&base).await;
     assert_eq!(rlist.status, 200);
     let rdetail = r.get(&detail_path).await;
@@ -386,7 +279,7 @@ async fn webhook_secret_pages_and_api(db: Db) {
     let page_path = format!("/accounts/{a}/projects/{p}/webhooks");
 
     let mut owner = Browser::new(&ts);
-    owner.sign_in(&o.owner.email).await;
+    owner.sign_in(&o.owner.email, PASSWORD).await;
     let section = owner.get(&format!("/accounts/{a}/webhooks")).await;
     assert_eq!(
         (section.status, section.location()),
@@ -461,7 +354,7 @@ async fn webhook_secret_pages_and_api(db: Db) {
 
     // A Reader sees the state but no control, and a hand-made POST is refused.
     let mut r = Browser::new(&ts);
-    r.sign_in(&reader.email).await;
+    r.sign_in(&reader.email, PASSWORD).await;
     let rpage = r.get(&page_path).await;
     assert_eq!(rpage.status, 200);
     assert!(!rpage.body.contains("/reveal\"") && !rpage.body.contains("/rotate\""));

@@ -2,6 +2,7 @@
 //! PostgreSQL database and provisions accounts, projects and keys for tests.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod mgmt;
 
 use hark_core::clock::{Clock, SystemClock};
