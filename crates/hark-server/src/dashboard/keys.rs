@@ -573,14 +573,14 @@ async fn reveal_form(
         Permission::RevealApiKeys,
     )
     .await?;
-    let p = ids::project(project);
-    let k = ids::api_key(key);
-    let record = state
-        .store
-        .get_api_key(k)
-        .await?
-        .filter(|r| r.project_id == p && r.account_id == auth.account.id)
-        .ok_or(MgmtError::NotFound("API key"))?;
+    let record = core::key_view(
+        state,
+        &caller,
+        auth.account.id,
+        ids::project(project),
+        ids::api_key(key),
+    )
+    .await?;
     let page = RevealPage {
         chrome: Chrome::signed_in(state, me, token, "Copy API key")
             .await?
@@ -590,7 +590,7 @@ async fn reveal_form(
             auth.account.id, record.project_id, record.id
         ),
         key_name: record.name,
-        masked: record.masked,
+        masked: record.masked_key,
         ask_password: require_recent_reauth(state, &caller).is_err(),
         back: format!(
             "/accounts/{}/keys?project={}",
@@ -641,12 +641,7 @@ pub async fn reveal(
     match revealed {
         Ok((caller, revealed)) => {
             let auth = authorize(&state, &caller, a, Permission::RevealApiKeys).await?;
-            let record = state
-                .store
-                .get_api_key(revealed.id)
-                .await?
-                .ok_or(MgmtError::NotFound("API key"))?;
-            let view = ApiKeyView::new(&record, state.clock.now_ms());
+            let view = core::key_view(&state, &caller, a, p, revealed.id).await?;
             secret_page(
                 &state,
                 &me,
@@ -699,22 +694,24 @@ async fn ending_page(
         Permission::ManageApiKeys,
     )
     .await?;
-    let record = state
-        .store
-        .get_api_key(ids::api_key(key))
-        .await?
-        .filter(|r| r.project_id == ids::project(project) && r.account_id == auth.account.id)
-        .ok_or(MgmtError::NotFound("API key"))?;
+    let record = core::key_view(
+        state,
+        &caller,
+        auth.account.id,
+        ids::project(project),
+        ids::api_key(key),
+    )
+    .await?;
     let (heading, consequences, verb, button) = match ending {
         Ending::Revoke => (
             format!("Revoke the API key {}?", record.name),
-            format!("The key {} stops working with the very next request, on every node. Transcripts it made stay.", record.masked),
+            format!("The key {} stops working with the very next request, on every node. Transcripts it made stay.", record.masked_key),
             "revoke",
             "Revoke",
         ),
         Ending::Delete => (
             format!("Delete the API key {}?", record.name),
-            format!("The key {} no longer works; deleting removes it from this list. Its transcripts, usage and audit entries keep its id.", record.masked),
+            format!("The key {} no longer works; deleting removes it from this list. Its transcripts, usage and audit entries keep its id.", record.masked_key),
             "delete",
             "Delete key",
         ),

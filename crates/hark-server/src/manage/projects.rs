@@ -199,6 +199,20 @@ pub async fn list_keys(
     page.page(items, |k| k.key.id.to_string())
 }
 
+/// One key of the project, masked (without its traffic).
+pub async fn key_view(
+    state: &AppState,
+    caller: &Caller,
+    account: AccountId,
+    project: ProjectId,
+    key: ApiKeyId,
+) -> Result<ApiKeyView> {
+    let auth = authorize(state, caller, account, Permission::ViewApiKeys).await?;
+    let p = project_in(state, &auth, project).await?;
+    let k = key_in(state, &p, key).await?;
+    Ok(ApiKeyView::new(&k, state.clock.now_ms()))
+}
+
 /// One key of the project, masked, with its traffic.
 pub async fn get_key(
     state: &AppState,
