@@ -10,8 +10,6 @@ use hark_core::keys::{self, SecretDigest, SecretKind};
 use hark_core::{AccountId, InviteId, Role, UserId};
 use hark_store::{Actor, Mail, MemberStore, NewInvite, SqlStore, UserStore};
 use serde_json::Value;
-use std::io::Write;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,34 +20,11 @@ async fn open_store(url: &str) -> SqlStore {
         .unwrap_or_else(|e| panic!("opening {url}: {e}"))
 }
 
-fn set_password(install: &Install, email: &str, password: &str) {
-    let mut child = install
-        .command()
-        .args(["admin", "user", "set-password", email, "--json"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{password}\n").as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn support_commands(database_url: Option<String>) {
     let install = Install::new(database_url);
     let tenant = install.admin_init();
     let account = AccountId::parse(&tenant.account_id).expect("account id");
-    set_password(&install, "owner@example.com", "operator-chosen passphrase");
+    install.set_password("owner@example.com", "operator-chosen passphrase");
     let url = install.effective_database_url();
     let rt = runtime();
     let store = rt.block_on(open_store(&url));

@@ -147,15 +147,22 @@ impl Install {
 
     /// `hark admin init`: the first account, its project and key.
     pub fn admin_init(&self) -> Tenant {
-        let v = self.run_json(&[
+        self.admin_init_account("owner@example.com", "E2E", &[])
+    }
+
+    /// `hark admin init` for an account of its own (`extra`: e.g. `["--plan", "enterprise"]`).
+    pub fn admin_init_account(&self, email: &str, account_name: &str, extra: &[&str]) -> Tenant {
+        let mut args = vec![
             "admin",
             "init",
             "--email",
-            "owner@example.com",
+            email,
             "--account-name",
-            "E2E",
+            account_name,
             "--json",
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let v = self.run_json(&args);
         let field = |k: &str| {
             v[k].as_str()
                 .unwrap_or_else(|| panic!("admin init JSON has no {k}: {v}"))
@@ -166,6 +173,31 @@ impl Install {
             project_id: field("project_id"),
             api_key: field("api_key"),
         }
+    }
+
+    /// `hark admin user set-password EMAIL`, the password on stdin.
+    pub fn set_password(&self, email: &str, password: &str) {
+        use std::io::Write;
+        let mut child = self
+            .command()
+            .args(["admin", "user", "set-password", email, "--json"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{password}\n").as_bytes())
+            .expect("write");
+        let out = child.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Installs the test model from `$HARK_TEST_MODEL_DIR` into the data dir.
@@ -197,7 +229,26 @@ impl Install {
         }
         Server::start(cmd)
     }
+
+    /// Starts `hark worker` (transcription only, no listener) with extra arguments and
+    /// environment, and waits until it says it runs.
+    pub fn worker(&self, args: &[&str], envs: &[(&str, &str)]) -> Server {
+        let mut cmd = self.command();
+        cmd.arg("worker")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        Server::spawn(cmd, WORKER_READY).0
+    }
 }
+
+/// What `hark serve` prints (to stderr) once it accepts requests, before its URL.
+const SERVE_READY: &str = "hark listening on ";
+/// What `hark worker` prints once its workers run.
+const WORKER_READY: &str = "hark worker running";
 
 pub struct Tenant {
     pub account_id: String,
@@ -259,8 +310,19 @@ pub struct Server {
 }
 
 impl Server {
-    fn start(mut cmd: Command) -> Self {
-        let mut child = cmd.spawn().expect("spawning hark serve");
+    fn start(cmd: Command) -> Self {
+        let (mut server, url) = Self::spawn(cmd, SERVE_READY);
+        server.base_url = url;
+        server.wait_healthy(Duration::from_secs(30));
+        server
+    }
+
+    /// Spawns `cmd` and waits until a line of its stderr contains `ready`; returns the
+    /// process and the rest of that line.
+    fn spawn(mut cmd: Command, ready: &'static str) -> (Self, String) {
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
         let pid = child.id();
         let stderr = child.stderr.take().expect("piped stderr");
         let child = ChildGuard(Some(child));
@@ -271,8 +333,8 @@ impl Server {
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
-                    if let Some(addr) = line.split("hark listening on ").nth(1) {
-                        let _ = tx.send(addr.trim().to_string());
+                    if let Some(rest) = line.split(ready).nth(1) {
+                        let _ = tx.send(rest.trim().to_string());
                     }
                     let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
                     log.push_str(&line);
@@ -280,21 +342,19 @@ impl Server {
                 }
             });
         }
-        let mut server = Server {
+        let server = Server {
             child,
             pid,
             base_url: String::new(),
             log,
         };
         match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(url) => server.base_url = url,
+            Ok(rest) => (server, rest),
             Err(_) => panic!(
-                "hark serve printed no `hark listening on` line within 60 s; its stderr:\n{}",
+                "{cmd:?} printed no `{ready}` line within 60 s; its stderr:\n{}",
                 server.log()
             ),
         }
-        server.wait_healthy(Duration::from_secs(30));
-        server
     }
 
     /// What the server has written to stderr so far.
