@@ -95,8 +95,8 @@ done
 
 if [ ! -s "$DIR/key.env" ]; then
     created="$(cli key create "$KEY_NAME")"
-    id="$(printf '%s\n' "$created" | awk -F': *' '/Key ID/ {print $2; exit}')"
-    secret="$(printf '%s\n' "$created" | awk -F': *' '/Secret key/ {print $2; exit}')"
+    id="$(printf '%s\n' "$created" | awk -F':[[:space:]]+' '/Key ID/ {print $2; exit}')"
+    secret="$(printf '%s\n' "$created" | awk -F':[[:space:]]+' '/Secret key/ {print $2; exit}')"
     [ -n "$id" ] && [ -n "$secret" ] || { log "ERROR: could not read the new key"; printf '%s\n' "$created" >&2; exit 1; }
     cli bucket create "$BUCKET" >/dev/null 2>&1 || true
     cli bucket allow --read --write --owner "$BUCKET" --key "$id" >/dev/null

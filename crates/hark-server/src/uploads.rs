@@ -106,7 +106,9 @@ pub async fn sweep_at_start(store: &dyn Store, blobs: &dyn BlobStore, now: Milli
         }
         match blobs.delete(&object.key).await {
             Ok(()) => removed += 1,
-            Err(e) => tracing::warn!(error = %e, key = %object.key, "could not remove an orphaned upload"),
+            Err(e) => {
+                tracing::warn!(error = %e, key = %object.key, "could not remove an orphaned upload")
+            }
         }
     }
     if removed > 0 {

@@ -117,13 +117,19 @@ async fn uploads_live_in_the_bucket_and_leave_with_their_owner(db: Db) {
     // Deleting the transcript deletes its upload's object.
     let r = ts
         .http
-        .delete(ts.url(&format!("/v2/transcript/{}", done["id"].as_str().expect("id"))))
+        .delete(ts.url(&format!(
+            "/v2/transcript/{}",
+            done["id"].as_str().expect("id")
+        )))
         .header("authorization", &key)
         .send()
         .await
         .expect("delete");
     assert_eq!(r.status().as_u16(), 200);
-    assert!(objects(&s3).await.is_empty(), "transcript deleted, object gone");
+    assert!(
+        objects(&s3).await.is_empty(),
+        "transcript deleted, object gone"
+    );
 
     // Deleting a project deletes its objects; another project's stay.
     let made = call(
@@ -176,7 +182,10 @@ async fn uploads_live_in_the_bucket_and_leave_with_their_owner(db: Db) {
     )
     .await;
     assert_eq!(d.status, 204, "{}", d.text);
-    assert!(objects(&s3).await.is_empty(), "account deleted, objects gone");
+    assert!(
+        objects(&s3).await.is_empty(),
+        "account deleted, objects gone"
+    );
     let ready: serde_json::Value = ts
         .http
         .get(ts.url("/ready"))
@@ -196,13 +205,11 @@ async fn the_sweep_at_start_cleans_the_bucket(db: Db) {
     let s3 = hark_store::testing::s3_settings(MIN_PART_SIZE);
     // Two days on: every object and upload made now is past its grace period.
     let clock = Arc::new(ManualClock::new(SystemClock.now_ms() + 2 * 86_400_000));
-    let mut ts = TestServer::start_with_clock(
-        db,
-        Some(Arc::new(ScriptedEngine)),
-        clock.clone(),
-        |c| use_s3(c, &s3),
-    )
-    .await;
+    let mut ts =
+        TestServer::start_with_clock(db, Some(Arc::new(ScriptedEngine)), clock.clone(), |c| {
+            use_s3(c, &s3)
+        })
+        .await;
     let t = ts.tenant(Plan::Payg).await;
     let url = upload(&ts, &t.key, &["kept"]).await;
     let kept = format!("{}/{}", t.project, upload_id(&url));
@@ -215,7 +222,10 @@ async fn the_sweep_at_start_cleans_the_bucket(db: Db) {
         .await
         .expect("orphan");
     let mut unfinished = bucket
-        .put_multipart(&ObjectPath::from(format!("{}/{}/cut", s3.prefix, t.project)))
+        .put_multipart(&ObjectPath::from(format!(
+            "{}/{}/cut",
+            s3.prefix, t.project
+        )))
         .await
         .expect("multipart");
     unfinished

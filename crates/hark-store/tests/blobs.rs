@@ -13,7 +13,11 @@ fn pattern(len: usize) -> Vec<u8> {
         .collect()
 }
 
-async fn read_all(blobs: &dyn BlobStore, key: &str, range: Option<std::ops::Range<u64>>) -> Vec<u8> {
+async fn read_all(
+    blobs: &dyn BlobStore,
+    key: &str,
+    range: Option<std::ops::Range<u64>>,
+) -> Vec<u8> {
     let mut stream = blobs.read(key, range).await.expect("read");
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
@@ -58,8 +62,14 @@ async fn conformance(blobs: Arc<dyn BlobStore>) {
     assert_eq!(write(blobs, "p1/big", &data).await, data.len() as u64);
     let listed = blobs.list().await.expect("list");
     assert_eq!(listed.len(), 1);
-    assert_eq!((listed[0].key.as_str(), listed[0].size), ("p1/big", data.len() as u64));
-    assert!(read_all(blobs, "p1/big", None).await == data, "whole object");
+    assert_eq!(
+        (listed[0].key.as_str(), listed[0].size),
+        ("p1/big", data.len() as u64)
+    );
+    assert!(
+        read_all(blobs, "p1/big", None).await == data,
+        "whole object"
+    );
     let edge = MIN_PART_SIZE as u64;
     assert!(
         read_all(blobs, "p1/big", Some(edge - 10..edge + 10)).await
@@ -95,7 +105,10 @@ async fn conformance(blobs: Arc<dyn BlobStore>) {
         blobs.local_file("p1/missing", scratch.path()).await.err(),
         Some(BlobError::NotFound(_))
     ));
-    blobs.delete("p1/missing").await.expect("deleting nothing is fine");
+    blobs
+        .delete("p1/missing")
+        .await
+        .expect("deleting nothing is fine");
     for bad in ["../x", "/abs", "p1/../../x", ""] {
         assert!(matches!(
             blobs.create(bad).await.err(),
@@ -126,7 +139,10 @@ async fn conformance(blobs: Arc<dyn BlobStore>) {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert_eq!(unfinished, 0, "aborted and dropped uploads left nothing unfinished");
+    assert_eq!(
+        unfinished, 0,
+        "aborted and dropped uploads left nothing unfinished"
+    );
 
     // An interrupted upload (the process died mid-body: no abort ran) stays unfinished
     // until a sweep; a young one survives a sweep with an earlier cutoff.
@@ -140,7 +156,11 @@ async fn conformance(blobs: Arc<dyn BlobStore>) {
         .await
         .expect("write");
     std::mem::forget(interrupted);
-    assert_eq!(keys(blobs).await, vec!["p1/big".to_string()], "not an object yet");
+    assert_eq!(
+        keys(blobs).await,
+        vec!["p1/big".to_string()],
+        "not an object yet"
+    );
     let hour_ago = hark_core::clock::SystemClock.now_ms() - 3_600_000;
     assert_eq!(blobs.abort_unfinished(hour_ago).await.expect("sweep"), 0);
     assert_eq!(blobs.abort_unfinished(FAR_FUTURE).await.expect("sweep"), 1);
@@ -149,10 +169,7 @@ async fn conformance(blobs: Arc<dyn BlobStore>) {
     // A project's folder goes at once; others stay.
     write(blobs, "p1/small", b"RIFF....").await;
     write(blobs, "p2/other", b"RIFF....").await;
-    assert_eq!(
-        keys(blobs).await,
-        vec!["p1/big", "p1/small", "p2/other"]
-    );
+    assert_eq!(keys(blobs).await, vec!["p1/big", "p1/small", "p2/other"]);
     assert_eq!(blobs.delete_folder("p1").await.expect("delete folder"), 2);
     assert_eq!(keys(blobs).await, vec!["p2/other"]);
     blobs.delete("p2/other").await.expect("delete");
@@ -181,7 +198,7 @@ async fn s3_bucket_conforms() {
 /// A multipart object really is stored in parts: its ETag says how many (`-3`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_objects_are_written_in_parts() {
-    use object_store::{ObjectStoreExt, path::Path};
+    use object_store::{path::Path, ObjectStoreExt};
     let settings = hark_store::testing::s3_settings(MIN_PART_SIZE);
     let s3 = S3Blobs::open(settings.clone()).expect("open");
     write(&s3, "p/parts", &pattern(2 * MIN_PART_SIZE + 1)).await;

@@ -244,7 +244,9 @@ struct LocalWriter {
 impl BlobWriter for LocalWriter {
     async fn write(&mut self, chunk: Bytes) -> BlobResult<()> {
         let Some(file) = self.file.as_mut() else {
-            return Err(BlobError::Io(std::io::Error::other("writer already closed")));
+            return Err(BlobError::Io(std::io::Error::other(
+                "writer already closed",
+            )));
         };
         file.write_all(&chunk).await?;
         self.size += chunk.len() as u64;
@@ -253,7 +255,9 @@ impl BlobWriter for LocalWriter {
 
     async fn finish(mut self: Box<Self>) -> BlobResult<u64> {
         let Some(mut file) = self.file.take() else {
-            return Err(BlobError::Io(std::io::Error::other("writer already closed")));
+            return Err(BlobError::Io(std::io::Error::other(
+                "writer already closed",
+            )));
         };
         let done = async {
             file.flush().await?;
