@@ -70,8 +70,9 @@ async fn upload(ts: &TestServer, key: &str, words: &[&str]) -> String {
         .send()
         .await
         .expect("upload");
-    assert_eq!(r.status().as_u16(), 200);
+    let status = r.status().as_u16();
     let v: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(status, 200, "{v}");
     v["upload_url"].as_str().expect("upload_url").to_string()
 }
 
@@ -84,8 +85,9 @@ async fn transcribe(ts: &TestServer, key: &str, url: &str) -> serde_json::Value 
         .send()
         .await
         .expect("create");
-    assert_eq!(r.status().as_u16(), 200);
+    let status = r.status().as_u16();
     let v: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(status, 200, "{v}");
     wait_done(ts, key, v["id"].as_str().expect("id")).await
 }
 
@@ -98,7 +100,7 @@ fn upload_id(url: &str) -> &str {
 async fn uploads_live_in_the_bucket_and_leave_with_their_owner(db: Db) {
     let s3 = hark_store::testing::s3_settings(MIN_PART_SIZE);
     let ts = TestServer::start_with(db, Some(Arc::new(ScriptedEngine)), |c| use_s3(c, &s3)).await;
-    let a = org(&ts, Plan::Payg).await;
+    let a = org(&ts, Plan::Free).await;
     let (_, key) = ts.key(a.project, None).await;
 
     // Upload -> stored in the bucket, not on disk -> transcribed from it.
@@ -210,7 +212,7 @@ async fn the_sweep_at_start_cleans_the_bucket(db: Db) {
             use_s3(c, &s3)
         })
         .await;
-    let t = ts.tenant(Plan::Payg).await;
+    let t = ts.funded_tenant().await;
     let url = upload(&ts, &t.key, &["kept"]).await;
     let kept = format!("{}/{}", t.project, upload_id(&url));
     let bucket = direct(&s3);
