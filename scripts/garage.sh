@@ -72,7 +72,8 @@ fi
 
 if ! running; then
     log "starting on 127.0.0.1:$S3_PORT ($DIR)"
-    nohup "$GARAGE" -c "$CONF" server >"$DIR/garage.log" 2>&1 &
+    # Without the lock descriptor, or the server would hold the lock for its lifetime.
+    nohup "$GARAGE" -c "$CONF" server >"$DIR/garage.log" 2>&1 9>&- &
     echo $! >"$DIR/garage.pid"
 fi
 for _ in $(seq 1 100); do
