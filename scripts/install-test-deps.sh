@@ -9,6 +9,9 @@
 #   - Node.js and the official Node SDK (npm `assemblyai`, major 4) in
 #     ${HARK_NODE_DIR:-$HOME/.cache/hark/node} (the streaming SDK tests), and axe-core
 #     (major 4) there too: the browser tests run it on every dashboard page.
+#   - Garage (crate `garage`, the S3-compatible store the object-storage tests use),
+#     built once with `cargo install` into ${HARK_TOOLS_DIR:-$HOME/.cache/hark/tools}
+#     with only the SQLite metadata engine (bundled C libraries, no metrics/K2V/LMDB).
 set -euo pipefail
 
 APT_PACKAGES=(sox libsox-fmt-all ffmpeg espeak-ng mold chromium chromium-driver)
@@ -96,6 +99,18 @@ if [ ! -f "$NODE_DIR/node_modules/axe-core/axe.min.js" ]; then
     log "npm: installed $AXE"
 else
     log "npm: already present: $AXE in $NODE_DIR"
+fi
+
+TOOLS="${HARK_TOOLS_DIR:-$HOME/.cache/hark/tools}"
+GARAGE_VERSION=2.5.0
+if [ ! -x "$TOOLS/bin/garage" ]; then
+    log "cargo: installing garage $GARAGE_VERSION into $TOOLS (one-time build)"
+    cargo install garage --version "$GARAGE_VERSION" --locked --no-default-features \
+        --features sqlite,bundled-libs --root "$TOOLS" \
+        --target-dir "${HARK_TOOLS_BUILD_DIR:-$HOME/.cache/hark/garage-build}"
+    log "cargo: installed garage"
+else
+    log "cargo: already present: garage in $TOOLS"
 fi
 
 log "done (venv python: $VENV/bin/python, node modules: $NODE_DIR/node_modules)"

@@ -2,7 +2,7 @@
 # The whole test suite, as CI runs it (`.ci/run` calls this): installs the test
 # dependencies and fixtures if missing, makes sure PostgreSQL is up (its tests are
 # never skipped), then format check, clippy with warnings as errors, and every test
-# of the workspace on SQLite and PostgreSQL.
+# of the workspace on SQLite and PostgreSQL (and, for audio storage, on a local Garage).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +28,11 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.5; done
     redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || { echo "test.sh: Redis is required and unreachable" >&2; exit 1; }
 fi
+
+# The object-storage tests run against a real S3 server (Garage, on loopback); never
+# skipped either: without HARK_TEST_S3_* they fail.
+# shellcheck disable=SC1090
+eval "$(bash scripts/garage.sh)"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -64,6 +64,53 @@ pub struct Config {
     /// say (default 86400: a day; 0 retires it at once; at most 7 days).
     pub webhook_secret_overlap_secs: i64,
     pub billing: BillingConfig,
+    pub storage: StorageConfig,
+}
+
+/// Where uploaded audio is kept (`[storage]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `local` (default: files under `<data_dir>/uploads`, one node) or `s3` (an
+    /// S3-compatible bucket every node shares).
+    pub kind: StorageKind,
+    pub bucket: String,
+    /// The S3 API's URL, e.g. `http://127.0.0.1:3900` (requests are path-style).
+    pub endpoint: String,
+    pub region: String,
+    /// Also from `HARK_STORAGE_ACCESS_KEY_ID_FILE`.
+    pub access_key_id: String,
+    /// Also from `HARK_STORAGE_SECRET_ACCESS_KEY_FILE`.
+    #[serde(skip_serializing)]
+    pub secret_access_key: hark_core::keys::Secret,
+    /// Bytes per part of a multipart upload (at least 5 MiB); an upload holds at most
+    /// two parts in memory.
+    pub part_size_bytes: usize,
+    /// A folder of the bucket this cluster's objects go under (empty: the root).
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageKind {
+    #[default]
+    Local,
+    S3,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            kind: StorageKind::Local,
+            bucket: String::new(),
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            access_key_id: String::new(),
+            secret_access_key: hark_core::keys::Secret::default(),
+            part_size_bytes: 8 << 20,
+            prefix: String::new(),
+        }
+    }
 }
 
 /// The `signup` setting.
@@ -248,6 +295,7 @@ impl Default for Config {
             signup: SignupMode::default(),
             webhook_secret_overlap_secs: 86_400,
             billing: BillingConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -348,6 +396,12 @@ impl Config {
         }
         if let Some(v) = read_secret_file("HARK_SMTP_PASSWORD_FILE")? {
             config.smtp.password = hark_core::keys::Secret::new(v);
+        }
+        if let Some(v) = read_secret_file("HARK_STORAGE_ACCESS_KEY_ID_FILE")? {
+            config.storage.access_key_id = v;
+        }
+        if let Some(v) = read_secret_file("HARK_STORAGE_SECRET_ACCESS_KEY_FILE")? {
+            config.storage.secret_access_key = hark_core::keys::Secret::new(v);
         }
         Ok(config)
     }
@@ -497,6 +551,8 @@ const NOT_CONFIG_ENV: &[&str] = &[
     "smtp_password_file",
     "database_url_file",
     "redis_url_file",
+    "storage_access_key_id_file",
+    "storage_secret_access_key_file",
     "venv",
     "model_cache",
     "fixtures_force",
@@ -537,6 +593,30 @@ mod tests {
             assert_eq!((c.rate_limit.requests, c.rate_limit.window_secs), (5, 9));
             assert_eq!(c.master_key.expose(), "ab".repeat(32));
             assert_eq!(c.max_upload_bytes, 2_200_000_000);
+            assert_eq!(c.storage.kind, StorageKind::Local);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn storage_from_file_env_and_secret_files() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "hark.toml",
+                "[storage]\nkind = \"s3\"\nbucket = \"audio\"\nendpoint = \"http://127.0.0.1:3900\"\n",
+            )?;
+            jail.set_env("HARK_STORAGE__REGION", "garage");
+            jail.create_file("id", "GK123\n")?;
+            jail.create_file("secret", "s3cr3t\n")?;
+            jail.set_env("HARK_STORAGE_ACCESS_KEY_ID_FILE", "id");
+            jail.set_env("HARK_STORAGE_SECRET_ACCESS_KEY_FILE", "secret");
+            let c = Config::load(Some(Path::new("hark.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.storage.kind, StorageKind::S3);
+            assert_eq!(c.storage.bucket, "audio");
+            assert_eq!(c.storage.region, "garage");
+            assert_eq!(c.storage.access_key_id, "GK123");
+            assert_eq!(c.storage.secret_access_key.expose(), "s3cr3t");
+            assert!(!format!("{:?}", c.storage).contains("s3cr3t"));
             Ok(())
         });
     }

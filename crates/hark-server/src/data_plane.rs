@@ -16,7 +16,6 @@ use hark_core::{views, TranscriptId, UploadId};
 use hark_store::{NewTranscript, Transcript, TranscriptQuery, TranscriptStatus, Upload};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use tokio::io::AsyncWriteExt;
 
 /// `POST /v2/upload`: the raw body, streamed to disk.
 /// Reads and discards (a bounded part of) a refused upload's body before the refusal is
@@ -60,32 +59,15 @@ pub async fn upload(
         return Err(quota_refusal(quota));
     }
     let id = UploadId::new();
-    let dir = state.uploads_dir.join(who.project_id.to_string());
-    crate::private_dir(&dir).map_err(ApiError::internal)?;
-    let path = dir.join(id.to_string());
-    let partial = dir.join(format!("{id}.partial"));
+    let key = hark_store::blobs::upload_key(&who.project_id.to_string(), &id.to_string());
     let idle = std::time::Duration::from_secs(state.config.upload_idle_timeout_secs.max(1));
-    let written = receive_body(body, &partial, state.config.max_upload_bytes, idle).await;
-    let size = match written {
-        Ok(size) => size,
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&partial).await;
-            return Err(e);
-        }
-    };
-    if size == 0 {
-        let _ = tokio::fs::remove_file(&partial).await;
-        return Err(ApiError::bad_request("Upload body is empty"));
-    }
-    tokio::fs::rename(&partial, &path)
-        .await
-        .map_err(ApiError::internal)?;
+    let size = receive_body(&state, body, &key, idle).await?;
     let record = Upload {
         id,
         account_id: who.account_id,
         project_id: who.project_id,
         api_key_id: who.key_id,
-        path: path.to_string_lossy().into_owned(),
+        path: key.clone(),
         size_bytes: i64::try_from(size).unwrap_or(i64::MAX),
         created_at: state.clock.now_ms(),
     };
@@ -97,11 +79,11 @@ pub async fn upload(
     match stored {
         Ok(true) => {}
         Ok(false) => {
-            let _ = tokio::fs::remove_file(&path).await;
+            crate::uploads::remove_objects(&state, &[key], &[]).await;
             return Err(quota_refusal(quota));
         }
         Err(e) => {
-            let _ = tokio::fs::remove_file(&path).await;
+            crate::uploads::remove_objects(&state, &[key], &[]).await;
             return Err(e.into());
         }
     }
@@ -117,25 +99,46 @@ fn quota_refusal(quota: i64) -> ApiError {
     ))
 }
 
+/// Streams the body into a new object at `key`: each chunk is passed on as it
+/// arrives (the S3 backend sends it in parts), so no upload is ever held whole in
+/// memory. On any refusal the object is abandoned and nothing of it stays.
 async fn receive_body(
+    state: &AppState,
     body: Body,
-    path: &std::path::Path,
+    key: &str,
+    idle: std::time::Duration,
+) -> ApiResult<u64> {
+    let mut writer = state.blobs.create(key).await.map_err(ApiError::internal)?;
+    match stream_body(writer.as_mut(), body, state.config.max_upload_bytes, idle).await {
+        Ok(0) => {
+            abandon(writer).await;
+            Err(ApiError::bad_request("Upload body is empty"))
+        }
+        Ok(_) => writer.finish().await.map_err(ApiError::internal),
+        Err(e) => {
+            abandon(writer).await;
+            Err(e)
+        }
+    }
+}
+
+async fn abandon(writer: Box<dyn hark_store::blobs::BlobWriter>) {
+    if let Err(e) = writer.abort().await {
+        tracing::warn!(error = %e, "could not abort a refused upload");
+    }
+}
+
+async fn stream_body(
+    writer: &mut dyn hark_store::blobs::BlobWriter,
+    body: Body,
     max_bytes: u64,
     idle: std::time::Duration,
 ) -> ApiResult<u64> {
-    let mut file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .await
-        .map_err(ApiError::internal)?;
     let mut stream = body.into_data_stream();
     let mut size: u64 = 0;
     let mut head: Vec<u8> = Vec::with_capacity(SNIFF_BYTES);
     loop {
-        // A body that stalls holds a connection and a file: it gets `idle` per chunk.
+        // A body that stalls holds a connection and an upload: it gets `idle` per chunk.
         let Ok(next) = tokio::time::timeout(idle, stream.next()).await else {
             return Err(ApiError::UploadTimedOut(idle.as_secs()));
         };
@@ -156,13 +159,11 @@ async fn receive_body(
                 refuse_non_audio(&head)?;
             }
         }
-        file.write_all(&chunk).await.map_err(ApiError::internal)?;
+        writer.write(chunk).await.map_err(ApiError::internal)?;
     }
     if head.len() < SNIFF_BYTES {
         refuse_non_audio(&head)?;
     }
-    file.flush().await.map_err(ApiError::internal)?;
-    file.sync_all().await.map_err(ApiError::internal)?;
     Ok(size)
 }
 
@@ -286,9 +287,9 @@ pub async fn delete(
         .delete_transcript(who.project_id, id)
         .await?
         .ok_or(ApiError::TranscriptNotFound)?;
-    // After the commit: a failed deletion leaves a file the next start sweeps.
+    // After the commit: a failed deletion leaves an object the next start sweeps.
     if let Some(upload) = upload {
-        crate::uploads::remove_file(std::path::Path::new(&upload.path)).await;
+        crate::uploads::remove_objects(&state, &[upload.path], &[]).await;
     }
     Ok(Json(render::transcript(&transcript)))
 }

@@ -52,7 +52,10 @@ pub struct AppStateInner {
     pub auth: AuthCache,
     pub rate_limiter: AccountRateLimiter,
     pub public_base_url: String,
-    pub uploads_dir: PathBuf,
+    /// Where uploaded audio is stored (`[storage]`).
+    pub blobs: Arc<dyn hark_store::blobs::BlobStore>,
+    /// Scratch files on this node: downloaded `audio_url`s and objects copied out of
+    /// shared storage for the decoder, each removed after its job.
     pub tmp_dir: PathBuf,
     pub jobs_available: Notify,
     pub outbound: hark_outbound::OutboundClient,
@@ -269,9 +272,10 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `GET /ready`: 200 when this node can serve: the database answers, a speech model is
-/// loaded, and the revocation listener is up (else its key cache is not trusted and
-/// every request costs a database read); 503 naming what is missing.
+/// `GET /ready`: 200 when this node can serve: the database answers, the audio storage
+/// answers, a speech model is loaded, and the revocation listener is up (else its key
+/// cache is not trusted and every request costs a database read); 503 naming what is
+/// missing.
 async fn ready(State(state): State<AppState>) -> axum::response::Response {
     use axum::response::IntoResponse;
     let database = match state.store.auth_epoch().await {
@@ -282,12 +286,19 @@ async fn ready(State(state): State<AppState>) -> axum::response::Response {
             false
         }
     };
+    let storage = match state.blobs.check().await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, storage = %state.blobs.describe(), "readiness: audio storage unreachable");
+            false
+        }
+    };
     let model = state
         .engine
         .as_ref()
         .is_some_and(|e| !e.models().is_empty());
     let listener = state.store.credential_bus().is_connected();
-    let ok = database && model && listener;
+    let ok = database && storage && model && listener;
     let status = if ok {
         axum::http::StatusCode::OK
     } else {
@@ -298,6 +309,7 @@ async fn ready(State(state): State<AppState>) -> axum::response::Response {
         axum::Json(serde_json::json!({
             "status": if ok { "ready" } else { "not ready" },
             "database": database,
+            "storage": storage,
             "model_loaded": model,
             "revocation_listener": listener,
         })),
@@ -425,18 +437,17 @@ async fn start_node(
         .map_err(|e| StartError::Config(e.to_string()))?;
     let store = open_store(&config, clock.clone()).await?;
     check_master_key(&store, &master_key).await?;
-    let uploads_dir = config.data_dir.join("uploads");
     let tmp_dir = config.data_dir.join("tmp");
-    for dir in [&uploads_dir, &tmp_dir] {
-        private_dir(dir).map_err(|source| StartError::Io {
-            path: dir.clone(),
-            source,
-        })?;
-    }
+    private_dir(&tmp_dir).map_err(|source| StartError::Io {
+        path: tmp_dir.clone(),
+        source,
+    })?;
+    let blobs = uploads::open_storage(&config)?;
+    uploads::check_storage(blobs.as_ref()).await?;
     let serving = role == Role::Serve;
     if serving {
-        // Before the listener accepts anything, so no upload is in flight.
-        uploads::sweep_at_start(&store, &uploads_dir).await;
+        // Before the listener accepts anything, so no upload of this node is in flight.
+        uploads::sweep_at_start(&store, blobs.as_ref(), clock.now_ms()).await;
     }
     let (tls_files, tls, listener, addr) = if serving {
         let tls_files = tls::resolve_files(&config)?;
@@ -497,7 +508,7 @@ async fn start_node(
         master_key,
         engine,
         auth: AuthCache::new(),
-        uploads_dir,
+        blobs,
         tmp_dir,
         jobs_available: Notify::new(),
         outbound,

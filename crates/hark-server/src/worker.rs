@@ -5,6 +5,7 @@ use crate::params::{CustomSpelling, StoredParams};
 use crate::render;
 use crate::AppState;
 use hark_core::speech::{SpeechError, TranscribeRequest, Transcription};
+use hark_store::blobs::{BlobError, LocalFile};
 use hark_store::{ClaimedJob, JobOutcome, NewUsageEvent, NewWebhook};
 use serde_json::json;
 use std::path::PathBuf;
@@ -168,10 +169,10 @@ async fn transcribe(
     job: &ClaimedJob,
     params: &StoredParams,
 ) -> Result<Transcription, String> {
-    let (path, temporary) = fetch_audio(state, job).await?;
+    let audio = fetch_audio(state, job).await?;
     let engine = state.engine.clone();
     let request = TranscribeRequest {
-        path: path.clone(),
+        path: audio.path().to_path_buf(),
         model: params.model.clone(),
         language_code: if params.language_detection {
             None
@@ -190,9 +191,8 @@ async fn transcribe(
     })
     .await;
     crate::telemetry::inference(started.elapsed());
-    if temporary {
-        let _ = tokio::fs::remove_file(&path).await;
-    }
+    // A scratch copy or download is removed here; a local upload stays.
+    drop(audio);
     let mut transcription = match outcome {
         Ok(Ok(t)) => t,
         Ok(Err(e)) if e.is_client_facing() => return Err(e.to_string()),
@@ -222,25 +222,63 @@ async fn transcribe(
     Ok(transcription)
 }
 
-async fn fetch_audio(state: &AppState, job: &ClaimedJob) -> Result<(PathBuf, bool), String> {
+/// The audio file of a job: its upload (a scratch copy when the upload is in shared
+/// storage) or its `audio_url` downloaded into the scratch directory. Either way the
+/// decoder gets a file, and a scratch file goes when the returned value is dropped.
+async fn fetch_audio(state: &AppState, job: &ClaimedJob) -> Result<AudioFile, String> {
     let t = &job.transcript;
+    let gone = || {
+        format!(
+            "Download error, unable to download {}. The uploaded file no longer exists.",
+            t.audio_url
+        )
+    };
     if let Some(upload_id) = t.upload_id {
         let upload = state.store.get_upload(upload_id).await.map_err(|e| {
             tracing::error!(error = %e, "reading upload");
             INTERNAL_FAILURE.to_string()
         })?;
-        return match upload {
-            Some(u) if u.project_id == t.project_id => Ok((PathBuf::from(u.path), false)),
-            _ => Err(format!(
-                "Download error, unable to download {}. The uploaded file no longer exists.",
-                t.audio_url
-            )),
+        let Some(upload) = upload.filter(|u| u.project_id == t.project_id) else {
+            return Err(gone());
+        };
+        let key = state.blobs.key_of(&upload.path);
+        return match state.blobs.local_file(&key, &state.tmp_dir).await {
+            Ok(file) => Ok(AudioFile::Stored(file)),
+            Err(BlobError::NotFound(_)) => Err(gone()),
+            Err(e) => {
+                tracing::error!(error = %e, storage = %state.blobs.describe(), "reading an upload from storage");
+                Err(INTERNAL_FAILURE.to_string())
+            }
         };
     }
     let dest = state.tmp_dir.join(format!("{}.download", t.id));
     crate::remote::download(state, &t.audio_url, &dest)
         .await
-        .map(|()| (dest, true))
+        .map(|()| AudioFile::Downloaded(dest))
+}
+
+/// A job's audio on this node's disk.
+enum AudioFile {
+    Stored(LocalFile),
+    /// A downloaded `audio_url`, removed on drop.
+    Downloaded(PathBuf),
+}
+
+impl AudioFile {
+    fn path(&self) -> &std::path::Path {
+        match self {
+            AudioFile::Stored(file) => file.path(),
+            AudioFile::Downloaded(path) => path,
+        }
+    }
+}
+
+impl Drop for AudioFile {
+    fn drop(&mut self) {
+        if let AudioFile::Downloaded(path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// Replaces words as `custom_spelling` asks (case-insensitive on the word itself,

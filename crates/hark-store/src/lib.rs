@@ -7,6 +7,7 @@
 
 mod alerts;
 mod billing;
+pub mod blobs;
 pub mod bus;
 mod jobs;
 mod ledger;

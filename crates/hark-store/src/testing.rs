@@ -69,3 +69,28 @@ async fn connect_admin(url: &str) -> sqlx::AnyConnection {
         panic!("PostgreSQL at {url} is unreachable ({e}); start it (see README) — PostgreSQL tests are never skipped")
     })
 }
+
+/// The S3-compatible store the object-storage tests use (the Garage node that
+/// `scripts/garage.sh` starts and `scripts/test.sh` runs), with its keys under a new
+/// random `prefix` so tests sharing the bucket never see each other's objects. Panics
+/// (failing the test) when `HARK_TEST_S3_*` is unset: object-storage tests are never
+/// skipped.
+pub fn s3_settings(part_size: usize) -> crate::blobs::S3Settings {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is not set: start Garage with `eval \"$(bash scripts/garage.sh)\"` \
+                 (scripts/test.sh does) — object-storage tests are never skipped"
+            )
+        })
+    };
+    crate::blobs::S3Settings {
+        bucket: var("HARK_TEST_S3_BUCKET"),
+        endpoint: var("HARK_TEST_S3_ENDPOINT"),
+        region: var("HARK_TEST_S3_REGION"),
+        access_key_id: var("HARK_TEST_S3_ACCESS_KEY_ID"),
+        secret_access_key: hark_core::keys::Secret::new(var("HARK_TEST_S3_SECRET_ACCESS_KEY")),
+        part_size,
+        prefix: format!("test-{}", uuid::Uuid::new_v4().simple()),
+    }
+}

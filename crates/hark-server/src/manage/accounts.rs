@@ -14,30 +14,6 @@ use hark_core::keys::{self, Secret, SecretDigest, SecretKind};
 use hark_core::{AccountId, InviteId, Permission, Role, UserId};
 use hark_store::{Mail, NewInvite};
 use serde::Deserialize;
-use std::path::PathBuf;
-
-/// Removes upload files (missing ones are fine) and the now-empty project folders,
-/// after the rows that named them are gone.
-pub async fn remove_files(state: &AppState, paths: &[String], project_dirs: &[PathBuf]) {
-    for p in paths {
-        match tokio::fs::remove_file(p).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::error!(error = %e, path = %p, "could not delete an uploaded file"),
-        }
-    }
-    for dir in project_dirs {
-        if dir.starts_with(&state.uploads_dir) {
-            match tokio::fs::remove_dir_all(dir).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::error!(error = %e, path = %dir.display(), "could not delete a project's upload folder")
-                }
-            }
-        }
-    }
-}
 
 /// The accounts the caller belongs to, with their role in each.
 pub async fn list_accounts(
@@ -110,11 +86,8 @@ pub async fn delete_account(state: &AppState, caller: &Caller, account: AccountI
         .delete_account(auth.account.id, &caller.actor())
         .await?;
     state.auth.clear();
-    let dirs: Vec<PathBuf> = projects
-        .iter()
-        .map(|p| state.uploads_dir.join(p.id.to_string()))
-        .collect();
-    remove_files(state, &deleted.upload_paths, &dirs).await;
+    let folders: Vec<String> = projects.iter().map(|p| p.id.to_string()).collect();
+    crate::uploads::remove_objects(state, &deleted.upload_paths, &folders).await;
     Ok(())
 }
 

@@ -3,7 +3,6 @@
 //! create, list (masked, with traffic), reveal (after re-authentication, audited),
 //! revoke and rotate keys with a grace period; optional expiry and scopes.
 
-use super::accounts::remove_files;
 use super::views::{
     round_secs, ApiKeyView, ListedApiKey, NewApiKey, Page, ProjectView, RevealedKey, Rotation,
     Traffic, TranscriptSummary,
@@ -117,12 +116,7 @@ pub async fn delete_project(
     let p = project_in(state, &auth, project).await?;
     let deleted = state.store.delete_project(p.id, &caller.actor()).await?;
     state.auth.clear();
-    remove_files(
-        state,
-        &deleted.upload_paths,
-        &[state.uploads_dir.join(p.id.to_string())],
-    )
-    .await;
+    crate::uploads::remove_objects(state, &deleted.upload_paths, &[p.id.to_string()]).await;
     Ok(())
 }
 

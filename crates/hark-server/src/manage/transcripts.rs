@@ -3,7 +3,6 @@
 //! VTT (the same caption formatter as `/v2/transcript/{id}/srt`), and delete one
 //! (Owner and Admin, audited in the deleting transaction).
 
-use super::accounts::remove_files;
 use super::projects::project_in;
 use super::views::{ProjectView, TranscriptSummary};
 use super::{authorize, Caller, Error, Page, PageQuery, Result};
@@ -259,7 +258,7 @@ pub async fn delete(
         .await?
         .ok_or(Error::NotFound("transcript"))?;
     if let Some(upload) = upload {
-        remove_files(state, &[upload.path], &[]).await;
+        crate::uploads::remove_objects(state, &[upload.path], &[]).await;
     }
     Ok(())
 }
