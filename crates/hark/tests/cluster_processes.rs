@@ -1,6 +1,7 @@
 //! Issue 12's cluster as real processes: three `hark serve` nodes (A, B, C) and one
-//! `hark worker` on one fresh PostgreSQL database with Redis, all started here and sharing
-//! one data directory (the model, the master key and the uploaded audio). A key revoked
+//! `hark worker` on one fresh PostgreSQL database with Redis and a Garage bucket for the
+//! uploaded audio, all started here (the model and the master key in one shared data
+//! directory). A key revoked
 //! through A is refused by B and C, and C's live session of it ends (1008, billed once),
 //! within 1 s; a single-use streaming token raced for by 100 connections over the three
 //! nodes opens one session; 200 jobs submitted through every node each complete and are
@@ -14,10 +15,10 @@ use common::{fixture_path, normalise, with_database, Install, Server, Tenant};
 use futures::{SinkExt, StreamExt};
 use hark_core::clock::{Clock, SystemClock};
 use hark_core::AccountId;
+use hark_store::blobs::S3Settings;
 use hark_store::{SqlStore, UsageStore};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -46,36 +47,62 @@ const OWNER_PASSWORD: &str = "cluster suite passphrase";
 /// What the speech fixture says, as transcribed with `format_text` (numbers as digits).
 const SPEECH_WORDS: &str = "go forward 10 meters";
 
-/// Where the cluster keeps uploaded audio. This is the one place to change when the
-/// nodes move to object storage: today every process shares the data directory's
-/// `uploads/` (a shared volume in production); with S3 (Garage), `node_env` gives every
-/// process the storage settings and `objects_of` lists the bucket under the project.
+/// Where the cluster keeps uploaded audio: a bucket of the Garage node that
+/// scripts/garage.sh starts (scripts/test.sh runs it), under a prefix of this run's own,
+/// as a cluster's nodes share object storage in production. `objects_of` lists the bucket
+/// through the S3 API directly, not through Hark.
 struct AudioStorage {
-    uploads: PathBuf,
+    s3: S3Settings,
 }
 
 impl AudioStorage {
-    fn local(install: &Install) -> Self {
+    fn s3() -> Self {
         Self {
-            uploads: install.data_dir().join("uploads"),
+            s3: hark_store::testing::s3_settings(hark_store::blobs::MIN_PART_SIZE),
         }
     }
 
-    /// The storage settings of every process (`HARK_*`); the data directory needs none.
+    /// The storage settings of every process (`HARK_STORAGE__*`).
     fn node_env(&self) -> Vec<(String, String)> {
-        Vec::new()
+        let s3 = &self.s3;
+        [
+            ("HARK_STORAGE__KIND", "s3".to_string()),
+            ("HARK_STORAGE__BUCKET", s3.bucket.clone()),
+            ("HARK_STORAGE__ENDPOINT", s3.endpoint.clone()),
+            ("HARK_STORAGE__REGION", s3.region.clone()),
+            ("HARK_STORAGE__ACCESS_KEY_ID", s3.access_key_id.clone()),
+            (
+                "HARK_STORAGE__SECRET_ACCESS_KEY",
+                s3.secret_access_key.expose().to_string(),
+            ),
+            ("HARK_STORAGE__PREFIX", s3.prefix.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
     }
 
     /// The stored audio objects of `project`'s uploads.
-    fn objects_of(&self, project: &str) -> Vec<String> {
-        match std::fs::read_dir(self.uploads.join(project)) {
-            Ok(entries) => entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => panic!("listing the uploads of project {project}: {e}"),
-        }
+    async fn objects_of(&self, project: &str) -> Vec<String> {
+        use futures::TryStreamExt;
+        use object_store::ObjectStore;
+        let s3 = &self.s3;
+        let bucket = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(&s3.bucket)
+            .with_endpoint(&s3.endpoint)
+            .with_region(&s3.region)
+            .with_access_key_id(&s3.access_key_id)
+            .with_secret_access_key(s3.secret_access_key.expose())
+            .with_allow_http(true)
+            .build()
+            .expect("S3 client");
+        let folder = object_store::path::Path::from(format!("{}/{project}", s3.prefix));
+        bucket
+            .list(Some(&folder))
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .expect("listing the bucket")
     }
 }
 
@@ -792,15 +819,15 @@ async fn uploads_go_with_what_owns_them(cl: &Cluster, owner: &Tenant, email: &st
                 cl.logs()
             );
             assert_eq!(
-                cl.storage.objects_of(&project).len(),
+                cl.storage.objects_of(&project).await.len(),
                 1,
                 "the upload is stored"
             );
             id
         }
     };
-    let gone = |project: &str, after: &str| {
-        let left = cl.storage.objects_of(project);
+    let gone = |project: String, after: &'static str| async move {
+        let left = cl.storage.objects_of(&project).await;
         assert!(left.is_empty(), "audio left after {after}: {left:?}");
     };
 
@@ -814,7 +841,7 @@ async fn uploads_go_with_what_owns_them(cl: &Cluster, owner: &Tenant, email: &st
         "deleting the transcript",
     )
     .await;
-    gone(&owner.project_id, "deleting its transcript");
+    gone(owner.project_id.clone(), "deleting its transcript").await;
 
     // 2. Its project is deleted.
     let project = cl
@@ -852,7 +879,7 @@ async fn uploads_go_with_what_owns_them(cl: &Cluster, owner: &Tenant, email: &st
         "deleting the project",
     )
     .await;
-    gone(&project, "deleting its project");
+    gone(project.clone(), "deleting its project").await;
 
     // 3. Its account is deleted (the Owner re-authenticates first), through C.
     transcribe(owner.project_id.clone(), owner.api_key.clone()).await;
@@ -874,7 +901,7 @@ async fn uploads_go_with_what_owns_them(cl: &Cluster, owner: &Tenant, email: &st
         "deleting the account",
     )
     .await;
-    gone(&owner.project_id, "deleting its account");
+    gone(owner.project_id.clone(), "deleting its account").await;
 }
 
 fn cluster_suite(database_url: Option<String>) {
@@ -891,7 +918,7 @@ fn cluster_suite(database_url: Option<String>) {
         install.set_password(email, OWNER_PASSWORD);
     }
     install.install_model();
-    let storage = AudioStorage::local(&install);
+    let storage = AudioStorage::s3();
 
     let started = Instant::now();
     let (nodes, worker) = std::thread::scope(|s| {
