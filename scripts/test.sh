@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (`.ci/run` calls this): installs the test
 # dependencies and fixtures if missing, makes sure PostgreSQL is up (its tests are
-# never skipped), then format check, clippy with warnings as errors, and every test
-# of the workspace on SQLite and PostgreSQL (and, for audio storage, on a local Garage).
+# never skipped), then format check, clippy with warnings as errors, every test of the
+# workspace on SQLite and PostgreSQL (property tests of the parsers included; audio
+# storage also on a local Garage), and short fuzz runs; with HARK_CONTRACT=1 also the
+# schemathesis contract run (docs/testing.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,3 +39,21 @@ eval "$(bash scripts/garage.sh)"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+
+# Contract: schemathesis, all checks, against the management API's own OpenAPI document,
+# signed in (docs/testing.md#contract-schemathesis-against-apiv1). Opt-in
+# (HARK_CONTRACT=1) until a first full run has been seen to pass.
+if [ "${HARK_CONTRACT:-0}" = 1 ]; then
+    bash scripts/contract.sh
+fi
+
+# Short coverage-guided runs of the fuzz targets that build without hark-server (the
+# server's parsers get their short runs as property tests in `cargo test` above; all six
+# targets run long with `scripts/fuzz.sh 600`). HARK_CI_FUZZ_SECS=0 skips this step.
+# A fresh corpus from the committed seeds, so the step's time does not grow with the
+# corpus the long runs keep in ~/.cache/hark/fuzz-corpus.
+if [ "${HARK_CI_FUZZ_SECS:-15}" -gt 0 ]; then
+    ci_corpus=$(mktemp -d)
+    HARK_FUZZ_CORPUS="$ci_corpus" bash scripts/fuzz.sh "${HARK_CI_FUZZ_SECS:-15}" secrets model_files audio
+    rm -rf "$ci_corpus"
+fi

@@ -13,6 +13,9 @@ mod resample;
 mod sniff;
 mod stream;
 
+#[cfg(test)]
+mod proptests;
+
 use std::path::Path;
 
 use hark_core::speech::SpeechError;

@@ -15,6 +15,9 @@ pub mod units;
 pub mod views;
 pub mod webhook_sign;
 
+#[cfg(test)]
+mod proptests;
+
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use ids::*;
 pub use plan::{Permission, Plan, PlanLimits, Role};

@@ -294,7 +294,7 @@ pub async fn delete(
     Ok(Json(render::transcript(&transcript)))
 }
 
-fn parse_query(raw: Option<String>) -> HashMap<String, String> {
+fn parse_query(raw: Option<&str>) -> HashMap<String, String> {
     url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
         .into_owned()
         .collect()
@@ -310,12 +310,18 @@ fn parse_bool(name: &str, v: &str) -> ApiResult<bool> {
     }
 }
 
-/// `GET /v2/transcript`: newest first, with absolute paging links.
-pub async fn list(
-    State(state): State<AppState>,
-    ApiPrincipal(who): ApiPrincipal,
-    RawQuery(raw): RawQuery,
-) -> ApiResult<Json<Value>> {
+/// The query of `GET /v2/transcript`, checked: what to ask the store for, and the
+/// filters the paging links carry on.
+#[derive(Debug, Clone)]
+pub struct ListParams {
+    pub query: TranscriptQuery,
+    /// `limit` and the filters given, as they go into `prev_url`/`next_url`/`current_url`.
+    pub kept: Vec<(String, String)>,
+}
+
+/// Parses and checks the raw query string of `GET /v2/transcript` (public so the fuzz
+/// target and the property tests drive exactly what the handler runs).
+pub fn list_params(raw: Option<&str>) -> ApiResult<ListParams> {
     let q = parse_query(raw);
     let limit = match q.get("limit") {
         None => 10,
@@ -362,6 +368,33 @@ pub async fn list(
         .map(|v| parse_bool("throttled_only", v))
         .transpose()?
         .unwrap_or(false);
+    let mut kept: Vec<(String, String)> = vec![("limit".into(), limit.to_string())];
+    for name in ["status", "created_on", "throttled_only"] {
+        if let Some(v) = q.get(name) {
+            kept.push((name.into(), v.clone()));
+        }
+    }
+    Ok(ListParams {
+        query: TranscriptQuery {
+            limit,
+            status,
+            created_between,
+            before_id,
+            after_id,
+            throttled_only,
+        },
+        kept,
+    })
+}
+
+/// `GET /v2/transcript`: newest first, with absolute paging links.
+pub async fn list(
+    State(state): State<AppState>,
+    ApiPrincipal(who): ApiPrincipal,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let ListParams { query, kept } = list_params(raw.as_deref())?;
+    let (limit, before_id, after_id) = (query.limit, query.before_id, query.after_id);
     if let (Some(before), Some(after)) = (before_id, after_id) {
         let b = state.store.get_transcript(who.project_id, before).await?;
         let a = state.store.get_transcript(who.project_id, after).await?;
@@ -373,22 +406,8 @@ pub async fn list(
             }
         }
     }
-    let query = TranscriptQuery {
-        limit,
-        status,
-        created_between,
-        before_id,
-        after_id,
-        throttled_only,
-    };
     let items = state.store.list_transcripts(who.project_id, &query).await?;
     let base = format!("{}/v2/transcript", state.public_base_url);
-    let mut kept: Vec<(String, String)> = vec![("limit".into(), limit.to_string())];
-    for name in ["status", "created_on", "throttled_only"] {
-        if let Some(v) = q.get(name) {
-            kept.push((name.into(), v.clone()));
-        }
-    }
     let link = |extra: &[(&str, String)]| {
         let mut ser = url::form_urlencoded::Serializer::new(String::new());
         for (k, v) in &kept {
@@ -488,6 +507,26 @@ async fn segments(
     Ok(Json(segments_json(&t, &r, key, split(&r.words))))
 }
 
+/// The search terms of a word-search query string (`words=a,b c`).
+pub fn search_terms(raw: Option<&str>) -> ApiResult<Vec<String>> {
+    let q = parse_query(raw);
+    views::parse_search_terms(q.get("words").map(String::as_str).unwrap_or(""))
+        .map_err(ApiError::BadRequest)
+}
+
+/// `chars_per_caption` of a subtitle query string, if given.
+pub fn chars_per_caption(raw: Option<&str>) -> ApiResult<Option<usize>> {
+    parse_query(raw)
+        .get("chars_per_caption")
+        .map(|v| match v.parse::<usize>() {
+            Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_request(
+                "chars_per_caption must be a positive integer",
+            )),
+        })
+        .transpose()
+}
+
 /// `GET /v2/transcript/{id}/word-search?words=a,b`.
 pub async fn word_search(
     State(state): State<AppState>,
@@ -495,10 +534,8 @@ pub async fn word_search(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    let q = parse_query(raw);
     let (t, r) = completed(&state, &who, &id).await?;
-    let terms = views::parse_search_terms(q.get("words").map(String::as_str).unwrap_or(""))
-        .map_err(ApiError::BadRequest)?;
+    let terms = search_terms(raw.as_deref())?;
     let found = views::word_search(&r.words, &terms);
     Ok(Json(
         json!({"id": t.id.to_string(), "total_count": found.total_count, "matches": found.matches}),
@@ -512,16 +549,7 @@ pub async fn subtitles(
     Path((id, format)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    let q = parse_query(raw);
-    let chars = q
-        .get("chars_per_caption")
-        .map(|v| match v.parse::<usize>() {
-            Ok(n) if (1..=10_000).contains(&n) => Ok(n),
-            _ => Err(ApiError::bad_request(
-                "chars_per_caption must be a positive integer",
-            )),
-        })
-        .transpose()?;
+    let chars = chars_per_caption(raw.as_deref())?;
     let render_fn: fn(&[hark_core::speech::Word], Option<usize>) -> String = match format.as_str() {
         "srt" => views::srt,
         "vtt" => views::vtt,

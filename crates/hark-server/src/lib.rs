@@ -25,6 +25,9 @@ pub mod tls;
 pub mod uploads;
 mod worker;
 
+#[cfg(test)]
+mod proptests;
+
 use crate::auth::AuthCache;
 use crate::config::Config;
 use crate::error::ApiError;

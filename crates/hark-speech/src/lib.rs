@@ -17,6 +17,9 @@ pub mod tensor_file;
 pub mod text;
 pub mod tokenizer;
 
+#[cfg(test)]
+mod proptests;
+
 pub use decode::{DecodeOptions, DecodeStats, LoadedModel, RawTranscript, Segment, TimedWord};
 pub use engine::{EngineOptions, Priority, WhisperEngine};
 pub use error::ModelError;

@@ -35,7 +35,7 @@ pub const SESSION_CAP_RANGE: (i64, i64) = (60, 10_800);
 const TOKEN_PARAMS: [&str; 2] = ["expires_in_seconds", "max_session_duration_seconds"];
 
 /// The query string as name → value (the last of repeated names wins).
-pub(crate) fn query_map(raw: Option<&str>) -> HashMap<String, String> {
+pub fn query_map(raw: Option<&str>) -> HashMap<String, String> {
     url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
         .into_owned()
         .collect()
@@ -57,14 +57,18 @@ fn integer_param(
     }
 }
 
-/// `GET /v3/token`: mints a temporary token for one streaming session.
-pub async fn token(
-    State(state): State<AppState>,
-    ApiPrincipal(who): ApiPrincipal,
-    RawQuery(raw): RawQuery,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    ApiError::check_balance(&who)?;
-    let query = query_map(raw.as_deref());
+/// The checked query of `GET /v3/token`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenParams {
+    /// Seconds until the token expires unused.
+    pub expires_in: i64,
+    /// The longest session the token may open, in seconds.
+    pub session_cap: i64,
+}
+
+/// Parses and checks the raw query string of `GET /v3/token`.
+pub fn token_params(raw: Option<&str>) -> Result<TokenParams, ApiError> {
+    let query = query_map(raw);
     if let Some(unknown) = query.keys().find(|k| !TOKEN_PARAMS.contains(&k.as_str())) {
         return Err(ApiError::bad_request(format!(
             "Unknown query parameter '{unknown}': /v3/token takes {}",
@@ -75,6 +79,23 @@ pub async fn token(
         .ok_or_else(|| ApiError::bad_request("expires_in_seconds is required"))?;
     let session_cap = integer_param(&query, "max_session_duration_seconds", SESSION_CAP_RANGE)?
         .unwrap_or(SESSION_CAP_RANGE.1);
+    Ok(TokenParams {
+        expires_in,
+        session_cap,
+    })
+}
+
+/// `GET /v3/token`: mints a temporary token for one streaming session.
+pub async fn token(
+    State(state): State<AppState>,
+    ApiPrincipal(who): ApiPrincipal,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    ApiError::check_balance(&who)?;
+    let TokenParams {
+        expires_in,
+        session_cap,
+    } = token_params(raw.as_deref())?;
     let secret = keys::generate(SecretKind::TempToken);
     state
         .store

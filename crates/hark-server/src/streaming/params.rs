@@ -212,6 +212,49 @@ impl SessionParams {
     }
 }
 
+/// A text frame a `/v3/ws` client may send.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientMessage {
+    Terminate,
+    ForceEndpoint,
+    KeepAlive,
+    UpdateConfiguration(StreamingUpdateParams),
+}
+
+/// Why a text frame is not a [`ClientMessage`]; the session closes with a reason
+/// naming it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MessageError {
+    /// Not JSON.
+    InvalidJson,
+    /// JSON, but not an object with a string `type`.
+    NotAMessage,
+    /// A `type` this protocol does not have.
+    UnknownType(String),
+    /// An `UpdateConfiguration` with a setting out of range, and which.
+    InvalidUpdate(String),
+}
+
+/// Parses one text frame of a `/v3/ws` client.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, MessageError> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|_| MessageError::InvalidJson)?;
+    let map = value.as_object().ok_or(MessageError::NotAMessage)?;
+    let kind = map
+        .get("type")
+        .and_then(serde_json::Value::as_str)
+        .ok_or(MessageError::NotAMessage)?;
+    match kind {
+        "Terminate" => Ok(ClientMessage::Terminate),
+        "ForceEndpoint" => Ok(ClientMessage::ForceEndpoint),
+        "KeepAlive" => Ok(ClientMessage::KeepAlive),
+        "UpdateConfiguration" => StreamingUpdateParams::from_json(map)
+            .map(ClientMessage::UpdateConfiguration)
+            .map_err(MessageError::InvalidUpdate),
+        other => Err(MessageError::UnknownType(other.to_string())),
+    }
+}
+
 /// The turn-detection settings shared by the query string and `UpdateConfiguration`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StreamingUpdateParams(pub StreamingUpdate);

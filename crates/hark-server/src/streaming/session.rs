@@ -2,7 +2,7 @@
 //! protocol (Begin, Turn, Termination; Terminate, ForceEndpoint, UpdateConfiguration,
 //! KeepAlive), audio checks, the session cap and timeouts, and the close that bills it.
 
-use super::params::{Encoding, SessionParams, StreamingUpdateParams};
+use super::params::{parse_client_message, ClientMessage, Encoding, MessageError, SessionParams};
 use super::Standing;
 use crate::AppState;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -722,22 +722,27 @@ impl Live {
                 reason,
             })
         };
-        let value: Value = match serde_json::from_str(text) {
-            Ok(v) => v,
-            Err(_) => return invalid(format!("Invalid JSON: {}", quoted(text))),
+        let message = match parse_client_message(text) {
+            Ok(message) => message,
+            Err(MessageError::InvalidJson) => {
+                return invalid(format!("Invalid JSON: {}", quoted(text)))
+            }
+            Err(MessageError::NotAMessage) => {
+                return invalid(format!("Invalid Message: {}", quoted(text)))
+            }
+            Err(MessageError::UnknownType(other)) => {
+                return invalid(format!("Invalid Message Type: {}", quoted(&other)))
+            }
+            Err(MessageError::InvalidUpdate(reason)) => {
+                return invalid(format!("Invalid Message: {}", quoted(&reason)))
+            }
         };
-        let Some(map) = value.as_object() else {
-            return invalid(format!("Invalid Message: {}", quoted(text)));
-        };
-        let Some(kind) = map.get("type").and_then(Value::as_str) else {
-            return invalid(format!("Invalid Message: {}", quoted(text)));
-        };
-        match kind {
-            "Terminate" => {
+        match message {
+            ClientMessage::Terminate => {
                 self.begin_finishing();
                 None
             }
-            "ForceEndpoint" => {
+            ClientMessage::ForceEndpoint => {
                 if self.finishing {
                     // Terminate's flush ends the turn anyway.
                 } else if self.force_allowed_now() {
@@ -747,20 +752,16 @@ impl Live {
                 }
                 None
             }
-            "KeepAlive" => None,
-            "UpdateConfiguration" => match StreamingUpdateParams::from_json(map) {
-                Ok(update) => {
-                    // Updates in a row are one update (the later values win).
-                    if let Some(EngineOp::Update(last)) = self.queue.back_mut() {
-                        merge_update(last, update.0);
-                        None
-                    } else {
-                        self.enqueue(EngineOp::Update(update.0))
-                    }
+            ClientMessage::KeepAlive => None,
+            ClientMessage::UpdateConfiguration(update) => {
+                // Updates in a row are one update (the later values win).
+                if let Some(EngineOp::Update(last)) = self.queue.back_mut() {
+                    merge_update(last, update.0);
+                    None
+                } else {
+                    self.enqueue(EngineOp::Update(update.0))
                 }
-                Err(reason) => invalid(format!("Invalid Message: {}", quoted(&reason))),
-            },
-            other => invalid(format!("Invalid Message Type: {}", quoted(other))),
+            }
         }
     }
 
