@@ -23,9 +23,12 @@ use tokio::io::AsyncWriteExt;
 /// sent: closing a connection with unread data resets it, and the client may then lose
 /// the 401/429 answer and see only "server disconnected".
 async fn drain_refused_body(body: Body) {
-    use futures::StreamExt;
+    drain_stream(body.into_data_stream()).await;
+}
+
+/// Reads and discards a bounded rest of a body stream (see `drain_refused_body`).
+async fn drain_stream(mut stream: axum::body::BodyDataStream) {
     const MAX_DRAIN_BYTES: usize = 16 << 20;
-    let mut stream = body.into_data_stream();
     let mut seen = 0usize;
     let drain = async {
         while let Some(Ok(chunk)) = stream.next().await {
@@ -61,7 +64,10 @@ pub async fn upload(
     }
     let id = UploadId::new();
     let dir = state.uploads_dir.join(who.project_id.to_string());
-    crate::private_dir(&dir).map_err(ApiError::internal)?;
+    if let Err(e) = crate::private_dir(&dir) {
+        drain_refused_body(body).await;
+        return Err(ApiError::storage(e));
+    }
     let path = dir.join(id.to_string());
     let partial = dir.join(format!("{id}.partial"));
     let idle = std::time::Duration::from_secs(state.config.upload_idle_timeout_secs.max(1));
@@ -77,9 +83,10 @@ pub async fn upload(
         let _ = tokio::fs::remove_file(&partial).await;
         return Err(ApiError::bad_request("Upload body is empty"));
     }
-    tokio::fs::rename(&partial, &path)
-        .await
-        .map_err(ApiError::internal)?;
+    if let Err(e) = tokio::fs::rename(&partial, &path).await {
+        let _ = tokio::fs::remove_file(&partial).await;
+        return Err(ApiError::storage(e));
+    }
     let record = Upload {
         id,
         account_id: who.account_id,
@@ -130,7 +137,7 @@ async fn receive_body(
         .mode(0o600)
         .open(path)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::storage)?;
     let mut stream = body.into_data_stream();
     let mut size: u64 = 0;
     let mut head: Vec<u8> = Vec::with_capacity(SNIFF_BYTES);
@@ -156,13 +163,18 @@ async fn receive_body(
                 refuse_non_audio(&head)?;
             }
         }
-        file.write_all(&chunk).await.map_err(ApiError::internal)?;
+        if let Err(e) = file.write_all(&chunk).await {
+            // Out of space, say: the refusal must reach a client still sending.
+            let refusal = ApiError::storage(e);
+            drain_stream(stream).await;
+            return Err(refusal);
+        }
     }
     if head.len() < SNIFF_BYTES {
         refuse_non_audio(&head)?;
     }
-    file.flush().await.map_err(ApiError::internal)?;
-    file.sync_all().await.map_err(ApiError::internal)?;
+    file.flush().await.map_err(ApiError::storage)?;
+    file.sync_all().await.map_err(ApiError::storage)?;
     Ok(size)
 }
 
@@ -532,4 +544,38 @@ pub async fn subtitles(
         render_fn(&r.words, chars),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A WAV header and silence: passes the audio sniffer.
+    fn wav_bytes(len: usize) -> Vec<u8> {
+        let mut bytes = b"RIFF\0\0\0\0WAVEfmt \x10\0\0\0\x01\0\x01\0\x80\x3e\0\0\0\x7d\0\0\x02\0\x10\0data"
+            .to_vec();
+        bytes.resize(len, 0);
+        bytes
+    }
+
+    /// `/dev/full` answers every write with ENOSPC, as a full disk does: the upload is
+    /// refused as out of storage (507), not as a server fault.
+    #[tokio::test]
+    async fn a_full_disk_refuses_the_upload_as_out_of_storage() {
+        let body = Body::from(wav_bytes(256 << 10));
+        let refused = receive_body(
+            body,
+            std::path::Path::new("/dev/full"),
+            1 << 30,
+            std::time::Duration::from_secs(5),
+        )
+        .await;
+        match refused {
+            Err(e @ ApiError::StorageFull) => {
+                assert_eq!(e.status(), StatusCode::INSUFFICIENT_STORAGE);
+                assert!(e.to_string().contains("out of storage space"), "{e}");
+            }
+            other => panic!("expected StorageFull, got {other:?}"),
+        }
+    }
 }
