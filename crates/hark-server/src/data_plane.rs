@@ -552,8 +552,9 @@ mod tests {
 
     /// A WAV header and silence: passes the audio sniffer.
     fn wav_bytes(len: usize) -> Vec<u8> {
-        let mut bytes = b"RIFF\0\0\0\0WAVEfmt \x10\0\0\0\x01\0\x01\0\x80\x3e\0\0\0\x7d\0\0\x02\0\x10\0data"
-            .to_vec();
+        let mut bytes =
+            b"RIFF\0\0\0\0WAVEfmt \x10\0\0\0\x01\0\x01\0\x80\x3e\0\0\0\x7d\0\0\x02\0\x10\0data"
+                .to_vec();
         bytes.resize(len, 0);
         bytes
     }

@@ -62,7 +62,10 @@ impl ApiError {
     /// as a warning; anything else is a server fault.
     pub fn storage(cause: std::io::Error) -> Self {
         use std::io::ErrorKind;
-        if matches!(cause.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded) {
+        if matches!(
+            cause.kind(),
+            ErrorKind::StorageFull | ErrorKind::QuotaExceeded
+        ) {
             tracing::warn!(error = %cause, "storage full; upload refused");
             ApiError::StorageFull
         } else {

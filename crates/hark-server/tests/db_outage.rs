@@ -64,7 +64,10 @@ impl Outage {
 }
 
 async fn open_session(ts: &TestServer, key: &str) -> (Ws, String) {
-    let url = format!("{}/v3/ws?sample_rate=16000", ts.base.replacen("http", "ws", 1));
+    let url = format!(
+        "{}/v3/ws?sample_rate=16000",
+        ts.base.replacen("http", "ws", 1)
+    );
     let mut request = url.into_client_request().expect("request");
     request
         .headers_mut()
@@ -135,9 +138,11 @@ async fn a_session_ending_during_an_outage_is_billed_once_the_database_is_back()
     let (mut ws, id) = open_session(&ts, &t.key).await;
     send_word(&mut ws).await;
     let outage = Outage::begin(&ts).await;
-    ws.send(Message::Text(json!({"type": "Terminate"}).to_string().into()))
-        .await
-        .expect("terminate");
+    ws.send(Message::Text(
+        json!({"type": "Terminate"}).to_string().into(),
+    ))
+    .await
+    .expect("terminate");
     next_of_type(&mut ws, "Termination").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     outage.end().await;
@@ -150,7 +155,12 @@ async fn a_session_ending_during_an_outage_is_billed_once_the_database_is_back()
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(billed.len(), 1, "session {id} billed {} times", billed.len());
+    assert_eq!(
+        billed.len(),
+        1,
+        "session {id} billed {} times",
+        billed.len()
+    );
     // Billed up to its end, not up to the retry after the outage.
     let session_ms = billed[0].event.session_ms.expect("session time");
     assert!(session_ms < 1_400, "session billed {session_ms} ms");
@@ -254,6 +264,9 @@ async fn a_job_finishing_during_an_outage_is_recorded_once_the_database_is_back(
         .try_get("attempts")
         .expect("attempts");
     assert_eq!(attempts, 1, "the transcription ran again");
-    assert_eq!(usage_of(&ts, &t, &format!("transcript:{id}")).await.len(), 1);
+    assert_eq!(
+        usage_of(&ts, &t, &format!("transcript:{id}")).await.len(),
+        1
+    );
     ts.stop().await;
 }

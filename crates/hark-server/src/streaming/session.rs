@@ -1012,7 +1012,9 @@ async fn close_after_error(state: AppState, id: StreamSessionId, close: CloseStr
                 tracing::info!(session = %id, "closed a streaming session after a database error");
                 return;
             }
-            Err(e) => tracing::debug!(error = %e, session = %id, "closing a streaming session failed again"),
+            Err(e) => {
+                tracing::debug!(error = %e, session = %id, "closing a streaming session failed again")
+            }
         }
         delay = (delay * 2).min(Duration::from_secs(5));
     }
@@ -1082,4 +1084,3 @@ mod tests {
         assert_eq!((in_query.secret.as_str(), in_query.in_query), ("tok", true));
     }
 }
-
