@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Soak and faults (issue 13): one `hark serve` on loopback, SOAK_SECS (default 600) of
-# mixed traffic at a steady rate (an upload + transcript every 4 s and its polling, a
+# mixed traffic at a steady rate (an upload + transcript every 8 s and its polling, a
 # transcript list every 2 s, a management call every 2 s, a live /v3/ws session every
 # 15 s), a report line every 30 s (requests, error rate, p50/p99 per kind, server RSS),
 # and three faults on the way:
@@ -20,7 +20,8 @@
 #
 # Usage: bench/soak/run.sh        (SOAK_SECS=120 bench/soak/run.sh for a short trial)
 # Settings: SOAK_SECS=600 SOAK_REPORT_SECS=30 SOAK_PG_PORT=55432 SOAK_DISK_MB SOAK_WORKERS=1
-#   SOAK_JOB_LEASE_MS=10000 SOAK_NODE_LEASE_SECS=9 PROFILE=dev (or release) CARGO_TARGET_DIR
+#   SOAK_TRANSCRIBE_EVERY=8 SOAK_STREAM_EVERY=15 SOAK_JOB_LEASE_MS=10000 SOAK_NODE_LEASE_SECS=9 PROFILE=dev (or release) CARGO_TARGET_DIR
+#   SOAK_HARK_BIN (a built `hark` to use instead of building one) SOAK_KEEP=1 (keep the temp dir on failure)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$(pwd)"
@@ -31,8 +32,12 @@ VENV="${HARK_VENV:-$HOME/.cache/hark/venv}"
 source scripts/cargo-env.sh
 eval "$(bash scripts/test-fixtures.sh)"
 
-cargo build --quiet --profile "$PROFILE" -p hark --bin hark >&2
-case "$PROFILE" in dev) HARK="$CARGO_TARGET_DIR/debug/hark" ;; *) HARK="$CARGO_TARGET_DIR/$PROFILE/hark" ;; esac
+if [ -n "${SOAK_HARK_BIN:-}" ]; then
+    HARK="$SOAK_HARK_BIN"
+else
+    cargo build --quiet --profile "$PROFILE" -p hark --bin hark >&2
+    case "$PROFILE" in dev) HARK="$CARGO_TARGET_DIR/debug/hark" ;; *) HARK="$CARGO_TARGET_DIR/$PROFILE/hark" ;; esac
+fi
 
 PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
 PG_PORT=${SOAK_PG_PORT:-55432}
@@ -41,7 +46,8 @@ chmod 755 "$work"
 data="$work/data"
 pgdata="$work/pg"
 mkdir -p "$data" "$pgdata" "$work/pgsock"
-chown postgres "$pgdata" "$work/pgsock"
+touch "$work/pg.log"
+chown postgres "$pgdata" "$work/pgsock" "$work/pg.log"
 pg_opts="-p $PG_PORT -k $work/pgsock -c listen_addresses=127.0.0.1"
 pg() { runuser -u postgres -- "$PG_BIN/$1" "${@:2}"; }
 

@@ -54,7 +54,7 @@ UPLOADS = DATA / "uploads"
 
 # Steady rates (seconds between operations of each kind).
 PERIOD = {
-    "transcribe": float(ENV.get("SOAK_TRANSCRIBE_EVERY", "4")),
+    "transcribe": float(ENV.get("SOAK_TRANSCRIBE_EVERY", "8")),
     "poll": 1.0,
     "list": 2.0,
     "manage": 2.0,
@@ -479,18 +479,19 @@ def fill_disk():
     w = STATS.open_window("disk full")
     filler = DATA / "soak-filler"
     written = 0
-    with open(filler, "wb") as f:
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
         for size in (1 << 20, 4096, 1):
             chunk = bytes(size)
             while True:
                 try:
-                    f.write(chunk)
-                    f.flush()
-                    written += size
+                    written += os.write(fd, chunk)
                 except OSError as e:
                     if e.errno != errno.ENOSPC:
                         raise
                     break
+    finally:
+        os.close(fd)
     DISK_FULL.set()
     st = os.statvfs(DATA)
     log(f"filled {written / 2**20:.1f} MiB; {st.f_bavail * st.f_frsize} bytes free")
@@ -676,8 +677,7 @@ def final_checks(faults):
     submitted = set(TRACK.completed) | set(TRACK.pending) | set(TRACK.job_errors)
     status = {r[0]: r[1] for r in psql("SELECT id, status FROM transcripts")}
     billed = {}
-    for key, n, secs in psql("SELECT idempotency_key, count(*), sum(audio_seconds) FROM usage_events "
-                             "GROUP BY idempotency_key"):
+    for key, n in psql("SELECT idempotency_key, count(*) FROM usage_events GROUP BY idempotency_key"):
         billed[key] = int(n)
     attempts = psql("SELECT attempts, count(*) FROM jobs GROUP BY attempts ORDER BY attempts")
     print(f"transcripts submitted {len(submitted)}, completed {len(TRACK.completed)}, "
