@@ -22,9 +22,12 @@ use std::collections::HashMap;
 /// sent: closing a connection with unread data resets it, and the client may then lose
 /// the 401/429 answer and see only "server disconnected".
 async fn drain_refused_body(body: Body) {
-    use futures::StreamExt;
+    drain_stream(body.into_data_stream()).await;
+}
+
+/// Reads and discards a bounded rest of a body stream (see `drain_refused_body`).
+async fn drain_stream(mut stream: axum::body::BodyDataStream) {
     const MAX_DRAIN_BYTES: usize = 16 << 20;
-    let mut stream = body.into_data_stream();
     let mut seen = 0usize;
     let drain = async {
         while let Some(Ok(chunk)) = stream.next().await {
@@ -108,13 +111,19 @@ async fn receive_body(
     key: &str,
     idle: std::time::Duration,
 ) -> ApiResult<u64> {
-    let mut writer = state.blobs.create(key).await.map_err(ApiError::internal)?;
+    let mut writer = match state.blobs.create(key).await {
+        Ok(writer) => writer,
+        Err(e) => {
+            drain_refused_body(body).await;
+            return Err(ApiError::blob(e));
+        }
+    };
     match stream_body(writer.as_mut(), body, state.config.max_upload_bytes, idle).await {
         Ok(0) => {
             abandon(writer).await;
             Err(ApiError::bad_request("Upload body is empty"))
         }
-        Ok(_) => writer.finish().await.map_err(ApiError::internal),
+        Ok(_) => writer.finish().await.map_err(ApiError::blob),
         Err(e) => {
             abandon(writer).await;
             Err(e)
@@ -159,7 +168,12 @@ async fn stream_body(
                 refuse_non_audio(&head)?;
             }
         }
-        writer.write(chunk).await.map_err(ApiError::internal)?;
+        if let Err(e) = writer.write(chunk).await {
+            // Out of space, say: the refusal must reach a client still sending.
+            let refusal = ApiError::blob(e);
+            drain_stream(stream).await;
+            return Err(refusal);
+        }
     }
     if head.len() < SNIFF_BYTES {
         refuse_non_audio(&head)?;
@@ -561,4 +575,63 @@ pub async fn subtitles(
         render_fn(&r.words, chars),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A WAV header and silence: passes the audio sniffer.
+    fn wav_bytes(len: usize) -> Vec<u8> {
+        let mut bytes =
+            b"RIFF\0\0\0\0WAVEfmt \x10\0\0\0\x01\0\x01\0\x80\x3e\0\0\0\x7d\0\0\x02\0\x10\0data"
+                .to_vec();
+        bytes.resize(len, 0);
+        bytes
+    }
+
+    /// Writes every chunk to `/dev/full`, which answers each write with ENOSPC, as the
+    /// local storage's file on a full disk does.
+    struct FullDisk(tokio::fs::File);
+
+    #[async_trait::async_trait]
+    impl hark_store::blobs::BlobWriter for FullDisk {
+        async fn write(&mut self, chunk: bytes::Bytes) -> hark_store::blobs::BlobResult<()> {
+            use tokio::io::AsyncWriteExt;
+            self.0.write_all(&chunk).await?;
+            self.0.flush().await?;
+            Ok(())
+        }
+        async fn finish(self: Box<Self>) -> hark_store::blobs::BlobResult<u64> {
+            Ok(0)
+        }
+        async fn abort(self: Box<Self>) -> hark_store::blobs::BlobResult<()> {
+            Ok(())
+        }
+    }
+
+    /// A full disk refuses the upload as out of storage (507), not as a server fault.
+    #[tokio::test]
+    async fn a_full_disk_refuses_the_upload_as_out_of_storage() {
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .await
+            .expect("/dev/full");
+        let mut writer = FullDisk(file);
+        let refused = stream_body(
+            &mut writer,
+            Body::from(wav_bytes(256 << 10)),
+            1 << 30,
+            std::time::Duration::from_secs(5),
+        )
+        .await;
+        match refused {
+            Err(e @ ApiError::StorageFull) => {
+                assert_eq!(e.status(), StatusCode::INSUFFICIENT_STORAGE);
+                assert!(e.to_string().contains("out of storage space"), "{e}");
+            }
+            other => panic!("expected StorageFull, got {other:?}"),
+        }
+    }
 }

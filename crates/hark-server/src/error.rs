@@ -12,6 +12,9 @@ pub const UPLOAD_FORBIDDEN: &str = "Cannot access uploaded file";
 /// AssemblyAI's text for a prepaid account whose credit balance is below zero.
 pub const BALANCE_NEGATIVE: &str =
     "Your current account balance is negative. Please top up to continue using the API.";
+/// An upload refused because the server's disk (or its quota there) is full.
+pub const STORAGE_FULL: &str =
+    "Upload failed: the server is out of storage space. Nothing was stored; please try again later.";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -37,6 +40,9 @@ pub enum ApiError {
     TooManyRequests { retry_after_secs: u64 },
     #[error("{BALANCE_NEGATIVE}")]
     BalanceNegative,
+    /// The server's storage is full: nothing was kept, the client may retry later.
+    #[error("{STORAGE_FULL}")]
+    StorageFull,
     #[error("Internal Server Error")]
     Internal(String),
 }
@@ -49,6 +55,31 @@ impl ApiError {
     /// A server fault; `cause` goes to the log, never to the client.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         ApiError::Internal(cause.to_string())
+    }
+
+    /// A failed file operation on the server's storage: out of space (or over a disk
+    /// quota) is the client's to know, as 507 [`ApiError::StorageFull`], and is logged
+    /// as a warning; anything else is a server fault.
+    pub fn storage(cause: std::io::Error) -> Self {
+        use std::io::ErrorKind;
+        if matches!(
+            cause.kind(),
+            ErrorKind::StorageFull | ErrorKind::QuotaExceeded
+        ) {
+            tracing::warn!(error = %cause, "storage full; upload refused");
+            ApiError::StorageFull
+        } else {
+            ApiError::internal(cause)
+        }
+    }
+
+    /// A failed operation on the audio storage: a local file system's refusal is judged
+    /// as [`ApiError::storage`] does; anything else (the object store) is a server fault.
+    pub fn blob(cause: hark_store::blobs::BlobError) -> Self {
+        match cause {
+            hark_store::blobs::BlobError::Io(e) => ApiError::storage(e),
+            other => ApiError::internal(other),
+        }
     }
 
     /// Refuses new work of a prepaid account with a negative balance (the flag comes
@@ -73,6 +104,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UploadTimedOut(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -97,7 +97,6 @@ async fn process(state: &AppState, worker_id: &str, job: ClaimedJob) {
             None => Err(INTERNAL_FAILURE.to_string()),
         }
     };
-    heartbeat.abort();
     let t = &job.transcript;
     let (outcome, status) = match result {
         Ok(transcription) => {
@@ -148,17 +147,46 @@ async fn process(state: &AppState, worker_id: &str, job: ClaimedJob) {
                 .and_then(|p| p.webhook_auth_header_sealed.clone()),
             body: json!({"transcript_id": t.id.to_string(), "status": status}).to_string(),
         });
-    match state
-        .store
-        .finish_job(&job.job_id, worker_id, outcome, webhook)
-        .await
-    {
+    let finished = finish(state, &job.job_id, worker_id, outcome, webhook).await;
+    heartbeat.abort();
+    match finished {
         Ok(true) => {
             tracing::info!(transcript = %transcript_id, status, "job finished");
         }
         Ok(false) => tracing::warn!(transcript = %transcript_id, "lease lost; result discarded"),
         Err(e) => {
             tracing::error!(error = %e, transcript = %transcript_id, "could not record job outcome")
+        }
+    }
+}
+
+/// Records a job's outcome. A database error (a restart, say) is retried with backoff
+/// while the lease lasts, the heartbeat still renewing it, so a finished transcription
+/// is not thrown away and run again; the outcome is recorded only by the lease holder,
+/// so a first attempt that did commit is not recorded (or billed) twice.
+async fn finish(
+    state: &AppState,
+    job_id: &str,
+    worker_id: &str,
+    outcome: JobOutcome,
+    webhook: Option<NewWebhook>,
+) -> hark_store::StoreResult<bool> {
+    let give_up = std::time::Instant::now()
+        + Duration::from_millis(u64::try_from(state.config.job_lease_ms).unwrap_or(0));
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match state
+            .store
+            .finish_job(job_id, worker_id, outcome.clone(), webhook.clone())
+            .await
+        {
+            Err(e) if std::time::Instant::now() + delay < give_up => {
+                crate::telemetry::database_error();
+                tracing::warn!(error = %e, "could not record a job's outcome; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            finished => return finished,
         }
     }
 }

@@ -86,6 +86,9 @@ pub struct CloseStreamSession {
     /// The session's final turns as a JSON array (wire format), for the webhook.
     pub final_turns_json: String,
     pub reason: String,
+    /// When the session ended as its process saw it; `None`: now. A close retried after
+    /// a database outage is billed up to the end, not up to the retry.
+    pub ended_at: Option<Millis>,
 }
 
 /// A session row.
@@ -280,6 +283,7 @@ impl SqlStore {
                 audio_ms: row.try_get("audio_ms")?,
                 final_turns_json: row.try_get("final_turns")?,
                 reason: reason.to_string(),
+                ended_at: None,
             };
             if self
                 .close_session_in(tx, session, &close, now)
@@ -566,9 +570,9 @@ impl StreamStore for SqlStore {
         id: StreamSessionId,
         close: CloseStreamSession,
     ) -> StoreResult<Option<StreamSessionRecord>> {
-        let now = self.now();
+        let ended_at = close.ended_at.unwrap_or_else(|| self.now());
         let mut tx = self.pool.begin().await?;
-        let closed = self.close_session_in(&mut tx, id, &close, now).await?;
+        let closed = self.close_session_in(&mut tx, id, &close, ended_at).await?;
         let refusal_changed = closed.as_ref().is_some_and(|c| c.1);
         match &closed {
             Some((record, _)) => {
@@ -607,6 +611,7 @@ impl StreamStore for SqlStore {
                 audio_ms: row.try_get("audio_ms")?,
                 final_turns_json: row.try_get("final_turns")?,
                 reason: "lost: the serving process stopped".into(),
+                ended_at: Some(ended_at),
             };
             let mut tx = self.pool.begin().await?;
             match self.close_session_in(&mut tx, id, &close, ended_at).await? {

@@ -1259,10 +1259,14 @@ async fn stream_rate_limit_and_lost_sessions(c: Ctx) {
         .record_stream_progress(first, 4_000, "[]")
         .await
         .unwrap());
+    // Its process reports when it ended (a close retried after a database outage is
+    // billed up to then, not up to the retry).
+    let first_ended_at = opened[0].started_at + 1_500;
     let close = CloseStreamSession {
         audio_ms: 5_000,
         final_turns_json: r#"[{"type":"Turn","transcript":"hi"}]"#.into(),
         reason: "terminated".into(),
+        ended_at: Some(first_ended_at),
     };
     let closed = c
         .store
@@ -1309,6 +1313,11 @@ async fn stream_rate_limit_and_lost_sessions(c: Ctx) {
         Some(renewed_at - opened[1].started_at)
     );
     assert!(events.iter().all(|e| e.event.product == "streaming"));
+    let first_event = events
+        .iter()
+        .find(|e| e.event.idempotency_key == format!("stream:{first}"))
+        .unwrap();
+    assert_eq!(first_event.event.session_ms, Some(1_500));
 }
 
 /// Issue 14 (papercuts a newcomer hit): reported figures, limit texts, the invite outbox.

@@ -945,21 +945,20 @@ impl Live {
             Ending::Revoked { reason } => format!("{CLOSE_UNAUTHORIZED}: {reason}"),
             Ending::Shutdown => "server shutdown".into(),
         };
+        let close = CloseStreamSession {
+            audio_ms: self.audio_received_ms as i64,
+            final_turns_json: Value::Array(std::mem::take(&mut self.finals)).to_string(),
+            reason,
+            ended_at: Some(now),
+        };
         let closed = self
             .state
             .store
-            .close_stream_session(
-                self.opened.id,
-                CloseStreamSession {
-                    audio_ms: self.audio_received_ms as i64,
-                    final_turns_json: Value::Array(std::mem::take(&mut self.finals)).to_string(),
-                    reason,
-                },
-            )
+            .close_stream_session(self.opened.id, close.clone())
             .await;
         if let Err(e) = closed {
-            // The row stays open; the upkeep task of a later process bills it.
-            tracing::error!(error = %e, session = %self.opened.id, "could not close a streaming session");
+            tracing::warn!(error = %e, session = %self.opened.id, "could not close a streaming session; retrying");
+            tokio::spawn(close_after_error(self.state.clone(), self.opened.id, close));
         }
         match ending {
             Ending::Graceful { reason } => {
@@ -997,6 +996,28 @@ impl Live {
             }
             Ending::ClientGone { .. } => {}
         }
+    }
+}
+
+/// Closes (and so bills) a session whose close failed, typically because the database
+/// was restarting: retried with backoff for as long as this process runs, since its
+/// own streaming lease keeps other processes from reaping the row. The close applies
+/// only to an open row, so an attempt that did commit before its answer was lost is
+/// not billed again; if this process stops first, a later one reaps the row.
+async fn close_after_error(state: AppState, id: StreamSessionId, close: CloseStreamSession) {
+    let mut delay = Duration::from_millis(250);
+    loop {
+        tokio::time::sleep(delay).await;
+        match state.store.close_stream_session(id, close.clone()).await {
+            Ok(_) => {
+                tracing::info!(session = %id, "closed a streaming session after a database error");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, session = %id, "closing a streaming session failed again")
+            }
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 
