@@ -5,6 +5,7 @@
 #![recursion_limit = "256"]
 
 pub mod auth;
+pub mod client_addr;
 pub mod config;
 pub mod control;
 pub mod cookies;

@@ -305,6 +305,7 @@ async fn mfa_enrol_replay_recovery_and_require(db: Db) {
     let a = org(&ts, Plan::Payg).await;
     let reader = add_member(&ts, a.account, Role::Reader).await;
     // Enrol the Owner.
+    reauth_ok(&ts, &a.owner.token).await;
     let begin = call(&ts, "POST", "/me/mfa/totp", Some(&a.owner.token), None).await;
     let seed = begin.ok()["secret"].as_str().expect("seed").to_string();
     assert!(begin.body["otpauth_uri"]
@@ -449,6 +450,7 @@ async fn mfa_enrol_replay_recovery_and_require(db: Db) {
         (blocked.status, blocked.code()),
         (403, "mfa_enrollment_required")
     );
+    reauth_ok(&ts, &relog.token).await;
     let begin = call(&ts, "POST", "/me/mfa/totp", Some(&relog.token), None).await;
     let rseed = begin.ok()["secret"].as_str().expect("seed").to_string();
     let c = totp::current_code(&rseed, clock.now_ms()).expect("code");
@@ -1384,6 +1386,7 @@ async fn openapi_schemas_match_responses(db: Db) {
             .await
             .ok(),
     );
+    reauth_ok(&ts, t.expect("token")).await;
     let begin = call(&ts, "POST", "/me/mfa/totp", t, None).await;
     check("post", "/me/mfa/totp", begin.ok());
     let seed = begin.body["secret"].as_str().expect("seed");
