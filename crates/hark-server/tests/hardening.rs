@@ -1,8 +1,8 @@
 //! Hardening regressions (issue 13) through the running server, on SQLite and
 //! PostgreSQL: unauthenticated callers cost no work on `/v3/ws` and learn nothing of
 //! the installed models, unknown keys are answered from memory briefly (and a key
-//! created meanwhile works at once), streaming settings and queues are
-//! bounded, MFA enrolment needs re-authentication and ends the person's
+//! created meanwhile works at once) and bounded per client address, streaming settings
+//! and queues are bounded, MFA enrolment needs re-authentication and ends the person's
 //! other sessions, and "Require MFA" judges how each session signed in.
 
 mod common;
@@ -810,10 +810,72 @@ async fn require_mfa_judges_how_the_session_signed_in(db: Db) {
     ts.stop().await;
 }
 
+/// Finding 2/8: a client sending many distinct well-formed unknown API keys spends a
+/// per-address budget of database lookups; past it its uncached keys are answered 429
+/// in the API's error shape *without* a query (shown by closing the database: the
+/// answer stays 429, not a server error), counted as `rate_limited`. Its cached keys
+/// keep working, and a new window gives a new budget.
+async fn unknown_key_floods_are_bounded_per_address(db: Db) {
+    let clock = Arc::new(hark_core::clock::ManualClock::new(1_800_000_000_000));
+    let ts = TestServer::start_with_clock(db, Some(Arc::new(ScriptedEngine)), clock.clone(), |c| {
+        c.metrics_bind = "127.0.0.1:0".into();
+        c.rate_limit.unknown_keys_per_address = 5;
+        c.rate_limit.unknown_keys_window_secs = 60;
+    })
+    .await;
+    let t = ts.tenant(Plan::Payg).await;
+    assert_eq!(
+        support::get(&ts, &t.key, "/v2/transcript").await.status,
+        200
+    );
+    let limited_before = metric(&ts, "hark_auth_failures_total{kind=\"rate_limited\"}").await;
+    let guess = || keys::generate(SecretKind::ApiKey);
+    for _ in 0..5 {
+        let r = support::get(&ts, guess().expose(), "/v2/transcript").await;
+        assert_eq!(r.status, 401, "{}", r.text);
+    }
+    for _ in 0..3 {
+        let r = support::get(&ts, guess().expose(), "/v2/transcript").await;
+        assert_eq!(r.status, 429, "{}", r.text);
+        assert_eq!(r.json()["error"], "Too Many Requests");
+        let retry: u64 = r.headers["retry-after"]
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .expect("seconds");
+        assert!((1..=60).contains(&retry), "{retry}");
+    }
+    let limited = metric(&ts, "hark_auth_failures_total{kind=\"rate_limited\"}").await;
+    assert!(
+        limited - limited_before >= 3.0,
+        "{limited_before} -> {limited}"
+    );
+    // The client's working (cached) key is unaffected.
+    assert_eq!(
+        support::get(&ts, &t.key, "/v2/transcript").await.status,
+        200
+    );
+    // A new window, a new budget.
+    clock.advance_ms(60_000);
+    for _ in 0..5 {
+        let r = support::get(&ts, guess().expose(), "/v2/transcript").await;
+        assert_eq!(r.status, 401, "{}", r.text);
+    }
+    // Past the budget no query is made: with the database closed the answer is still
+    // 429 (a lookup would have failed with a server error).
+    ts.store.close().await;
+    for _ in 0..3 {
+        let r = support::get(&ts, guess().expose(), "/v2/transcript").await;
+        assert_eq!(r.status, 429, "{}", r.text);
+    }
+    ts.stop().await;
+}
+
 both_databases!(
     mfa_enrolment_needs_reauth_and_ends_other_sessions,
     dashboard_mfa_enrolment_asks_for_the_password,
     require_mfa_judges_how_the_session_signed_in,
+    unknown_key_floods_are_bounded_per_address,
     recovery_codes_are_keyed_digests,
     deleting_a_transcript_keeps_a_shared_upload,
     partial_and_orphaned_upload_files_are_swept_at_start,
