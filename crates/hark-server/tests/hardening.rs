@@ -824,6 +824,10 @@ async fn unknown_key_floods_are_bounded_per_address(db: Db) {
     })
     .await;
     let t = ts.tenant(Plan::Payg).await;
+    // Creating the tenant is a credential change that every node hears (on PostgreSQL
+    // through LISTEN/NOTIFY and the epoch poll, a moment later) and that clears the key
+    // cache: let it land before the key is first used, so the key stays cached.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         support::get(&ts, &t.key, "/v2/transcript").await.status,
         200
