@@ -472,7 +472,8 @@ async fn mfa_enrol_replay_recovery_and_require(db: Db) {
     )
     .await;
     assert_eq!(open.status, 200, "{}", open.text);
-    // Disabling MFA needs re-authentication.
+    // Disabling MFA needs re-authentication (the one before enrolling has lapsed).
+    clock.advance_ms(hark_server::manage::REAUTH_WINDOW_MS + 1_000);
     let d = call(&ts, "DELETE", "/me/mfa/totp", Some(&relog.token), None).await;
     assert_eq!((d.status, d.code()), (403, "reauth_required"));
     clock.advance_ms(30_000);
