@@ -1387,7 +1387,7 @@ async fn openapi_schemas_match_responses(db: Db) {
             .await
             .ok(),
     );
-    reauth_ok(&ts, t.expect("token")).await;
+    reauth_ok(&ts, &a.owner.token).await;
     let begin = call(&ts, "POST", "/me/mfa/totp", t, None).await;
     check("post", "/me/mfa/totp", begin.ok());
     let seed = begin.body["secret"].as_str().expect("seed");
