@@ -85,6 +85,7 @@ async fn run(threads: usize, words: usize) -> Result<(), Error> {
             // limiter is consulted on every request but never refuses.
             requests: 1_000_000_000,
             window_secs: 300,
+            ..Default::default()
         },
         ..Config::default()
     };

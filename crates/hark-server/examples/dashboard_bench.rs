@@ -68,6 +68,7 @@ async fn run() -> Result<(), Error> {
         rate_limit: hark_server::config::RateLimitConfig {
             requests: 1_000_000_000,
             window_secs: 300,
+            ..Default::default()
         },
         ..Config::default()
     };

@@ -1,10 +1,12 @@
 //! Authentication of data-plane requests by project API key, with a cache of verified
 //! keys that every credential change invalidates (through the revocation bus, with the
-//! auth epoch poll as fallback), then the per-account rate limit (`rate_limit`).
+//! auth epoch poll as fallback) and a per-client-address budget of lookups of unknown
+//! keys (`unknown_key_budget`), then the per-account rate limit (`rate_limit`).
 
 use crate::error::ApiError;
+use crate::unknown_key_budget::UnknownKeyBudget;
 use crate::AppState;
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method};
@@ -14,6 +16,7 @@ use hark_core::scope::Scope;
 use hark_core::ApiKeyId;
 use hark_store::{CredentialChange, KeyPrincipal, Store};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -47,19 +50,23 @@ struct CachedKey {
 /// epoch). Unknown digests are remembered for a few seconds in a separate bounded map
 /// so a flood of one unknown key costs no database query each; creating a key is
 /// published on the revocation bus, and an unknown answer is only used while the bus
-/// has heard nothing since it was read, so a new key works at once.
+/// has heard nothing since it was read, so a new key works at once. Distinct unknown
+/// keys are bounded per client address by `unknown_budget`: past it, a key the cache
+/// cannot answer is refused (429) without a query.
 pub struct AuthCache {
     entries: RwLock<HashMap<[u8; 32], Arc<CachedKey>>>,
     unknown: Mutex<UnknownKeys>,
+    unknown_budget: UnknownKeyBudget,
     generation: AtomicU64,
     pending_last_used: Mutex<HashMap<ApiKeyId, Millis>>,
 }
 
 impl AuthCache {
-    pub fn new() -> Self {
+    pub fn new(unknown_budget: UnknownKeyBudget) -> Self {
         Self {
             entries: RwLock::new(HashMap::new()),
             unknown: Mutex::default(),
+            unknown_budget,
             generation: AtomicU64::new(0),
             pending_last_used: Mutex::default(),
         }
@@ -143,10 +150,13 @@ impl AuthCache {
         unknown.until.insert(digest, now + UNKNOWN_TTL_MS);
     }
 
-    /// The principal of a presented key, or `Unauthorized`.
+    /// The principal of a presented key, or `Unauthorized`; `TooManyRequests` (without
+    /// a database query) when the key is not cached and `client` has spent its budget
+    /// of unknown keys.
     pub async fn verify(
         &self,
         presented: &str,
+        client: Option<IpAddr>,
         store: &dyn Store,
         clock: &dyn Clock,
     ) -> Result<KeyPrincipal, ApiError> {
@@ -186,18 +196,32 @@ impl AuthCache {
             }
             None => {
                 crate::telemetry::key_cache(if trusted { "miss" } else { "untrusted" });
+                let charge = self.unknown_budget.charge(client, now).map_err(|retry| {
+                    crate::telemetry::auth_failure("rate_limited");
+                    ApiError::TooManyRequests {
+                        retry_after_secs: retry,
+                    }
+                })?;
                 let generation = self.generation.load(Ordering::SeqCst);
-                let principal = store
+                let found = store
                     .principal_by_digest(&digest.to_hex())
                     .await
-                    .inspect_err(|_| crate::telemetry::database_error())?
-                    .ok_or_else(|| {
+                    .inspect_err(|_| crate::telemetry::database_error())?;
+                let principal = match found {
+                    Some(principal) => {
+                        if let Some(charge) = charge {
+                            self.unknown_budget.refund(charge);
+                        }
+                        principal
+                    }
+                    None => {
                         if trusted {
                             self.note_unknown(digest.0, heard, now);
                         }
                         crate::telemetry::auth_failure("unknown");
-                        ApiError::Unauthorized
-                    })?;
+                        return Err(ApiError::Unauthorized);
+                    }
+                };
                 let entry = Arc::new(CachedKey {
                     principal,
                     last_used_noted: AtomicI64::new(0),
@@ -242,9 +266,22 @@ impl AuthCache {
 }
 
 impl Default for AuthCache {
+    /// The cache with the default budget of unknown keys.
     fn default() -> Self {
-        Self::new()
+        let limits = crate::config::RateLimitConfig::default();
+        Self::new(UnknownKeyBudget::new(
+            limits.unknown_keys_per_address,
+            limits.unknown_keys_window_secs,
+        ))
     }
+}
+
+/// The client address of a request, when the server knows it (it serves with
+/// `ConnectInfo`; requests built in unit tests carry none).
+pub fn client_address(extensions: &axum::http::Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ConnectInfo<crate::tls::PeerAddr>>()
+        .map(|c| c.0 .0.ip())
 }
 
 /// Watches the store's auth epoch, the fallback of the revocation bus: a change it
@@ -279,6 +316,7 @@ pub async fn watch_auth_epoch(state: AppState, interval: Duration) {
 /// Names the region and node that answered.
 pub async fn health(
     axum::extract::State(state): axum::extract::State<AppState>,
+    client: crate::management::principal::ClientAddr,
     headers: HeaderMap,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     if headers.contains_key(AUTHORIZATION) {
@@ -286,6 +324,7 @@ pub async fn health(
             .auth
             .verify(
                 presented_key(&headers),
+                client.0,
                 state.store.as_ref(),
                 state.clock.as_ref(),
             )
@@ -327,6 +366,7 @@ impl FromRequestParts<AppState> for ApiPrincipal {
             .auth
             .verify(
                 presented_key(&parts.headers),
+                client_address(&parts.extensions),
                 state.store.as_ref(),
                 state.clock.as_ref(),
             )

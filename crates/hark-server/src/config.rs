@@ -238,6 +238,11 @@ pub struct RateLimitConfig {
     /// REST requests per account per window.
     pub requests: u32,
     pub window_secs: u64,
+    /// Database lookups of API keys that turn out unknown, per client address (IPv6 per
+    /// /64) and `unknown_keys_window_secs`, per node; past it the address's uncached
+    /// keys are answered 429 without a lookup. 0 turns the budget off.
+    pub unknown_keys_per_address: u32,
+    pub unknown_keys_window_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -319,6 +324,10 @@ impl Default for RateLimitConfig {
         Self {
             requests: 20_000,
             window_secs: 300,
+            // A working client presents one key, or a few old ones while rotating:
+            // a hundred distinct unknown keys a minute is guessing, not a mistake.
+            unknown_keys_per_address: 100,
+            unknown_keys_window_secs: 60,
         }
     }
 }

@@ -5,6 +5,7 @@
 #![recursion_limit = "256"]
 
 pub mod auth;
+pub mod client_addr;
 pub mod config;
 pub mod control;
 pub mod cookies;
@@ -22,6 +23,7 @@ pub mod render;
 pub mod streaming;
 pub mod telemetry;
 pub mod tls;
+pub mod unknown_key_budget;
 pub mod uploads;
 mod worker;
 
@@ -32,6 +34,7 @@ use crate::auth::AuthCache;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::rate_limit::AccountRateLimiter;
+use crate::unknown_key_budget::UnknownKeyBudget;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 use axum::Router;
@@ -510,7 +513,10 @@ async fn start_node(
         clock,
         master_key,
         engine,
-        auth: AuthCache::new(),
+        auth: AuthCache::new(UnknownKeyBudget::new(
+            config.rate_limit.unknown_keys_per_address,
+            config.rate_limit.unknown_keys_window_secs,
+        )),
         blobs,
         tmp_dir,
         jobs_available: Notify::new(),

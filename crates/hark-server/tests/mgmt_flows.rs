@@ -305,6 +305,7 @@ async fn mfa_enrol_replay_recovery_and_require(db: Db) {
     let a = org(&ts, Plan::Payg).await;
     let reader = add_member(&ts, a.account, Role::Reader).await;
     // Enrol the Owner.
+    reauth_ok(&ts, &a.owner.token).await;
     let begin = call(&ts, "POST", "/me/mfa/totp", Some(&a.owner.token), None).await;
     let seed = begin.ok()["secret"].as_str().expect("seed").to_string();
     assert!(begin.body["otpauth_uri"]
@@ -449,6 +450,7 @@ async fn mfa_enrol_replay_recovery_and_require(db: Db) {
         (blocked.status, blocked.code()),
         (403, "mfa_enrollment_required")
     );
+    reauth_ok(&ts, &relog.token).await;
     let begin = call(&ts, "POST", "/me/mfa/totp", Some(&relog.token), None).await;
     let rseed = begin.ok()["secret"].as_str().expect("seed").to_string();
     let c = totp::current_code(&rseed, clock.now_ms()).expect("code");
@@ -470,7 +472,8 @@ async fn mfa_enrol_replay_recovery_and_require(db: Db) {
     )
     .await;
     assert_eq!(open.status, 200, "{}", open.text);
-    // Disabling MFA needs re-authentication.
+    // Disabling MFA needs re-authentication (the one before enrolling has lapsed).
+    clock.advance_ms(hark_server::manage::REAUTH_WINDOW_MS + 1_000);
     let d = call(&ts, "DELETE", "/me/mfa/totp", Some(&relog.token), None).await;
     assert_eq!((d.status, d.code()), (403, "reauth_required"));
     clock.advance_ms(30_000);
@@ -1384,6 +1387,7 @@ async fn openapi_schemas_match_responses(db: Db) {
             .await
             .ok(),
     );
+    reauth_ok(&ts, &a.owner.token).await;
     let begin = call(&ts, "POST", "/me/mfa/totp", t, None).await;
     check("post", "/me/mfa/totp", begin.ok());
     let seed = begin.body["secret"].as_str().expect("seed");

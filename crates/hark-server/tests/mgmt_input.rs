@@ -274,6 +274,7 @@ async fn reauth_and_totp_say_what_was_wrong(db: Db) {
     );
     assert_eq!(a.body["error"], "the password is wrong");
 
+    reauth_ok(&ts, &org.owner.token).await;
     let enrol = call(&ts, "POST", "/me/mfa/totp", t, None).await;
     let seed = enrol.ok()["secret"].as_str().expect("seed").to_string();
     let code = totp::current_code(&seed, clock.now_ms()).expect("code");

@@ -342,6 +342,7 @@ async fn no_secret_in_database_or_logs(db: Db) {
             .as_u16(),
         200
     );
+    reauth_ok(&ts, &a.owner.token).await;
     let begin = call(&ts, "POST", "/me/mfa/totp", Some(&a.owner.token), None).await;
     let seed = begin.ok()["secret"].as_str().expect("seed").to_string();
     let code = totp::current_code(&seed, ts.clock.now_ms()).expect("code");

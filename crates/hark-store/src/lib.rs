@@ -43,7 +43,8 @@ pub use sql::{Backend, SqlStore, DEFAULT_EVALUATION_CREDIT};
 use std::sync::Arc;
 pub use streaming::*;
 pub use users::{
-    normalize_email, LoginAttempt, LoginSession, NewSession, TotpRecord, User, UserStore,
+    normalize_email, LoginAttempt, LoginSession, NewSession, SignInMethod, TotpRecord, User,
+    UserStore,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -63,6 +63,37 @@ pub struct LoginSession {
     pub expires_at: Millis,
     /// When the person last re-entered a password or TOTP code in this session.
     pub reauth_at: Option<Millis>,
+    /// How the session signed in (an account's "Require MFA" admits only
+    /// [`SignInMethod::Mfa`]).
+    pub signed_in_with: SignInMethod,
+}
+
+/// How a login session proved who its person is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignInMethod {
+    /// A password (or a single-use link) alone. Also every session that existed before
+    /// the method was recorded: the safe default.
+    Password,
+    /// A password and a TOTP or recovery code, or a session that confirmed a TOTP
+    /// enrolment (it proved the new factor there).
+    Mfa,
+}
+
+impl SignInMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignInMethod::Password => "password",
+            SignInMethod::Mfa => "mfa",
+        }
+    }
+
+    /// The stored text; anything unknown counts as the weaker method.
+    pub fn parse(stored: &str) -> Self {
+        match stored {
+            "mfa" => SignInMethod::Mfa,
+            _ => SignInMethod::Password,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +104,7 @@ pub struct NewSession {
     pub csrf_digest_hex: String,
     pub current_account: Option<AccountId>,
     pub expires_at: Millis,
+    pub signed_in_with: SignInMethod,
 }
 
 /// A user's TOTP factor: the seed is sealed under the master key.
@@ -114,6 +146,7 @@ fn session_from_row(row: &AnyRow) -> StoreResult<LoginSession> {
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
         reauth_at: row.try_get("reauth_at")?,
+        signed_in_with: SignInMethod::parse(&row.try_get::<String, _>("signed_in_with")?),
     })
 }
 
@@ -190,14 +223,18 @@ pub trait UserStore: Send + Sync {
     async fn totp(&self, user: UserId) -> StoreResult<Option<TotpRecord>>;
     /// Starts (or restarts) enrolment; `Conflict` if a confirmed factor exists.
     async fn begin_totp(&self, user: UserId, seed_sealed: &str) -> StoreResult<()>;
-    /// Confirms enrolment at `step` and stores the recovery code digests.
+    /// Confirms enrolment at `step`, stores the recovery code digests, ends every other
+    /// session of the user and marks `keep` (the session that proved the new factor) as
+    /// signed in with MFA, in one transaction. The number of sessions ended, or `None`
+    /// when the factor was already confirmed (nothing changes then).
     async fn confirm_totp(
         &self,
         user: UserId,
         step: i64,
         recovery_digests: &[String],
+        keep: LoginSessionId,
         actor: &Actor,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<Option<u64>>;
     /// Accepts a verified step if it is later than the last accepted one (atomic), so a
     /// code is good once.
     async fn accept_totp_step(&self, user: UserId, step: i64) -> StoreResult<bool>;
@@ -470,8 +507,8 @@ impl UserStore for SqlStore {
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO sessions (id, user_id, digest, csrf_digest, current_account_id, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO sessions (id, user_id, digest, csrf_digest, current_account_id, created_at, expires_at, signed_in_with) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(new.id.to_string())
         .bind(new.user_id.to_string())
@@ -480,6 +517,7 @@ impl UserStore for SqlStore {
         .bind(new.current_account.map(|a| a.to_string()))
         .bind(now)
         .bind(new.expires_at)
+        .bind(new.signed_in_with.as_str())
         .execute(&mut *tx)
         .await?;
         sqlx::query("DELETE FROM login_failures WHERE subject = $1")
@@ -492,7 +530,7 @@ impl UserStore for SqlStore {
             &Actor::User(new.user_id),
             "user.login",
             &new.user_id.to_string(),
-            json!({"session_id": new.id}),
+            json!({"session_id": new.id, "signed_in_with": new.signed_in_with.as_str()}),
             now,
         )
         .await?;
@@ -505,13 +543,14 @@ impl UserStore for SqlStore {
             created_at: now,
             expires_at: new.expires_at,
             reauth_at: None,
+            signed_in_with: new.signed_in_with,
         })
     }
 
     async fn session_by_digest(&self, digest_hex: &str) -> StoreResult<Option<LoginSession>> {
         let row = sqlx::query(
-            "SELECT id, user_id, digest, csrf_digest, current_account_id, created_at, expires_at, reauth_at \
-             FROM sessions WHERE digest = $1",
+            "SELECT id, user_id, digest, csrf_digest, current_account_id, created_at, expires_at, reauth_at, \
+             signed_in_with FROM sessions WHERE digest = $1",
         )
         .bind(digest_hex)
         .fetch_optional(&self.pool)
@@ -616,8 +655,9 @@ impl UserStore for SqlStore {
         user: UserId,
         step: i64,
         recovery_digests: &[String],
+        keep: LoginSessionId,
         actor: &Actor,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<u64>> {
         let now = self.now();
         let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
@@ -629,8 +669,22 @@ impl UserStore for SqlStore {
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
-            return Ok(false);
+            return Ok(None);
         }
+        // Whoever held another session may not know of the new factor: they sign in
+        // again, with it. The session that proved the factor now counts as MFA.
+        let ended = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id <> $2")
+            .bind(user.to_string())
+            .bind(keep.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("UPDATE sessions SET signed_in_with = $3 WHERE id = $1 AND user_id = $2")
+            .bind(keep.to_string())
+            .bind(user.to_string())
+            .bind(SignInMethod::Mfa.as_str())
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
             .bind(user.to_string())
             .execute(&mut *tx)
@@ -648,12 +702,12 @@ impl UserStore for SqlStore {
             actor,
             "user.mfa_enable",
             &user.to_string(),
-            json!({}),
+            json!({"other_sessions_ended": ended}),
             now,
         )
         .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(ended))
     }
 
     async fn accept_totp_step(&self, user: UserId, step: i64) -> StoreResult<bool> {

@@ -57,6 +57,7 @@ conformance!(
     sign_up_never_takes_an_existing_email,
     webhook_secret_rotates_with_an_overlap_and_is_audited,
     transcript_deleted_by_a_person_is_audited,
+    sessions_record_how_they_signed_in,
 );
 
 async fn new_account(store: &SqlStore, plan: Plan) -> Bootstrap {
@@ -790,6 +791,7 @@ mod management {
                     csrf_digest_hex: SecretDigest::of("csrf").to_hex(),
                     current_account: None,
                     expires_at: T0 + 1000,
+                    signed_in_with: SignInMethod::Password,
                 },
                 "email:ann@example.com",
             )
@@ -867,9 +869,16 @@ mod management {
         assert!(!c.store.get_user(u.id).await.unwrap().unwrap().mfa_enabled);
         assert!(c
             .store
-            .confirm_totp(u.id, 100, &["d1".into(), "d2".into()], &Actor::User(u.id))
+            .confirm_totp(
+                u.id,
+                100,
+                &["d1".into(), "d2".into()],
+                s.id,
+                &Actor::User(u.id)
+            )
             .await
-            .unwrap());
+            .unwrap()
+            .is_some());
         assert!(c.store.get_user(u.id).await.unwrap().unwrap().mfa_enabled);
         assert!(matches!(
             c.store.begin_totp(u.id, "again").await,
@@ -2838,4 +2847,103 @@ mod billing {
             Err(StoreError::NotFound(_))
         ));
     }
+}
+
+async fn new_session(c: &Ctx, user: UserId, token: &str, method: SignInMethod) -> LoginSession {
+    c.store
+        .create_session(
+            NewSession {
+                id: hark_core::LoginSessionId::new(),
+                user_id: user,
+                digest_hex: hark_core::keys::SecretDigest::of(token).to_hex(),
+                csrf_digest_hex: hark_core::keys::SecretDigest::of("csrf").to_hex(),
+                current_account: None,
+                expires_at: T0 + 3_600_000,
+                signed_in_with: method,
+            },
+            "pair:x|",
+        )
+        .await
+        .expect("session")
+}
+
+async fn session_of(c: &Ctx, token: &str) -> Option<LoginSession> {
+    c.store
+        .session_by_digest(&hark_core::keys::SecretDigest::of(token).to_hex())
+        .await
+        .expect("read session")
+}
+
+/// "Require MFA" judges how a session signed in: the store keeps the method of each
+/// session, reads a session from before the method was recorded as password-only, and
+/// confirming a TOTP enrolment ends the person's other sessions and marks the one that
+/// proved the factor.
+async fn sessions_record_how_they_signed_in(c: Ctx) {
+    let u = c
+        .store
+        .create_user(UserId::new(), "mia@example.com", None, &Actor::Operator)
+        .await
+        .unwrap();
+    let other = c
+        .store
+        .create_user(UserId::new(), "noa@example.com", None, &Actor::Operator)
+        .await
+        .unwrap();
+    let with_code = new_session(&c, u.id, "t-mfa", SignInMethod::Mfa).await;
+    assert_eq!(with_code.signed_in_with, SignInMethod::Mfa);
+    assert_eq!(
+        session_of(&c, "t-mfa").await.map(|s| s.signed_in_with),
+        Some(SignInMethod::Mfa)
+    );
+    let enrolling = new_session(&c, u.id, "t-enrol", SignInMethod::Password).await;
+    assert_eq!(
+        session_of(&c, "t-enrol").await.map(|s| s.signed_in_with),
+        Some(SignInMethod::Password)
+    );
+    new_session(&c, other.id, "t-other-user", SignInMethod::Password).await;
+    // A row written without the column (as before migration 0017) is password-only.
+    sqlx::query(
+        "INSERT INTO sessions (id, user_id, digest, csrf_digest, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(hark_core::LoginSessionId::new().to_string())
+    .bind(u.id.to_string())
+    .bind(hark_core::keys::SecretDigest::of("t-old").to_hex())
+    .bind(hark_core::keys::SecretDigest::of("csrf").to_hex())
+    .bind(T0)
+    .bind(T0 + 3_600_000)
+    .execute(c.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        session_of(&c, "t-old").await.map(|s| s.signed_in_with),
+        Some(SignInMethod::Password)
+    );
+    // Confirming enrolment: the two other sessions of this person end, the
+    // enrolling one now counts as MFA, another person's session stays.
+    c.store.begin_totp(u.id, "sealed-seed").await.unwrap();
+    let ended = c
+        .store
+        .confirm_totp(u.id, 7, &["r1".into()], enrolling.id, &Actor::User(u.id))
+        .await
+        .unwrap();
+    assert_eq!(ended, Some(2));
+    assert_eq!(session_of(&c, "t-mfa").await, None);
+    assert_eq!(session_of(&c, "t-old").await, None);
+    assert_eq!(
+        session_of(&c, "t-enrol").await.map(|s| s.signed_in_with),
+        Some(SignInMethod::Mfa)
+    );
+    assert!(session_of(&c, "t-other-user").await.is_some());
+    // A second confirmation changes nothing.
+    new_session(&c, u.id, "t-later", SignInMethod::Password).await;
+    assert_eq!(
+        c.store
+            .confirm_totp(u.id, 8, &["r2".into()], enrolling.id, &Actor::User(u.id))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(session_of(&c, "t-later").await.is_some());
+    assert!(c.store.verify_audit_chain(None).await.unwrap().is_ok());
 }

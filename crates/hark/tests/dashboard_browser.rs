@@ -351,6 +351,8 @@ async fn first_run_and_sign_in_flows(install: &Install, server: &Server, driver:
     a.goto(&format!("{base}/profile")).await;
     a.screenshot("profile").await;
     a.press("Set up two-factor authentication").await;
+    // Enrolling asks for the password again first.
+    a.fill("password", new_password).await;
     a.press("Start setup").await;
     let svg = a
         .client
@@ -372,6 +374,12 @@ async fn first_run_and_sign_in_flows(install: &Install, server: &Server, driver:
         .expect("codes");
     assert_eq!(codes.len(), 10);
     let recovery = codes[0].text().await.expect("code");
+    assert!(
+        a.text_of("#signed-out")
+            .await
+            .contains("this one stays signed in"),
+        "the page says what happened to the other sessions"
+    );
 
     // Signing in now takes a second factor: a recovery code works once.
     a.goto(&format!("{base}/profile")).await;

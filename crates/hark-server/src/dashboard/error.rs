@@ -78,6 +78,9 @@ pub fn human_message(e: &MgmtError) -> String {
         MgmtError::MfaEnrollmentRequired => {
             "This account requires MFA for all members: set up an authenticator first.".into()
         }
+        MgmtError::MfaSignInRequired => {
+            "This account requires two-factor authentication, and this session signed in without it. Sign out, then sign in again with a code from your authenticator app.".into()
+        }
         MgmtError::ReauthRequired => "Enter your password again to continue.".into(),
         MgmtError::NotFound(what) => format!("This {what} does not exist or is no longer valid."),
         MgmtError::MethodNotAllowed => "This page does not accept that request.".into(),
@@ -94,11 +97,20 @@ pub fn human_message(e: &MgmtError) -> String {
 }
 
 fn page(status: StatusCode, heading: &str, message: String) -> Response {
+    page_with_link(status, heading, message, ("/", "Go to the start page"))
+}
+
+fn page_with_link(
+    status: StatusCode,
+    heading: &str,
+    message: String,
+    (href, label): (&str, &str),
+) -> Response {
     let body = MessagePage {
         chrome: Chrome::public(heading),
         heading: heading.to_string(),
         message,
-        link: Some(("/".into(), "Go to the start page".into())),
+        link: Some((href.into(), label.into())),
     }
     .render();
     match body {
@@ -127,6 +139,13 @@ impl IntoResponse for DashError {
             DashError::Mgmt(MgmtError::MfaEnrollmentRequired) => {
                 see_other("/profile/mfa?required=1")
             }
+            // The profile page carries the sign-out button.
+            DashError::Mgmt(e @ MgmtError::MfaSignInRequired) => page_with_link(
+                status_of(&e),
+                "Sign in again",
+                human_message(&e),
+                ("/profile", "Go to your profile to sign out"),
+            ),
             DashError::Csrf => page(
                 StatusCode::FORBIDDEN,
                 "Form refused",

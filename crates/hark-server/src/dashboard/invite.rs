@@ -16,6 +16,7 @@ use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Form;
 use hark_core::keys::Secret;
+use hark_store::SignInMethod;
 use serde::Deserialize;
 
 #[derive(Template)]
@@ -125,8 +126,13 @@ pub async fn submit(
                 .get_user(user)
                 .await?
                 .ok_or(MgmtError::NotFound("user"))?;
-            let login =
-                open_session(&state, &user, &format!("{}:{}", LINK_AUDIT, user.email)).await?;
+            let login = open_session(
+                &state,
+                &user,
+                &format!("{}:{}", LINK_AUDIT, user.email),
+                SignInMethod::Password,
+            )
+            .await?;
             state
                 .store
                 .set_session_account(login.session.id, account)

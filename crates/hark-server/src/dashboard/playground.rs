@@ -218,7 +218,8 @@ pub async fn upload(
         Err(Refusal::Mgmt(
             e @ (MgmtError::Forbidden { .. }
             | MgmtError::NotFound("account")
-            | MgmtError::MfaEnrollmentRequired),
+            | MgmtError::MfaEnrollmentRequired
+            | MgmtError::MfaSignInRequired),
         )) => Err(e.into()),
         Err(refusal) => {
             let (status, message) = refusal.explain();

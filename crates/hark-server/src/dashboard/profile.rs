@@ -1,13 +1,16 @@
 //! The signed-in person's profile: change the password; enrol a TOTP authenticator
-//! (QR code drawn on the server as SVG, then ten recovery codes shown once) or turn
-//! it off after entering the password again.
+//! after entering the password again (QR code drawn on the server as SVG, then ten
+//! recovery codes shown once, and the person's other sessions signed out) or turn it
+//! off after entering the password again.
 
 use super::accounts::NoticeQuery;
 use super::error::{human_message, see_other, status_of};
+use super::forms::{on_form, reauth_with_password};
 use super::{Chrome, DashResult, FormToken, Me};
 use crate::manage::enrolment::pending_totp;
 use crate::manage::mfa::{self, ConfirmInput};
 use crate::manage::sessions::{self, PasswordChange, ReauthInput};
+use crate::manage::{require_recent_reauth, Caller};
 use crate::management::principal::ClientAddr;
 use crate::management::MgmtError;
 use crate::AppState;
@@ -101,8 +104,11 @@ pub async fn change_password(
 pub struct EnrolPage {
     pub chrome: Chrome,
     pub required: bool,
-    /// The pending enrolment: (QR code SVG, secret for typing by hand).
+    /// The pending enrolment: (QR code SVG, secret for typing by hand), shown only
+    /// while the last re-authentication is recent (as the core asks of confirming it).
     pub pending: Option<(String, String)>,
+    /// The start form asks for the password (no recent re-authentication).
+    pub ask_password: bool,
     pub error: Option<String>,
 }
 
@@ -130,25 +136,27 @@ pub fn qr_svg(uri: &str) -> Result<String, MgmtError> {
 
 async fn enrol_page(
     state: &AppState,
+    caller: &Caller,
     me: &Me,
     token: &FormToken,
     required: bool,
-    error: Option<String>,
+    error: Option<(axum::http::StatusCode, String)>,
 ) -> DashResult<Response> {
+    let recent = require_recent_reauth(state, caller).is_ok();
     let pending = match pending_totp(state, &me.user).await? {
-        Some(p) => Some((qr_svg(&p.uri)?, p.secret)),
-        None => None,
+        Some(p) if recent => Some((qr_svg(&p.uri)?, p.secret)),
+        _ => None,
+    };
+    let (status, error) = match error {
+        Some((status, message)) => (status, Some(message)),
+        None => (axum::http::StatusCode::OK, None),
     };
     let page = EnrolPage {
         chrome: Chrome::signed_in(state, me, token, "Two-factor authentication").await?,
         required,
         pending,
+        ask_password: !recent,
         error,
-    };
-    let status = if page.error.is_some() {
-        axum::http::StatusCode::UNAUTHORIZED
-    } else {
-        axum::http::StatusCode::OK
     };
     Ok((status, Html(page.render()?)).into_response())
 }
@@ -164,13 +172,43 @@ pub async fn mfa_page(
     if me.user.mfa_enabled {
         return Ok(see_other("/profile"));
     }
-    enrol_page(&state, &me, &token, q.required.is_some(), None).await
+    enrol_page(
+        &state,
+        &me.caller(),
+        &me,
+        &token,
+        q.required.is_some(),
+        None,
+    )
+    .await
 }
 
-/// `POST /profile/mfa/start`: a new seed (replacing an unconfirmed one).
-pub async fn mfa_start(State(state): State<AppState>, me: Me) -> DashResult<Response> {
-    mfa::begin(&state, &me.caller()).await?;
-    Ok(see_other("/profile/mfa"))
+#[derive(Deserialize)]
+pub struct StartForm {
+    #[serde(default)]
+    pub password: Option<Secret>,
+}
+
+/// `POST /profile/mfa/start`: the password again (unless re-entered in the last few
+/// minutes), then a new seed (replacing an unconfirmed one).
+pub async fn mfa_start(
+    State(state): State<AppState>,
+    addr: ClientAddr,
+    me: Me,
+    token: FormToken,
+    Form(form): Form<StartForm>,
+) -> DashResult<Response> {
+    let started = match reauth_with_password(&state, addr, &me, form.password).await {
+        Ok(caller) => mfa::begin(&state, &caller).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match started {
+        Ok(()) => Ok(see_other("/profile/mfa")),
+        Err(e) => {
+            let shown = on_form(e)?;
+            enrol_page(&state, &me.caller(), &me, &token, false, Some(shown)).await
+        }
+    }
 }
 
 #[derive(Template)]
@@ -178,6 +216,8 @@ pub async fn mfa_start(State(state): State<AppState>, me: Me) -> DashResult<Resp
 pub struct RecoveryCodesPage {
     pub chrome: Chrome,
     pub codes: Vec<String>,
+    /// What happened to the person's other sessions.
+    pub signed_out: String,
 }
 
 #[derive(Deserialize)]
@@ -193,18 +233,20 @@ pub async fn mfa_confirm(
     token: FormToken,
     Form(form): Form<CodeForm>,
 ) -> DashResult<Response> {
-    let confirmed = mfa::confirm(&state, &me.caller(), &ConfirmInput { code: form.code }).await;
+    let caller = me.caller();
+    let confirmed = mfa::confirm(&state, &caller, &ConfirmInput { code: form.code }).await;
     match confirmed {
         Ok(body) => {
-            let codes = body.recovery_codes;
             let page = RecoveryCodesPage {
                 chrome: Chrome::signed_in(&state, &me, &token, "Recovery codes").await?,
-                codes,
+                codes: body.recovery_codes,
+                signed_out: mfa::signed_out_note(body.other_sessions_ended),
             };
             Ok(([(CACHE_CONTROL, "no-store")], Html(page.render()?)).into_response())
         }
-        Err(e @ MgmtError::BadMfaCode) => {
-            enrol_page(&state, &me, &token, false, Some(human_message(&e))).await
+        Err(e @ (MgmtError::BadMfaCode | MgmtError::ReauthRequired)) => {
+            let shown = (status_of(&e), human_message(&e));
+            enrol_page(&state, &caller, &me, &token, false, Some(shown)).await
         }
         Err(e) => Err(e.into()),
     }

@@ -226,7 +226,13 @@ pub async fn welcome_new_owner(
         .get_user(boot.owner)
         .await?
         .ok_or(MgmtError::NotFound("user"))?;
-    let login = crate::manage::sessions::open_session(state, &user, "new_owner").await?;
+    let login = crate::manage::sessions::open_session(
+        state,
+        &user,
+        "new_owner",
+        hark_store::SignInMethod::Password,
+    )
+    .await?;
     signed_in_redirect(
         state,
         &login,

@@ -58,9 +58,10 @@ pub async fn update_account(
     if let Some(name) = &input.name {
         validate_name(name)?;
     }
-    if input.require_mfa == Some(true) && !caller.user.mfa_enabled {
+    if input.require_mfa == Some(true) && !caller.signed_in_with_mfa() {
+        // Else the change would shut its author out of the account at once.
         return Err(Error::Conflict(
-            "enable MFA on your own login before requiring it for all members".into(),
+            "enable MFA on your own login, and sign in with it, before requiring it for all members".into(),
         ));
     }
     let updated = state

@@ -29,6 +29,10 @@ pub enum Error {
     Forbidden { permission: Permission, role: Role },
     #[error("this account requires MFA for all members: enrol a TOTP factor first (POST /api/v1/me/mfa/totp)")]
     MfaEnrollmentRequired,
+    /// The person has MFA, but this session signed in without it (with a password
+    /// alone, before they enrolled or before Hark recorded how sessions sign in).
+    #[error("this account requires MFA for all members and this session signed in without a TOTP code: sign in again with your code (POST /api/v1/auth/login with totp_code)")]
+    MfaSignInRequired,
     #[error("re-enter your password or a TOTP code first (POST /api/v1/auth/reauth)")]
     ReauthRequired,
     #[error("{0} not found")]
@@ -62,6 +66,7 @@ impl Error {
             Error::Csrf => "csrf_failed",
             Error::Forbidden { .. } => "permission_denied",
             Error::MfaEnrollmentRequired => "mfa_enrollment_required",
+            Error::MfaSignInRequired => "mfa_sign_in_required",
             Error::ReauthRequired => "reauth_required",
             Error::NotFound(_) => "not_found",
             Error::MethodNotAllowed => "method_not_allowed",

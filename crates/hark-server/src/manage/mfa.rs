@@ -1,6 +1,7 @@
-//! TOTP multi-factor authentication: enrolment (sealed seed, provisioning URI),
-//! confirmation with ten one-time recovery codes, second-factor checks with replay
-//! refusal, and removal after re-authentication.
+//! TOTP multi-factor authentication: enrolment and its confirmation (both after a
+//! recent re-authentication; confirming ends the person's other sessions) with a sealed
+//! seed, a provisioning URI and ten one-time recovery codes, second-factor checks with
+//! replay refusal, and removal after re-authentication.
 
 use super::views::{RecoveryCodes, TotpEnrolment};
 use super::{require_recent_reauth, Caller, Error, Result};
@@ -70,8 +71,11 @@ pub async fn check_second_factor(
     Err(Error::MfaRequired)
 }
 
-/// Starts (or restarts) TOTP enrolment; the seed is shown here only.
+/// Starts (or restarts) TOTP enrolment; the seed is shown here only. Needs a recent
+/// re-authentication: whoever holds a stolen session must not be able to bind their
+/// own authenticator to the person (and sign everyone else out with it).
 pub async fn begin(state: &AppState, caller: &Caller) -> Result<TotpEnrolment> {
+    require_recent_reauth(state, caller)?;
     let seed = totp::generate_seed();
     let sealed = state.master_key.seal(&seed, &seed_context(caller.user.id));
     state.store.begin_totp(caller.user.id, &sealed).await?;
@@ -90,12 +94,16 @@ pub struct ConfirmInput {
 }
 
 /// The first valid code turns MFA on and returns ten recovery codes (shown once,
-/// stored as keyed digests).
+/// stored as keyed digests). Needs a recent re-authentication too (a pending seed can
+/// be read again on the enrolment page). Every other session of the person ends, so
+/// none signed in without the new factor lives on; this one stays and from now on
+/// counts as signed in with MFA.
 pub async fn confirm(
     state: &AppState,
     caller: &Caller,
     input: &ConfirmInput,
 ) -> Result<RecoveryCodes> {
+    require_recent_reauth(state, caller)?;
     let user = caller.user.id;
     let record = state.store.totp(user).await?.ok_or(Error::Conflict(
         "start enrolment first (POST /api/v1/me/mfa/totp)".into(),
@@ -114,19 +122,30 @@ pub async fn confirm(
         .iter()
         .map(|c| recovery_digest(state, user, c))
         .collect();
-    if !state
+    let other_sessions_ended = state
         .store
-        .confirm_totp(user, step, &digests, &caller.actor())
+        .confirm_totp(user, step, &digests, caller.session.id, &caller.actor())
         .await?
-    {
-        return Err(Error::Conflict("MFA is already enabled".into()));
-    }
+        .ok_or_else(|| Error::Conflict("MFA is already enabled".into()))?;
     Ok(RecoveryCodes {
         mfa_enabled: true,
         recovery_codes: codes,
         next_code_at: super::Instant((step + 1) * totp::STEP_SECS * 1000),
-        note: "This code is now used: sign in with the next code your app shows (a new one every 30 seconds). Keep the recovery codes safe; each works once.".into(),
+        other_sessions_ended,
+        note: format!(
+            "This code is now used: sign in with the next code your app shows (a new one every 30 seconds). Keep the recovery codes safe; each works once. {}",
+            signed_out_note(other_sessions_ended)
+        ),
     })
+}
+
+/// What a person is told about their other sessions when MFA goes on.
+pub fn signed_out_note(ended: u64) -> String {
+    match ended {
+        0 => "You had no other sessions; this one stays signed in.".into(),
+        1 => "Your 1 other session was signed out; this one stays signed in.".into(),
+        n => format!("Your {n} other sessions were signed out; this one stays signed in."),
+    }
 }
 
 /// Turns MFA off; needs a recent re-authentication.

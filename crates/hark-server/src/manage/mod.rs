@@ -24,7 +24,7 @@ pub mod webhooks;
 use crate::AppState;
 use hark_core::plan::role_allows;
 use hark_core::{AccountId, Permission, Role};
-use hark_store::{Account, Actor, LoginSession, User};
+use hark_store::{Account, Actor, LoginSession, SignInMethod, User};
 use serde::Deserialize;
 
 pub use error::{Error, Result};
@@ -60,6 +60,24 @@ impl Caller {
     pub fn actor(&self) -> Actor {
         Actor::User(self.user.id)
     }
+
+    /// Whether this session passes an account's "Require MFA": the person has a
+    /// confirmed factor *and* this session signed in with it (a session opened with a
+    /// password alone, say before the person enrolled, does not).
+    pub fn signed_in_with_mfa(&self) -> bool {
+        self.user.mfa_enabled && self.session.signed_in_with == SignInMethod::Mfa
+    }
+
+    /// What an account that requires MFA tells this session, if it may not pass.
+    pub fn mfa_refusal(&self) -> Option<Error> {
+        if !self.user.mfa_enabled {
+            Some(Error::MfaEnrollmentRequired)
+        } else if !self.signed_in_with_mfa() {
+            Some(Error::MfaSignInRequired)
+        } else {
+            None
+        }
+    }
 }
 
 /// An account the caller may act on, with their role in it.
@@ -70,8 +88,9 @@ pub struct Authorized {
 }
 
 /// The one gate of every account-scoped action: the caller must be a member (else the
-/// account answers as missing), must have MFA if the account requires it, and their
-/// role must allow `permission` (else a refusal naming it).
+/// account answers as missing), must have MFA and have signed this session in with it
+/// if the account requires MFA, and their role must allow `permission` (else a refusal
+/// naming it).
 pub async fn authorize(
     state: &AppState,
     caller: &Caller,
@@ -88,8 +107,10 @@ pub async fn authorize(
         .get_account(account)
         .await?
         .ok_or(Error::NotFound("account"))?;
-    if account.require_mfa && !caller.user.mfa_enabled {
-        return Err(Error::MfaEnrollmentRequired);
+    if account.require_mfa {
+        if let Some(refusal) = caller.mfa_refusal() {
+            return Err(refusal);
+        }
     }
     if !role_allows(role, permission) {
         return Err(Error::Forbidden { permission, role });

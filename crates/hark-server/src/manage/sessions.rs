@@ -7,11 +7,12 @@ use super::MAX_FAILURES_PER_PAIR;
 use super::{mfa, Caller, Error, Result};
 use super::{FAILURE_WINDOW_MS, MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_PER_EMAIL};
 use super::{REAUTH_WINDOW_MS, SESSION_TTL_MS};
+use crate::client_addr::address_key;
 use crate::AppState;
 use hark_core::keys::{self, Secret, SecretDigest, SecretKind};
 use hark_core::LoginSessionId;
 use hark_core::{password, AccountId};
-use hark_store::{normalize_email, LoginSession, NewSession, User};
+use hark_store::{normalize_email, LoginSession, NewSession, SignInMethod, User};
 use serde::Deserialize;
 use std::net::IpAddr;
 
@@ -49,21 +50,6 @@ fn bounded_email(email: &str) -> String {
         .chars()
         .take(MAX_EMAIL_CHARS)
         .collect()
-}
-
-/// A client address as throttling counts it: IPv4 as is, IPv6 by its /64 (one
-/// customer's allocation; a single host can use the whole prefix).
-fn address_key(addr: IpAddr) -> String {
-    match addr {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
-    }
 }
 
 /// What one sign-in attempt counts against, with each subject's limit per window:
@@ -157,11 +143,20 @@ pub async fn hash_password(given: &Secret) -> Result<String> {
         .map_err(Error::internal)
 }
 
-/// The caller's profile, with `current` as the current account when they belong to it
-/// (else their first account).
-pub async fn profile(state: &AppState, user: &User, current: Option<AccountId>) -> Result<Profile> {
+/// The profile of a person in one of their sessions (how it signed in decides whether
+/// it must sign in again with MFA), with `current` as the current account when they
+/// belong to it (else their first account).
+pub async fn profile(
+    state: &AppState,
+    user: &User,
+    signed_in_with: SignInMethod,
+    current: Option<AccountId>,
+) -> Result<Profile> {
     let accounts = state.store.accounts_of_user(user.id).await?;
-    let mfa_enrollment_required = !user.mfa_enabled && accounts.iter().any(|a| a.require_mfa);
+    let some_account_requires_mfa = accounts.iter().any(|a| a.require_mfa);
+    let mfa_enrollment_required = !user.mfa_enabled && some_account_requires_mfa;
+    let mfa_sign_in_required =
+        user.mfa_enabled && signed_in_with != SignInMethod::Mfa && some_account_requires_mfa;
     let current_account_id = current
         .filter(|c| accounts.iter().any(|a| a.account_id == *c))
         .or_else(|| accounts.first().map(|a| a.account_id));
@@ -175,6 +170,7 @@ pub async fn profile(state: &AppState, user: &User, current: Option<AccountId>) 
         accounts: accounts.iter().map(AccountMembership::from).collect(),
         current_account_id,
         mfa_enrollment_required,
+        mfa_sign_in_required,
     })
 }
 
@@ -216,16 +212,24 @@ pub async fn login(state: &AppState, input: &LoginInput, addr: Option<IpAddr>) -
     }
     let pair = attempt.pair_subject().to_string();
     attempt.forgive(state).await?;
-    open_session(state, &user, &pair).await
+    // A person with MFA got here only through their second factor.
+    let method = if user.mfa_enabled {
+        SignInMethod::Mfa
+    } else {
+        SignInMethod::Password
+    };
+    open_session(state, &user, &pair, method).await
 }
 
 /// Opens a login session for a person whose identity was just proven (by a login, or
-/// by a single-use link they followed); the earlier failures of `throttle_subject`
-/// (the email and address pair that just proved itself) are cleared.
+/// by a single-use link they followed, which counts as a password alone); the earlier
+/// failures of `throttle_subject` (the email and address pair that just proved itself)
+/// are cleared.
 pub async fn open_session(
     state: &AppState,
     user: &User,
     throttle_subject: &str,
+    signed_in_with: SignInMethod,
 ) -> Result<NewLogin> {
     let token = keys::generate(SecretKind::Session);
     let csrf = keys::generate(SecretKind::Csrf);
@@ -245,11 +249,12 @@ pub async fn open_session(
                 csrf_digest_hex: SecretDigest::of(csrf.expose()).to_hex(),
                 current_account: first_account,
                 expires_at: state.clock.now_ms() + SESSION_TTL_MS,
+                signed_in_with,
             },
             throttle_subject,
         )
         .await?;
-    let profile = profile(state, user, first_account).await?;
+    let profile = profile(state, user, signed_in_with, first_account).await?;
     Ok(NewLogin {
         session,
         token,
@@ -404,23 +409,18 @@ pub async fn switch_account(
         .store
         .set_session_account(caller.session.id, account)
         .await?;
-    profile(state, &caller.user, Some(account)).await
+    profile(
+        state,
+        &caller.user,
+        caller.session.signed_in_with,
+        Some(account),
+    )
+    .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ipv6_clients_are_throttled_by_their_64_prefix() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("v6");
-        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().expect("v6");
-        let other: IpAddr = "2001:db8:1:3::1".parse().expect("v6");
-        assert_eq!(address_key(a), address_key(b));
-        assert_ne!(address_key(a), address_key(other));
-        let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("mapped");
-        assert_eq!(address_key(mapped), "192.0.2.7");
-    }
 
     #[test]
     fn throttle_subjects_pair_the_email_with_the_address_and_bound_the_email() {

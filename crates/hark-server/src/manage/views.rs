@@ -135,6 +135,9 @@ pub struct Profile {
     pub current_account_id: Option<AccountId>,
     /// The caller belongs to an account that requires MFA and has none yet.
     pub mfa_enrollment_required: bool,
+    /// The caller has MFA and belongs to an account that requires it, but this session
+    /// signed in without it: sign in again with a code to act in that account.
+    pub mfa_sign_in_required: bool,
 }
 
 /// A new login session. The session and CSRF secrets travel beside it (cookies, or
@@ -181,6 +184,9 @@ pub struct RecoveryCodes {
     /// The confirming code is spent (each code works once): the next code, the first
     /// that signs in, starts here.
     pub next_code_at: Instant,
+    /// How many other sessions of the person were signed out (this one stays, now
+    /// counted as signed in with MFA).
+    pub other_sessions_ended: u64,
     pub note: String,
 }
 
@@ -188,6 +194,7 @@ impl std::fmt::Debug for RecoveryCodes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RecoveryCodes")
             .field("mfa_enabled", &self.mfa_enabled)
+            .field("other_sessions_ended", &self.other_sessions_ended)
             .finish_non_exhaustive()
     }
 }

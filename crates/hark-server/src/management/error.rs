@@ -37,6 +37,7 @@ pub fn status(e: &MgmtError) -> StatusCode {
         MgmtError::Csrf
         | MgmtError::Forbidden { .. }
         | MgmtError::MfaEnrollmentRequired
+        | MgmtError::MfaSignInRequired
         | MgmtError::ReauthRequired => StatusCode::FORBIDDEN,
         MgmtError::NotFound(_) => StatusCode::NOT_FOUND,
         MgmtError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

@@ -159,10 +159,10 @@ pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
             ep("post", "/me/account", "Switch the current account", Session, None).returns::<Profile>().body::<sessions::SwitchAccount>(),
             post(sessions::switch_account),
         ),
-        (ep("post", "/me/mfa/totp", "Start TOTP enrolment (seed and otpauth URI)", Session, None).returns::<TotpEnrolment>(), post(mfa::begin)),
+        (ep("post", "/me/mfa/totp", "Start TOTP enrolment (seed and otpauth URI; needs recent re-authentication)", Session, None).returns::<TotpEnrolment>(), post(mfa::begin)),
         (ep("delete", "/me/mfa/totp", "Disable TOTP (needs recent re-authentication)", Session, None).status(204), delete(mfa::disable)),
         (
-            ep("post", "/me/mfa/totp/confirm", "Confirm TOTP with a code; returns ten recovery codes", Session, None).returns::<RecoveryCodes>()
+            ep("post", "/me/mfa/totp/confirm", "Confirm TOTP with a code (needs recent re-authentication); returns ten recovery codes and ends the other sessions", Session, None).returns::<RecoveryCodes>()
                 .body::<ConfirmInput>(),
             post(mfa::confirm),
         ),

@@ -6,7 +6,7 @@
 use super::{MgmtError, MgmtResult, CSRF_HEADER};
 use crate::manage::{self, Caller};
 use crate::AppState;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
 use axum::http::Method;
@@ -68,12 +68,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = MgmtError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> MgmtResult<Self> {
-        Ok(ClientAddr(
-            parts
-                .extensions
-                .get::<ConnectInfo<crate::tls::PeerAddr>>()
-                .map(|c| c.0 .0.ip()),
-        ))
+        Ok(ClientAddr(crate::auth::client_address(&parts.extensions)))
     }
 }
 

@@ -105,7 +105,13 @@ pub async fn reauth(
 /// `GET /api/v1/me`.
 pub async fn me(State(state): State<AppState>, caller: Caller) -> MgmtResult<Json<Profile>> {
     Ok(Json(
-        core::profile(&state, &caller.user, caller.session.current_account).await?,
+        core::profile(
+            &state,
+            &caller.user,
+            caller.session.signed_in_with,
+            caller.session.current_account,
+        )
+        .await?,
     ))
 }
 

@@ -120,6 +120,7 @@ pub async fn token(
 pub async fn ws(
     State(state): State<AppState>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    client: crate::management::principal::ClientAddr,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
@@ -138,7 +139,7 @@ pub async fn ws(
         .write_buffer_size(0)
         .max_message_size(1 << 20)
         .max_frame_size(1 << 20)
-        .on_upgrade(move |socket| session::run(state, socket, query, credential))
+        .on_upgrade(move |socket| session::run(state, socket, query, credential, client.0))
 }
 
 /// What a live session's credential allows now: sessions end as soon as it turns

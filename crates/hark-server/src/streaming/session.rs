@@ -151,10 +151,12 @@ pub(crate) async fn run(
     mut socket: WebSocket,
     query: HashMap<String, String>,
     presented: Presented,
+    client: Option<std::net::IpAddr>,
 ) {
     // The credential first: nothing (query parsing, model lookup, engine) is done for
     // a caller who is not one.
-    let credential = match authenticate(&state, &presented.secret, presented.in_query).await {
+    let credential = match authenticate(&state, &presented.secret, presented.in_query, client).await
+    {
         Ok(c) => c,
         Err((code, reason)) => {
             close_with(&mut socket, code, &reason).await;
@@ -321,6 +323,7 @@ async fn authenticate(
     state: &AppState,
     presented: &str,
     in_query: bool,
+    client: Option<std::net::IpAddr>,
 ) -> Result<StreamCredential, (u16, String)> {
     let unauthorized = |reason: &str| (CLOSE_UNAUTHORIZED, reason.to_string());
     if presented.is_empty() {
@@ -354,7 +357,12 @@ async fn authenticate(
     }
     match state
         .auth
-        .verify(presented, state.store.as_ref(), state.clock.as_ref())
+        .verify(
+            presented,
+            client,
+            state.store.as_ref(),
+            state.clock.as_ref(),
+        )
         .await
     {
         Ok(principal) if !principal.allows(hark_core::scope::Scope::Streaming) => Err(
@@ -367,6 +375,9 @@ async fn authenticate(
         }),
         Err(crate::error::ApiError::Unauthorized) => Err(unauthorized(
             "Unauthorized Connection: Invalid API key or temporary token",
+        )),
+        Err(crate::error::ApiError::TooManyRequests { .. }) => Err(unauthorized(
+            "Unauthorized Connection: too many unknown API keys from this address; try again later",
         )),
         Err(e) => {
             tracing::error!(error = ?e, "could not verify a streaming credential");

@@ -118,6 +118,20 @@ pub fn person_from(email: &str, a: &Answer) -> Person {
     }
 }
 
+/// Re-enters [`PASSWORD`] in the session of `token` (sensitive actions, MFA enrolment
+/// among them, need it within the last few minutes).
+pub async fn reauth_ok(ts: &TestServer, token: &str) {
+    let r = call(
+        ts,
+        "POST",
+        "/auth/reauth",
+        Some(token),
+        Some(json!({"password": PASSWORD})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "re-authentication: {}", r.text);
+}
+
 pub async fn login_ok(ts: &TestServer, email: &str) -> Person {
     let a = login(ts, email, PASSWORD).await;
     person_from(email, &a)
