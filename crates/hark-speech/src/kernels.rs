@@ -3,7 +3,7 @@
 //! thread or on the current rayon pool.
 //!
 //! Every kernel runs on one of three instruction-set paths ([`SimdPath`]): `avx512`
-//! (the `gemm` crate's AVX-512 GEMM micro-kernels, AVX2/FMA/F16C for the rest), `avx2`
+//! (the gemm crates' AVX-512 GEMM micro-kernels, AVX2/FMA/F16C for the rest), `avx2`
 //! (AVX2/FMA/F16C everywhere, including the GEMMs) and `scalar` (portable code). The path
 //! is chosen once, at first use, from the CPU's features; `HARK_SIMD=avx512|avx2|scalar`
 //! forces a lower path (never a higher one than the CPU has), so the AVX2 path can be
@@ -202,9 +202,9 @@ pub fn linear_on(
     }
     let threads = rayon::current_num_threads().max(1);
     let parallelism = if threads > 1 && m * n * k >= PARALLEL_GEMM_MIN_WORK {
-        gemm::Parallelism::Rayon(threads)
+        gemm_common::Parallelism::Rayon(threads)
     } else {
-        gemm::Parallelism::None
+        gemm_common::Parallelism::None
     };
     if let Some(b) = bias {
         for row in out[..m * n].chunks_exact_mut(n) {
@@ -313,12 +313,12 @@ pub fn gemm_strided_on(
             b_row_stride as isize,
             0.0,
             alpha,
-            gemm::Parallelism::None,
+            gemm_common::Parallelism::None,
         );
     }
 }
 
-/// The `gemm` crate's `dst = alpha·dst + beta·lhs·rhs` (its naming: `alpha` scales what
+/// The gemm crates' `dst = alpha·dst + beta·lhs·rhs` (its naming: `alpha` scales what
 /// `dst` held when `read_dst`) on a given path. The crate picks its micro-kernels from
 /// the CPU's features with no way to ask for narrower ones, so below AVX-512 this calls
 /// its generic driver with the FMA (8-lane) or scalar micro-kernels directly: the same
@@ -345,11 +345,25 @@ unsafe fn gemm_raw(
     rhs_rs: isize,
     alpha: f32,
     beta: f32,
-    parallelism: gemm::Parallelism,
+    parallelism: gemm_common::Parallelism,
 ) {
     use gemm_common::simd::MixedSimd;
+    // As the `gemm` crate's entry point does: the drivers want the destination's smaller stride along
+    // rows, so a row-major product is computed as its transpose.
+    let (m, n, dst_cs, dst_rs, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs) =
+        if dst_cs.abs() < dst_rs.abs() {
+            (
+                n, m, dst_rs, dst_cs, rhs, rhs_rs, rhs_cs, lhs, lhs_rs, lhs_cs,
+            )
+        } else {
+            (
+                m, n, dst_cs, dst_rs, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs,
+            )
+        };
     if path == SimdPath::Avx512 {
-        gemm::gemm(
+        // The crate's f32 driver picks its AVX-512 micro-kernels itself (this path is
+        // only chosen on a CPU that has them).
+        gemm_f32::gemm::f32::get_gemm_fn()(
             m,
             n,
             k,
@@ -372,18 +386,6 @@ unsafe fn gemm_raw(
         );
         return;
     }
-    // As `gemm::gemm` does: the drivers want the destination's smaller stride along
-    // rows, so a row-major product is computed as its transpose.
-    let (m, n, dst_cs, dst_rs, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs) =
-        if dst_cs.abs() < dst_rs.abs() {
-            (
-                n, m, dst_rs, dst_cs, rhs, rhs_rs, rhs_cs, lhs, lhs_rs, lhs_cs,
-            )
-        } else {
-            (
-                m, n, dst_cs, dst_rs, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs,
-            )
-        };
     #[cfg(target_arch = "x86_64")]
     if path == SimdPath::Avx2 {
         use gemm_f32::microkernel::fma::f32 as ukr;

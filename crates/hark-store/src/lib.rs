@@ -14,6 +14,7 @@ mod ledger;
 mod links;
 mod manage;
 mod members;
+mod migrations;
 pub mod model;
 mod signing;
 mod sql;

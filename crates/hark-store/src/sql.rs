@@ -48,9 +48,6 @@ impl std::fmt::Debug for SqlStore {
     }
 }
 
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
 impl SqlStore {
     /// Connects (creating a SQLite file if needed) without migrating.
     pub async fn connect(url: &str, clock: Arc<dyn Clock>) -> StoreResult<Self> {
@@ -116,10 +113,10 @@ impl SqlStore {
     }
 
     pub async fn migrate(&self) -> StoreResult<()> {
-        match self.backend {
-            Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
-            Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
-        }
+        crate::migrations::migrator(self.backend)
+            .await?
+            .run(&self.pool)
+            .await?;
         Ok(())
     }
 
