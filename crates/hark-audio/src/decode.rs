@@ -1,4 +1,4 @@
-//! Batch decoding: probe the container, decode packet by packet, downmix to mono and
+//! Decoding: probe the container, decode packet by packet, downmix to mono and
 //! resample to 16 kHz in chunks, enforcing the duration limits as it goes.
 
 use std::fs::File;
@@ -42,7 +42,8 @@ const AUDIO_EXTENSIONS: &[&str] = &[
 /// Opens a fresh source; `false` asks for one that hides its seekability (see `probe`).
 type Opener<'a> = dyn Fn(bool) -> Result<Box<dyn MediaSource>, AudioError> + 'a;
 
-pub(crate) fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<DecodedAudio, AudioError> {
+/// Opens an audio file from disk for decoding packet by packet.
+pub(crate) fn open_file(path: &Path, limits: &DecodeLimits) -> Result<AudioStream, AudioError> {
     let mut head = Vec::with_capacity(64);
     File::open(path)
         .and_then(|f| f.take(64).read_to_end(&mut head))
@@ -60,13 +61,11 @@ pub(crate) fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<DecodedA
             Box::new(ReadOnlySource::new(file))
         })
     };
-    guarded(&head, extension.as_deref(), &open, limits)
+    guarded_open(&head, extension.as_deref(), &open, limits)
 }
 
-pub(crate) fn decode_bytes(
-    bytes: &[u8],
-    limits: &DecodeLimits,
-) -> Result<DecodedAudio, AudioError> {
+/// Opens audio held in memory (copied once into a shared buffer) for decoding.
+pub(crate) fn open_bytes(bytes: &[u8], limits: &DecodeLimits) -> Result<AudioStream, AudioError> {
     let head = &bytes[..bytes.len().min(64)];
     // symphonia needs an owned ('static) source; one shared copy serves every pass.
     let shared: Arc<[u8]> = Arc::from(bytes);
@@ -78,17 +77,36 @@ pub(crate) fn decode_bytes(
             Box::new(ReadOnlySource::new(cursor))
         })
     };
-    guarded(head, None, &open, limits)
+    guarded_open(head, None, &open, limits)
 }
 
-/// Runs the decoder with a panic guard: a third-party decoder that panics on a hostile
-/// file must not take the worker down with it.
-fn guarded(
+/// Decodes a whole stream into one buffer.
+pub(crate) fn collect(mut stream: AudioStream) -> Result<DecodedAudio, AudioError> {
+    let mut samples = Vec::new();
+    while let Some(chunk) = stream.next_chunk()? {
+        samples.extend_from_slice(chunk);
+    }
+    let summary = stream
+        .summary()
+        .cloned()
+        .ok_or_else(|| AudioError::Io("decoder ended without a summary".into()))?;
+    Ok(DecodedAudio {
+        samples,
+        duration_secs: summary.duration_secs,
+        source_sample_rate: summary.source_sample_rate,
+        source_channels: summary.source_channels,
+    })
+}
+
+/// Probes and sets up the decoder with a panic guard: a third-party decoder that panics
+/// on a hostile file must not take the worker down with it (each later
+/// [`AudioStream::next_chunk`] is guarded the same way).
+fn guarded_open(
     head: &[u8],
     extension: Option<&str>,
     open: &Opener<'_>,
     limits: &DecodeLimits,
-) -> Result<DecodedAudio, AudioError> {
+) -> Result<AudioStream, AudioError> {
     let container = audio_container(head);
     let known_extension = extension.is_some_and(|e| AUDIO_EXTENSIONS.contains(&e));
     if container.is_none() && !(known_extension && describe(head) == "unknown") {
@@ -96,9 +114,15 @@ fn guarded(
     }
     let kind = container.unwrap_or("unknown");
     match catch_unwind(AssertUnwindSafe(|| {
-        decode_stream(kind, extension, open, limits)
+        open_stream(kind, extension, open, limits)
     })) {
-        Ok(result) => result,
+        Ok(Ok(state)) => Ok(AudioStream {
+            kind: kind.to_string(),
+            state: Some(Box::new(state)),
+            chunk: Vec::new(),
+            summary: None,
+        }),
+        Ok(Err(e)) => Err(e),
         Err(_) => Err(AudioError::NotAudio(kind.to_string())),
     }
 }
@@ -177,12 +201,119 @@ enum Codec {
     Opus(OpusStream),
 }
 
-fn decode_stream(
+/// 16 kHz mono audio decoded a packet at a time: only the current packet, the
+/// resampler's input chunk and the samples handed out last are held, however long the
+/// file. Opened by [`crate::open_file`] / [`crate::open_bytes`].
+pub struct AudioStream {
+    kind: String,
+    /// `None` once the stream has ended or failed.
+    state: Option<Box<StreamState>>,
+    /// The samples returned by the last [`AudioStream::next_chunk`].
+    chunk: Vec<f32>,
+    summary: Option<AudioSummary>,
+}
+
+/// What the whole stream turned out to be, known once it has ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AudioSummary {
+    /// Length of the decoded source audio in seconds.
+    pub duration_secs: f64,
+    /// Sample rate of the source stream (Opus streams decode at 48 000).
+    pub source_sample_rate: u32,
+    pub source_channels: u16,
+    /// 16 kHz samples handed out in total.
+    pub samples: u64,
+}
+
+impl AudioStream {
+    /// The next 16 kHz mono samples (never empty); `Ok(None)` once the stream has ended,
+    /// and from then on [`Self::summary`] describes it. An error ends the stream.
+    pub fn next_chunk(&mut self) -> Result<Option<&[f32]>, AudioError> {
+        let Some(state) = self.state.as_mut() else {
+            return Ok(None);
+        };
+        self.chunk.clear();
+        let chunk = &mut self.chunk;
+        let step = catch_unwind(AssertUnwindSafe(|| state.advance(chunk)));
+        match step {
+            Ok(Ok(Step::Samples)) => Ok(Some(&self.chunk)),
+            Ok(Ok(Step::End(summary))) => {
+                self.state = None;
+                self.summary = Some(summary);
+                // The tail the resampler still held, if any, comes out before the end.
+                if self.chunk.is_empty() {
+                    Ok(None)
+                } else {
+                    Ok(Some(&self.chunk))
+                }
+            }
+            Ok(Err(e)) => {
+                self.state = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.state = None;
+                Err(AudioError::NotAudio(self.kind.clone()))
+            }
+        }
+    }
+
+    /// The stream's length and source format, once [`Self::next_chunk`] has returned
+    /// `Ok(None)`.
+    pub fn summary(&self) -> Option<&AudioSummary> {
+        if self.state.is_none() {
+            self.summary.as_ref()
+        } else {
+            None
+        }
+    }
+
+    /// Samples held in the decoder's buffers right now (decoded packet, resampler input,
+    /// interleaved copy, last chunk): what bounds its memory whatever the file's length.
+    pub fn buffered_samples(&self) -> usize {
+        self.chunk.capacity() + self.state.as_ref().map_or(0, |s| s.buffered_samples())
+    }
+}
+
+enum Step {
+    /// Samples were appended.
+    Samples,
+    /// The stream ended (the resampler's tail, if any, was appended).
+    End(AudioSummary),
+}
+
+/// The decoder between packets.
+struct StreamState {
+    kind: String,
+    format: Box<dyn FormatReader>,
+    track_id: u32,
+    tick: Option<f64>,
+    max_secs: f64,
+    limits: DecodeLimits,
+    codec: Codec,
+    trim_skip: u64,
+    trim_keep: Option<u64>,
+    mono: Vec<f32>,
+    sample_buf: Option<SampleBuffer<f32>>,
+    resampler: Option<ChunkResampler>,
+    /// Duration so far: whole finished rate segments plus frames at the current rate
+    /// (counted as integers, so 3 s of audio is 3.0 s, not 2.9999999).
+    finished_secs: f64,
+    segment_frames: u64,
+    source_rate: u32,
+    source_channels: u16,
+    declared_channels: Option<u16>,
+    bad_packets: u32,
+    any_decoded: bool,
+    samples_out: u64,
+}
+
+fn open_stream(
     kind: &str,
     extension: Option<&str>,
     open: &Opener<'_>,
     limits: &DecodeLimits,
-) -> Result<DecodedAudio, AudioError> {
+) -> Result<StreamState, AudioError> {
     let not_audio = || AudioError::NotAudio(kind.to_string());
     let mut format = probe(open, extension, kind)?;
     let track = format
@@ -220,7 +351,7 @@ fn decode_stream(
         }
     }
 
-    let mut codec = if params.codec == CODEC_TYPE_OPUS {
+    let codec = if params.codec == CODEC_TYPE_OPUS {
         let channels = params.channels.map_or(1, |c| c.count());
         Codec::Opus(
             OpusStream::new(params.extra_data.as_deref(), channels).map_err(|_| not_audio())?,
@@ -231,51 +362,83 @@ fn decode_stream(
             .map_err(|_| not_audio())?;
         Codec::Symphonia(decoder)
     };
+    Ok(StreamState {
+        kind: kind.to_string(),
+        format,
+        track_id: track.id,
+        tick,
+        max_secs: limits.max_duration_secs + LIMIT_SLACK_SECS,
+        limits: limits.clone(),
+        codec,
+        trim_skip,
+        trim_keep,
+        mono: Vec::new(),
+        sample_buf: None,
+        resampler: None,
+        finished_secs: 0.0,
+        segment_frames: 0,
+        source_rate: params.sample_rate.unwrap_or(0),
+        source_channels: params.channels.map_or(0, |c| c.count() as u16),
+        declared_channels: params.channels.map(|c| c.count() as u16),
+        bad_packets: 0,
+        any_decoded: false,
+        samples_out: 0,
+    })
+}
 
-    let mut out: Vec<f32> = Vec::new();
-    let mut mono: Vec<f32> = Vec::new();
-    let mut sample_buf: Option<SampleBuffer<f32>> = None;
-    let mut resampler: Option<ChunkResampler> = None;
-    // Duration so far: whole finished rate segments plus frames at the current rate
-    // (counted as integers, so 3 s of audio is 3.0 s, not 2.9999999).
-    let mut finished_secs = 0.0f64;
-    let mut segment_frames = 0u64;
-    let mut source_rate = params.sample_rate.unwrap_or(0);
-    let mut source_channels = params.channels.map_or(0, |c| c.count() as u16);
-    let mut bad_packets = 0u32;
-    let mut any_decoded = false;
+impl StreamState {
+    fn not_audio(&self) -> AudioError {
+        AudioError::NotAudio(self.kind.clone())
+    }
 
-    loop {
-        let packet = match format.next_packet() {
+    fn buffered_samples(&self) -> usize {
+        self.mono.capacity()
+            + self.sample_buf.as_ref().map_or(0, |b| b.capacity())
+            + self.resampler.as_ref().map_or(0, |r| r.buffered_samples())
+    }
+
+    /// Decodes packets until some 16 kHz samples are appended to `out` or the stream ends.
+    fn advance(&mut self, out: &mut Vec<f32>) -> Result<Step, AudioError> {
+        let before = out.len();
+        while out.len() == before {
+            if !self.decode_packet(out)? {
+                return self.end(out);
+            }
+        }
+        self.samples_out += (out.len() - before) as u64;
+        Ok(Step::Samples)
+    }
+
+    /// Decodes the next packet of the track into `out` (which may stay empty while the
+    /// resampler fills its chunk); `false` at the end of the stream.
+    fn decode_packet(&mut self, out: &mut Vec<f32>) -> Result<bool, AudioError> {
+        let packet = match self.format.next_packet() {
             Ok(packet) => packet,
             // A damaged page or frame: the demuxer resynchronises on the next call, so
             // skip it, a bounded number of times.
-            Err(SymError::DecodeError(_)) if bad_packets < MAX_BAD_PACKETS => {
-                bad_packets += 1;
-                continue;
+            Err(SymError::DecodeError(_)) if self.bad_packets < MAX_BAD_PACKETS => {
+                self.bad_packets += 1;
+                return Ok(true);
             }
             // End of file, a truncated file, or a corrupt tail: keep what decoded.
-            Err(_) => break,
+            Err(_) => return Ok(false),
         };
-        if packet.track_id() != track.id {
-            continue;
+        if packet.track_id() != self.track_id {
+            return Ok(true);
         }
-        mono.clear();
-        let rate = match &mut codec {
+        self.mono.clear();
+        let rate = match &mut self.codec {
             Codec::Opus(stream) => {
                 match stream.decode_mono(
                     packet.buf(),
                     packet.trim_start() as usize,
                     packet.trim_end() as usize,
-                    &mut mono,
+                    &mut self.mono,
                 ) {
                     Ok(_) => OPUS_RATE,
                     Err(_) => {
-                        bad_packets += 1;
-                        if bad_packets > MAX_BAD_PACKETS {
-                            break;
-                        }
-                        continue;
+                        self.bad_packets += 1;
+                        return Ok(self.bad_packets <= MAX_BAD_PACKETS);
                     }
                 }
             }
@@ -285,18 +448,22 @@ fn decode_stream(
                     let channels = spec.channels.count();
                     let frames = buf.frames();
                     if channels == 0 || frames == 0 {
-                        continue;
+                        return Ok(true);
                     }
-                    source_channels = channels as u16;
+                    self.source_channels = channels as u16;
                     let needed = buf.capacity().max(frames) * channels;
-                    if sample_buf.as_ref().is_none_or(|b| b.capacity() < needed) {
-                        sample_buf =
+                    if self
+                        .sample_buf
+                        .as_ref()
+                        .is_none_or(|b| b.capacity() < needed)
+                    {
+                        self.sample_buf =
                             Some(SampleBuffer::new(buf.capacity().max(frames) as u64, spec));
                     }
-                    if let Some(sb) = sample_buf.as_mut() {
+                    if let Some(sb) = self.sample_buf.as_mut() {
                         sb.copy_interleaved_ref(buf);
                         let scale = 1.0 / channels as f32;
-                        mono.extend(
+                        self.mono.extend(
                             sb.samples()
                                 .chunks_exact(channels)
                                 .map(|f| clean(f.iter().sum::<f32>() * scale)),
@@ -305,80 +472,90 @@ fn decode_stream(
                     spec.rate
                 }
                 Err(SymError::DecodeError(_)) | Err(SymError::IoError(_)) => {
-                    bad_packets += 1;
-                    if bad_packets > MAX_BAD_PACKETS {
-                        break;
-                    }
-                    continue;
+                    self.bad_packets += 1;
+                    return Ok(self.bad_packets <= MAX_BAD_PACKETS);
                 }
-                Err(_) => break,
+                Err(_) => return Ok(false),
             },
         };
-        if trim_skip > 0 {
-            let n = trim_skip.min(mono.len() as u64) as usize;
-            mono.drain(..n);
-            trim_skip -= n as u64;
+        if self.trim_skip > 0 {
+            let n = self.trim_skip.min(self.mono.len() as u64) as usize;
+            self.mono.drain(..n);
+            self.trim_skip -= n as u64;
         }
-        if let Some(keep) = trim_keep.as_mut() {
-            mono.truncate((*keep).min(mono.len() as u64) as usize);
-            *keep -= mono.len() as u64;
+        if let Some(keep) = self.trim_keep.as_mut() {
+            self.mono
+                .truncate((*keep).min(self.mono.len() as u64) as usize);
+            *keep -= self.mono.len() as u64;
         }
-        if mono.is_empty() {
-            continue;
+        if self.mono.is_empty() {
+            return Ok(true);
         }
         if !(MIN_RATE..=MAX_RATE).contains(&rate) {
-            return Err(not_audio());
+            return Err(self.not_audio());
         }
-        if !any_decoded {
-            source_rate = rate;
+        if !self.any_decoded {
+            self.source_rate = rate;
         }
-        any_decoded = true;
+        self.any_decoded = true;
         // A rate change mid-stream (chained streams) flushes into a new resampler.
-        if resampler.as_ref().is_some_and(|r| r.rate_in() != rate) {
-            if let Some(mut old) = resampler.take() {
-                old.finish_into(&mut out)?;
-                finished_secs += segment_frames as f64 / f64::from(old.rate_in());
-                segment_frames = 0;
+        if self.resampler.as_ref().is_some_and(|r| r.rate_in() != rate) {
+            if let Some(mut old) = self.resampler.take() {
+                old.finish_into(out)?;
+                self.finished_secs += self.segment_frames as f64 / f64::from(old.rate_in());
+                self.segment_frames = 0;
             }
         }
-        let rs = match resampler.as_mut() {
+        let rs = match self.resampler.as_mut() {
             Some(rs) => rs,
-            None => resampler.insert(ChunkResampler::new(rate, RESAMPLE_CHUNK)?),
+            None => self
+                .resampler
+                .insert(ChunkResampler::new(rate, RESAMPLE_CHUNK)?),
         };
-        rs.push_into(&mono, &mut out)?;
-        segment_frames += mono.len() as u64;
-        let secs = finished_secs + segment_frames as f64 / f64::from(rate);
+        rs.push_into(&self.mono, out)?;
+        self.segment_frames += self.mono.len() as u64;
+        let secs = self.finished_secs + self.segment_frames as f64 / f64::from(rate);
 
-        if secs > limits.max_duration_secs + LIMIT_SLACK_SECS {
-            let rest = count_remaining(format.as_mut(), track.id, tick.unwrap_or(0.0));
-            return Err(too_long(secs + rest, limits));
+        if secs > self.max_secs {
+            let rest = count_remaining(
+                self.format.as_mut(),
+                self.track_id,
+                self.tick.unwrap_or(0.0),
+            );
+            return Err(too_long(secs + rest, &self.limits));
         }
+        Ok(true)
     }
-    let mut secs = finished_secs;
-    if let Some(mut rs) = resampler.take() {
-        rs.finish_into(&mut out)?;
-        secs += segment_frames as f64 / f64::from(rs.rate_in());
-    }
-    if !any_decoded {
-        // Nothing decodable at all: corrupt or not really audio, unless it is merely empty.
-        return if bad_packets > 0 {
-            Err(not_audio())
-        } else {
-            Err(AudioError::TooShort)
+
+    /// Flushes the resampler into `out` and checks what the whole stream amounted to.
+    fn end(&mut self, out: &mut Vec<f32>) -> Result<Step, AudioError> {
+        let before = out.len();
+        let mut secs = self.finished_secs;
+        if let Some(mut rs) = self.resampler.take() {
+            rs.finish_into(out)?;
+            secs += self.segment_frames as f64 / f64::from(rs.rate_in());
+        }
+        self.samples_out += (out.len() - before) as u64;
+        if !self.any_decoded {
+            // Nothing decodable at all: corrupt or not really audio, unless it is merely empty.
+            return if self.bad_packets > 0 {
+                Err(self.not_audio())
+            } else {
+                Err(AudioError::TooShort)
+            };
+        }
+        if secs < MIN_DURATION_SECS {
+            return Err(AudioError::TooShort);
+        }
+        let source_channels = match (&self.codec, self.declared_channels) {
+            (Codec::Opus(_), Some(declared)) => declared,
+            _ => self.source_channels,
         };
+        Ok(Step::End(AudioSummary {
+            duration_secs: secs,
+            source_sample_rate: self.source_rate,
+            source_channels,
+            samples: self.samples_out,
+        }))
     }
-    if secs < MIN_DURATION_SECS {
-        return Err(AudioError::TooShort);
-    }
-    if let Codec::Opus(_) = codec {
-        source_channels = params
-            .channels
-            .map_or(source_channels, |c| c.count() as u16);
-    }
-    Ok(DecodedAudio {
-        samples: out,
-        duration_secs: secs,
-        source_sample_rate: source_rate,
-        source_channels,
-    })
 }

@@ -3,8 +3,9 @@
 //!
 //! Containers and codecs come from symphonia (pure Rust); Opus packets are decoded by
 //! the pure-Rust `ruopus` crate; resampling is rubato (FFT resampler, or windowed
-//! sinc for rates whose ratio to 16 kHz is awkward). Decoding streams packet by packet,
-//! stops as soon as the duration limit is passed, and is guarded against decoder panics.
+//! sinc for rates whose ratio to 16 kHz is awkward). Decoding streams packet by packet
+//! ([`AudioStream`], so a long file can be consumed in bounded memory), stops as soon as
+//! the duration limit is passed, and is guarded against decoder panics.
 
 mod decode;
 mod mp4;
@@ -20,6 +21,7 @@ use std::path::Path;
 
 use hark_core::speech::SpeechError;
 
+pub use decode::{AudioStream, AudioSummary};
 pub use sniff::{non_audio_kind, sniff_is_audio};
 pub use stream::{PcmEncoding, StreamResampler};
 
@@ -77,14 +79,26 @@ impl From<AudioError> for SpeechError {
     }
 }
 
-/// Decodes an audio file from disk, streaming it packet by packet.
+/// Decodes a whole audio file from disk into one buffer.
 pub fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<DecodedAudio, AudioError> {
-    decode::decode_file(path, limits)
+    decode::collect(decode::open_file(path, limits)?)
 }
 
-/// Decodes an audio file held in memory (copied once into a shared buffer).
+/// Decodes a whole audio file held in memory (copied once into a shared buffer).
 pub fn decode_bytes(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedAudio, AudioError> {
-    decode::decode_bytes(bytes, limits)
+    decode::collect(decode::open_bytes(bytes, limits)?)
+}
+
+/// Opens an audio file from disk to be decoded chunk by chunk
+/// ([`AudioStream::next_chunk`]); the same samples, limits and errors as
+/// [`decode_file`], in bounded memory. Reopening the file gives the same samples again.
+pub fn open_file(path: &Path, limits: &DecodeLimits) -> Result<AudioStream, AudioError> {
+    decode::open_file(path, limits)
+}
+
+/// As [`open_file`], for audio held in memory.
+pub fn open_bytes(bytes: &[u8], limits: &DecodeLimits) -> Result<AudioStream, AudioError> {
+    decode::open_bytes(bytes, limits)
 }
 
 #[cfg(test)]

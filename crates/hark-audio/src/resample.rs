@@ -122,6 +122,11 @@ impl ChunkResampler {
         self.rate_in
     }
 
+    /// Input samples held until they fill a chunk.
+    pub(crate) fn buffered_samples(&self) -> usize {
+        self.pending.capacity()
+    }
+
     /// Output frames the input seen so far should yield in total.
     fn expected_total(&self) -> u64 {
         let num = u128::from(self.frames_in) * u128::from(TARGET_RATE);

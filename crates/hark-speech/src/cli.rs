@@ -4,6 +4,7 @@
 
 use crate::decode::{DecodeOptions, LoadedModel};
 use crate::engine::{shape_transcription, EngineOptions, WhisperEngine};
+use crate::long_audio::SampleSpan;
 use crate::registry::ModelRegistry;
 use anyhow::{anyhow, bail, Context};
 use std::io::{IsTerminal, Write};
@@ -125,14 +126,9 @@ pub fn run_transcribe(data_dir: &Path, args: TranscribeArgs) -> anyhow::Result<(
         }
         let started = Instant::now();
         let result = engine
-            .decode_audio(file)
+            .transcribe_file(&model, file, SampleSpan::default(), &decode_options)
             .map_err(anyhow::Error::from)
-            .and_then(|audio| {
-                let inference_started = Instant::now();
-                let raw = engine.transcribe_pcm(&model, &audio.samples, &decode_options)?;
-                let inference_ms = inference_started.elapsed().as_secs_f64() * 1000.0;
-                Ok((audio.duration_secs, raw, inference_ms))
-            });
+            .map(|t| (t.duration_secs, t.raw, t.inference_secs * 1000.0));
         let processing_ms = started.elapsed().as_secs_f64() * 1000.0;
         let line = match result {
             Ok((duration, raw, inference_ms)) => {

@@ -11,7 +11,10 @@ use std::path::Path;
 
 /// Seconds per timestamp token and per encoder position.
 const TIME_PRECISION: f64 = 0.02;
-const SAMPLES_PER_WINDOW: usize = 480_000;
+/// Whisper pads the audio with one window (30 s) of zeros before the log-mel.
+pub(crate) const SAMPLES_PER_WINDOW: usize = 480_000;
+/// Samples per frame of the energy that word boundaries snap to (10 ms).
+pub(crate) const FRAME_ENERGY_SAMPLES: usize = 160;
 
 /// A model with everything needed to decode: weights, tokenizer, front end and the
 /// generation settings from the model directory.
@@ -273,18 +276,109 @@ fn audio_context(n_audio_ctx: usize, content_frames: usize, opts: &DecodeOptions
     needed.clamp(opts.min_short_context.min(n_audio_ctx), n_audio_ctx)
 }
 
+/// The log-mel of the audio being transcribed, handed out one window at a time.
+pub trait MelWindows {
+    /// Mel frames of audio (samples / [`HOP`]), padding not counted.
+    fn content_frames(&self) -> usize;
+    /// `[n_mels, width]` channel-major: `valid` frames from frame `start`, then zeros
+    /// (in log-mel space, as Whisper's `pad_or_trim`). Successive calls never go back
+    /// to an earlier `start`.
+    fn window(&mut self, start: usize, valid: usize, width: usize) -> Result<Vec<f32>, ModelError>;
+}
+
+/// The log-mel of a whole signal held in memory.
+struct WholeMel {
+    mel: Vec<f32>,
+    n_mels: usize,
+    frames: usize,
+    content_frames: usize,
+}
+
+impl MelWindows for WholeMel {
+    fn content_frames(&self) -> usize {
+        self.content_frames
+    }
+
+    fn window(&mut self, start: usize, valid: usize, width: usize) -> Result<Vec<f32>, ModelError> {
+        Ok(mel_window(
+            &self.mel,
+            self.n_mels,
+            self.frames,
+            start,
+            valid,
+            width,
+        ))
+    }
+}
+
 /// Transcribe 16-kHz mono samples. Runs on the current rayon pool.
 pub fn transcribe_samples(
     model: &LoadedModel,
     samples: &[f32],
     opts: &DecodeOptions,
 ) -> Result<RawTranscript, ModelError> {
-    let dims = &model.whisper.dims;
-    let mut stats = DecodeStats::default();
     let clock = std::time::Instant::now();
     let (mel, frames) = model.frontend.log_mel(samples, SAMPLES_PER_WINDOW);
-    stats.mel_secs = clock.elapsed().as_secs_f64();
-    let content_frames = samples.len() / HOP;
+    let mel_secs = clock.elapsed().as_secs_f64();
+    let mut windows = WholeMel {
+        mel,
+        n_mels: model.whisper.dims.n_mels,
+        frames,
+        content_frames: samples.len() / HOP,
+    };
+    let mut out = transcribe_windows(model, &mut windows, opts)?;
+    out.stats.mel_secs += mel_secs;
+    drop(windows);
+    snap_words_to_energy(&mut out.words, &frame_energy_db(samples));
+    let dims = &model.whisper.dims;
+    let shortened = out.stats.audio_context < dims.n_audio_ctx;
+    if shortened
+        && out.stats.windows > 0
+        && opts
+            .short_context_recheck
+            .is_some_and(|limit| out.stats.first_no_speech_prob > limit)
+    {
+        let full = DecodeOptions {
+            short_context: false,
+            ..opts.clone()
+        };
+        let mut again = transcribe_samples(model, samples, &full)?;
+        let s = &mut again.stats;
+        s.rechecked = true;
+        s.mel_secs += out.stats.mel_secs;
+        s.encode_secs += out.stats.encode_secs;
+        s.decode_secs += out.stats.decode_secs;
+        s.align_secs += out.stats.align_secs;
+        return Ok(again);
+    }
+    Ok(out)
+}
+
+/// Transcribe audio of which only the current window's log-mel is held
+/// ([`crate::long_audio::StreamedMel`]); `frame_energy_db` is the audio's
+/// [`frame_energy_db`], measured beforehand. The same result as [`transcribe_samples`]
+/// on the whole signal, for audio longer than a window (shorter audio may be decoded
+/// over a shorter context there, and rechecked).
+pub fn transcribe_streamed(
+    model: &LoadedModel,
+    windows: &mut dyn MelWindows,
+    frame_energy_db: &[f32],
+    opts: &DecodeOptions,
+) -> Result<RawTranscript, ModelError> {
+    let mut out = transcribe_windows(model, windows, opts)?;
+    snap_words_to_energy(&mut out.words, frame_energy_db);
+    Ok(out)
+}
+
+/// Whisper's long-form loop over the windows of `windows` (no energy snapping).
+fn transcribe_windows(
+    model: &LoadedModel,
+    windows: &mut dyn MelWindows,
+    opts: &DecodeOptions,
+) -> Result<RawTranscript, ModelError> {
+    let dims = &model.whisper.dims;
+    let mut stats = DecodeStats::default();
+    let content_frames = windows.content_frames();
     let window_frames = 2 * audio_context(dims.n_audio_ctx, content_frames, opts);
     stats.audio_context = window_frames / 2;
     let tok = &model.tokenizer;
@@ -296,14 +390,9 @@ pub fn transcribe_samples(
         {
             Some(code) => (code, None),
             None => {
-                let window = mel_window(
-                    &mel,
-                    dims.n_mels,
-                    frames,
-                    0,
-                    content_frames.min(window_frames),
-                    window_frames,
-                );
+                let clock = std::time::Instant::now();
+                let window = windows.window(0, content_frames.min(window_frames), window_frames)?;
+                stats.mel_secs += clock.elapsed().as_secs_f64();
                 let (code, p) = detect_language(model, &window)?;
                 (code, Some(p))
             }
@@ -338,7 +427,9 @@ pub fn transcribe_samples(
             break;
         }
         let time_offset = seek as f64 * HOP as f64 / 16_000.0;
-        let window = mel_window(&mel, dims.n_mels, frames, seek, segment_size, window_frames);
+        let clock = std::time::Instant::now();
+        let window = windows.window(seek, segment_size, window_frames)?;
+        out.stats.mel_secs += clock.elapsed().as_secs_f64();
         let clock = std::time::Instant::now();
         let encoded = model.whisper.encode_ctx(&window, window_frames / 2)?;
         let cross = model.whisper.cross_kv(&encoded);
@@ -379,44 +470,32 @@ pub fn transcribe_samples(
             advance.min(segment_size)
         };
     }
-    snap_words_to_energy(&mut out.words, samples);
-    let shortened = out.stats.audio_context < dims.n_audio_ctx;
-    if shortened
-        && out.stats.windows > 0
-        && opts
-            .short_context_recheck
-            .is_some_and(|limit| out.stats.first_no_speech_prob > limit)
-    {
-        let full = DecodeOptions {
-            short_context: false,
-            ..opts.clone()
-        };
-        let mut again = transcribe_samples(model, samples, &full)?;
-        let s = &mut again.stats;
-        s.rechecked = true;
-        s.mel_secs += out.stats.mel_secs;
-        s.encode_secs += out.stats.encode_secs;
-        s.decode_secs += out.stats.decode_secs;
-        s.align_secs += out.stats.align_secs;
-        return Ok(again);
-    }
     Ok(out)
+}
+
+/// Energy of each 10-ms frame of `samples` (the last one possibly shorter), in dB;
+/// empty for audio shorter than one frame.
+pub(crate) fn frame_energy_db(samples: &[f32]) -> Vec<f32> {
+    if samples.len() < FRAME_ENERGY_SAMPLES {
+        return Vec::new();
+    }
+    samples.chunks(FRAME_ENERGY_SAMPLES).map(frame_db).collect()
+}
+
+/// Energy of one frame in dB.
+pub(crate) fn frame_db(frame: &[f32]) -> f32 {
+    10.0 * (frame.iter().map(|s| s * s).sum::<f32>() / frame.len() as f32 + 1e-10).log10()
 }
 
 /// Cross-attention DTW places a word's start at the end of the silence before it (and
 /// sometimes its end inside the silence after it). Move each boundary that lies in silence
 /// to the nearest voiced 10-ms frame inside the word; words over continuous speech keep
 /// their DTW times.
-fn snap_words_to_energy(words: &mut [TimedWord], samples: &[f32]) {
-    const FRAME: usize = 160;
-    if samples.len() < FRAME || words.is_empty() {
+fn snap_words_to_energy(words: &mut [TimedWord], db: &[f32]) {
+    if db.is_empty() || words.is_empty() {
         return;
     }
-    let db: Vec<f32> = samples
-        .chunks(FRAME)
-        .map(|c| 10.0 * (c.iter().map(|s| s * s).sum::<f32>() / c.len() as f32 + 1e-10).log10())
-        .collect();
-    let mut sorted = db.clone();
+    let mut sorted = db.to_vec();
     sorted.sort_by(|a, b| a.total_cmp(b));
     let loud = sorted[(sorted.len() * 95 / 100).min(sorted.len() - 1)];
     let threshold = (loud - 35.0).max(-60.0);

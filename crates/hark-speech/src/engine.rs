@@ -4,6 +4,7 @@
 
 use crate::decode::{transcribe_samples, DecodeOptions, LoadedModel, RawTranscript};
 use crate::error::ModelError;
+use crate::long_audio::{survey, SampleSpan, StreamedMel};
 use crate::registry::ModelRegistry;
 use crate::streaming::StreamingSession;
 use crate::text::shape_word;
@@ -24,6 +25,11 @@ pub struct EngineOptions {
     pub max_concurrent: usize,
     /// Longest accepted audio, seconds.
     pub max_duration_secs: f64,
+    /// Files up to this long are decoded whole into memory and transcribed in one pass;
+    /// longer ones are streamed twice in bounded memory ([`crate::long_audio`]), with
+    /// the same result. Bounds a batch transcription's audio buffers to about
+    /// 128 KB per second of this (samples, log-mel and its work buffer).
+    pub whole_file_secs: f64,
 }
 
 impl Default for EngineOptions {
@@ -35,8 +41,24 @@ impl Default for EngineOptions {
             threads: cores,
             max_concurrent: cores,
             max_duration_secs: 36_000.0,
+            whole_file_secs: 300.0,
         }
     }
+}
+
+/// One file's transcription ([`WhisperEngine::transcribe_file`]).
+#[derive(Debug, Clone)]
+pub struct FileTranscript {
+    /// Times relative to the first transcribed sample (`start_secs` into the file).
+    pub raw: RawTranscript,
+    pub start_secs: f64,
+    /// Length of the whole decoded file, seconds (what is billed).
+    pub duration_secs: f64,
+    /// Whether the file was streamed (longer than [`EngineOptions::whole_file_secs`]).
+    pub streamed: bool,
+    /// Time spent holding an inference slot (for a streamed file this includes its
+    /// decoding, which is interleaved with the inference).
+    pub inference_secs: f64,
 }
 
 /// How soon an inference must run when the engine is busy.
@@ -247,44 +269,138 @@ impl WhisperEngine {
         )
     }
 
-    /// Decode a file with hark-audio, within the engine's duration limit.
-    pub fn decode_audio(&self, path: &Path) -> Result<hark_audio::DecodedAudio, SpeechError> {
-        let limits = hark_audio::DecodeLimits {
+    fn decode_limits(&self) -> hark_audio::DecodeLimits {
+        hark_audio::DecodeLimits {
             max_duration_secs: self.options.max_duration_secs,
-        };
-        Ok(hark_audio::decode_file(path, &limits)?)
+        }
     }
 
-    /// The whole request path on already-decoded audio: slicing, inference, shaping.
-    pub fn transcribe_decoded(
+    /// Decode a whole file with hark-audio, within the engine's duration limit.
+    pub fn decode_audio(&self, path: &Path) -> Result<hark_audio::DecodedAudio, SpeechError> {
+        Ok(hark_audio::decode_file(path, &self.decode_limits())?)
+    }
+
+    /// Transcribe `span` of an audio file. A file no longer than
+    /// [`EngineOptions::whole_file_secs`] is decoded whole and transcribed as PCM; a
+    /// longer one is read twice, decoding as it goes (a survey of the whole file, then
+    /// the windows), so its memory does not grow with its length. Both give the same
+    /// words and times.
+    pub fn transcribe_file(
+        &self,
+        model: &LoadedModel,
+        path: &Path,
+        span: SampleSpan,
+        options: &DecodeOptions,
+    ) -> Result<FileTranscript, SpeechError> {
+        let limits = self.decode_limits();
+        let mut stream = hark_audio::open_file(path, &limits)?;
+        let whole_limit = (self.options.whole_file_secs.max(0.0) * f64::from(SAMPLE_RATE)) as usize;
+        let mut head: Vec<f32> = Vec::new();
+        loop {
+            match stream.next_chunk()? {
+                Some(chunk) => {
+                    head.extend_from_slice(chunk);
+                    if head.len() > whole_limit {
+                        break;
+                    }
+                }
+                None => {
+                    let summary = stream.summary().cloned().ok_or_else(|| {
+                        SpeechError::Engine("decoder ended without a summary".into())
+                    })?;
+                    let total = head.len() as u64;
+                    let start = span.start.min(total);
+                    let end = span.end.map_or(total, |e| e.min(total)).max(start);
+                    let started = std::time::Instant::now();
+                    let raw =
+                        self.transcribe_pcm(model, &head[start as usize..end as usize], options)?;
+                    return Ok(FileTranscript {
+                        raw,
+                        start_secs: start as f64 / f64::from(SAMPLE_RATE),
+                        duration_secs: summary.duration_secs,
+                        streamed: false,
+                        inference_secs: started.elapsed().as_secs_f64(),
+                    });
+                }
+            }
+        }
+        let started = std::time::Instant::now();
+        let _permit = self.permits.acquire(Priority::Normal);
+        self.pool.install(|| {
+            let mut first_pass = WithHead {
+                head,
+                given: false,
+                rest: &mut stream,
+            };
+            let surveyed = survey(&model.frontend, &mut first_pass, span)?;
+            let duration_secs = stream
+                .summary()
+                .map(|s| s.duration_secs)
+                .ok_or_else(|| SpeechError::Engine("decoder ended without a summary".into()))?;
+            drop(stream);
+            let mut second_pass = hark_audio::open_file(path, &limits)?;
+            let mut windows = StreamedMel::new(&model.frontend, &mut second_pass, span, &surveyed);
+            let raw = crate::decode::transcribe_streamed(
+                model,
+                &mut windows,
+                &surveyed.frame_energy_db,
+                options,
+            )?;
+            Ok(FileTranscript {
+                raw,
+                start_secs: surveyed.start as f64 / f64::from(SAMPLE_RATE),
+                duration_secs,
+                streamed: true,
+                inference_secs: started.elapsed().as_secs_f64(),
+            })
+        })
+    }
+
+    /// The whole request path on a file: slicing, inference, shaping.
+    fn transcribe_request(
         &self,
         request: &TranscribeRequest,
-        audio: &hark_audio::DecodedAudio,
     ) -> Result<Transcription, SpeechError> {
         let model = self.load(&request.model)?;
-        let rate = SAMPLE_RATE as u64;
-        let total = audio.samples.len();
-        let start = request
-            .audio_start_from
-            .map_or(0, |ms| ((ms * rate / 1000) as usize).min(total));
-        let end = request
-            .audio_end_at
-            .map_or(total, |ms| ((ms * rate / 1000) as usize).min(total))
-            .max(start);
+        let rate = u64::from(SAMPLE_RATE);
+        let span = SampleSpan {
+            start: request.audio_start_from.map_or(0, |ms| ms * rate / 1000),
+            end: request.audio_end_at.map(|ms| ms * rate / 1000),
+        };
         let options = DecodeOptions {
             language: request.language_code.clone(),
             ..DecodeOptions::default()
         };
-        let raw = self.transcribe_pcm(&model, &audio.samples[start..end], &options)?;
-        let offset_ms = start as f64 * 1000.0 / rate as f64;
+        let file = self.transcribe_file(&model, &request.path, span, &options)?;
         Ok(shape_transcription(
-            &raw,
-            offset_ms,
+            &file.raw,
+            file.start_secs * 1000.0,
             request.punctuate,
             request.format_text,
-            audio.duration_secs,
+            file.duration_secs,
             &model.name,
         ))
+    }
+}
+
+/// The samples read before a file turned out to be long, then the rest of its stream.
+struct WithHead<'a> {
+    head: Vec<f32>,
+    given: bool,
+    rest: &'a mut hark_audio::AudioStream,
+}
+
+impl crate::long_audio::PcmSource for WithHead<'_> {
+    fn next_chunk(&mut self) -> Result<Option<&[f32]>, ModelError> {
+        if !self.given {
+            self.given = true;
+            if !self.head.is_empty() {
+                return Ok(Some(&self.head));
+            }
+        }
+        // Handed out once; released as soon as the reader moves on.
+        self.head = Vec::new();
+        crate::long_audio::PcmSource::next_chunk(self.rest)
     }
 }
 
@@ -354,8 +470,7 @@ impl SpeechEngine for WhisperEngine {
     fn transcribe(&self, request: &TranscribeRequest) -> Result<Transcription, SpeechError> {
         // Check the model first so a missing model is reported before decoding a large file.
         self.registry.model_path(&request.model)?;
-        let audio = self.decode_audio(&request.path)?;
-        self.transcribe_decoded(request, &audio)
+        self.transcribe_request(request)
     }
 
     fn open_stream(

@@ -1,4 +1,5 @@
-//! Error types of the speech crate: model loading/installation failures, and their
+//! Error types of the speech crate: model loading/installation failures (and audio that
+//! failed to decode while streamed), and their
 //! mapping onto the client-facing `hark_core::speech::SpeechError`.
 
 use hark_core::speech::SpeechError;
@@ -28,6 +29,9 @@ pub enum ModelError {
     },
     #[error("wheel/zip archive: {0}")]
     Archive(String),
+    /// Decoding the audio failed (for streamed audio, during the transcription).
+    #[error("audio: {0}")]
+    Audio(#[from] hark_audio::AudioError),
 }
 
 impl ModelError {
@@ -43,6 +47,7 @@ impl From<ModelError> for SpeechError {
     fn from(e: ModelError) -> Self {
         match e {
             ModelError::NotInstalled(name) => SpeechError::NoModel(name),
+            ModelError::Audio(audio) => audio.into(),
             other => SpeechError::Engine(other.to_string()),
         }
     }

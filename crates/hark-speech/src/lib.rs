@@ -9,6 +9,7 @@ pub mod decode;
 pub mod engine;
 pub mod error;
 pub mod kernels;
+pub mod long_audio;
 pub mod mel;
 pub mod model;
 pub mod registry;
@@ -21,7 +22,7 @@ pub mod tokenizer;
 mod proptests;
 
 pub use decode::{DecodeOptions, DecodeStats, LoadedModel, RawTranscript, Segment, TimedWord};
-pub use engine::{EngineOptions, Priority, WhisperEngine};
+pub use engine::{EngineOptions, FileTranscript, Priority, WhisperEngine};
 pub use error::ModelError;
 pub use registry::{ModelFormat, ModelInfo, ModelRegistry};
 pub use streaming::{StreamEvent, StreamingConfig, StreamingSession, Turn};

@@ -96,93 +96,153 @@ impl MelFrontEnd {
         if frames == 0 {
             return (Vec::new(), 0);
         }
-        let half = N_FFT / 2;
-        // Reflect padding of the (zero-extended) signal at both ends.
-        let at = |i: isize| -> f32 {
-            let n = total as isize;
-            let mut j = i;
-            if j < 0 {
-                j = -j;
-            }
-            if j >= n {
-                j = 2 * (n - 1) - j;
-            }
-            let j = j.clamp(0, (n - 1).max(0)) as usize;
-            samples.get(j).copied().unwrap_or(0.0)
+        let signal = Signal {
+            samples,
+            first: 0,
+            len: samples.len(),
+            total,
         };
         let mut power = vec![0.0f32; frames * self.n_mels];
-        let chunk_frames = 256;
         power
-            .par_chunks_mut(chunk_frames * self.n_mels)
+            .par_chunks_mut(BLOCK_FRAMES * self.n_mels)
             .enumerate()
-            .for_each(|(ci, out)| {
-                let first = ci * chunk_frames;
-                let count = out.len() / self.n_mels;
-                let mut framebuf = vec![0.0f32; count * N_FFT];
-                for f in 0..count {
-                    let start = ((first + f) * HOP) as isize - half as isize;
-                    let row = &mut framebuf[f * N_FFT..(f + 1) * N_FFT];
-                    if start >= 0 && (start as usize + N_FFT) <= samples.len() {
-                        row.copy_from_slice(&samples[start as usize..start as usize + N_FFT]);
-                    } else {
-                        for (n, v) in row.iter_mut().enumerate() {
-                            *v = at(start + n as isize);
-                        }
-                    }
-                }
-                let mut spec = vec![0.0f32; count * 2 * N_BINS];
-                kernels::gemm_strided(
-                    count,
-                    N_FFT,
-                    2 * N_BINS,
-                    1.0,
-                    &framebuf,
-                    N_FFT,
-                    1,
-                    &self.basis,
-                    1,
-                    N_FFT,
-                    &mut spec,
-                    2 * N_BINS,
-                );
-                let mut mag = vec![0.0f32; count * N_BINS];
-                for f in 0..count {
-                    for k in 0..N_BINS {
-                        let re = spec[f * 2 * N_BINS + k];
-                        let im = spec[f * 2 * N_BINS + N_BINS + k];
-                        mag[f * N_BINS + k] = re * re + im * im;
-                    }
-                }
-                // out[f, m] = mag[f, :] · filters[m, :]
-                kernels::gemm_strided(
-                    count,
-                    N_BINS,
-                    self.n_mels,
-                    1.0,
-                    &mag,
-                    N_BINS,
-                    1,
-                    &self.filters,
-                    1,
-                    N_BINS,
-                    out,
-                    self.n_mels,
-                );
-            });
-        let mut max = f32::NEG_INFINITY;
-        for v in power.iter_mut() {
-            *v = v.max(1e-10).log10();
-            max = max.max(*v);
-        }
+            .for_each(|(ci, out)| self.log_power_block(&signal, ci * BLOCK_FRAMES, out));
+        let max = power.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let floor = max - 8.0;
         // Transpose to channel-major while clamping and scaling.
         let mut mel = vec![0.0f32; self.n_mels * frames];
         for f in 0..frames {
             for m in 0..self.n_mels {
-                mel[m * frames + f] = (power[f * self.n_mels + m].max(floor) + 4.0) / 4.0;
+                mel[m * frames + f] = clamp_and_scale(power[f * self.n_mels + m], floor);
             }
         }
         (mel, frames)
+    }
+
+    /// `log10` of the mel power of the frames from `first_frame` on, one row of `n_mels`
+    /// per frame (`out.len() / n_mels` frames), before Whisper's dynamic-range clamp.
+    /// Frames are always computed in the same blocks of [`BLOCK_FRAMES`] from frame 0
+    /// (the GEMMs' rounding depends on their shape), so a whole signal and a streamed
+    /// one give bit-identical values.
+    pub(crate) fn log_power_block(&self, signal: &Signal<'_>, first_frame: usize, out: &mut [f32]) {
+        let count = out.len() / self.n_mels;
+        let half = N_FFT / 2;
+        let mut framebuf = vec![0.0f32; count * N_FFT];
+        for f in 0..count {
+            let start = ((first_frame + f) * HOP) as isize - half as isize;
+            let row = &mut framebuf[f * N_FFT..(f + 1) * N_FFT];
+            match signal.contiguous(start, N_FFT) {
+                Some(src) => row.copy_from_slice(src),
+                None => {
+                    for (n, v) in row.iter_mut().enumerate() {
+                        *v = signal.at(start + n as isize);
+                    }
+                }
+            }
+        }
+        let mut spec = vec![0.0f32; count * 2 * N_BINS];
+        kernels::gemm_strided(
+            count,
+            N_FFT,
+            2 * N_BINS,
+            1.0,
+            &framebuf,
+            N_FFT,
+            1,
+            &self.basis,
+            1,
+            N_FFT,
+            &mut spec,
+            2 * N_BINS,
+        );
+        let mut mag = vec![0.0f32; count * N_BINS];
+        for f in 0..count {
+            for k in 0..N_BINS {
+                let re = spec[f * 2 * N_BINS + k];
+                let im = spec[f * 2 * N_BINS + N_BINS + k];
+                mag[f * N_BINS + k] = re * re + im * im;
+            }
+        }
+        // out[f, m] = mag[f, :] · filters[m, :]
+        kernels::gemm_strided(
+            count,
+            N_BINS,
+            self.n_mels,
+            1.0,
+            &mag,
+            N_BINS,
+            1,
+            &self.filters,
+            1,
+            N_BINS,
+            out,
+            self.n_mels,
+        );
+        for v in out.iter_mut() {
+            *v = log_power(*v);
+        }
+    }
+}
+
+/// Frames per block of the log-mel computation (the unit of parallel work, and of the
+/// GEMMs whose shape fixes the rounding).
+pub(crate) const BLOCK_FRAMES: usize = 256;
+
+/// The clamped `log10` of one mel power value.
+fn log_power(power: f32) -> f32 {
+    power.max(1e-10).log10()
+}
+
+/// `log10` power of a frame of nothing but zeros (the padding after the audio).
+pub(crate) fn silent_log_power() -> f32 {
+    log_power(0.0)
+}
+
+/// Whisper's dynamic-range clamp (8 decades below the loudest value) and scaling.
+pub(crate) fn clamp_and_scale(log_power: f32, floor: f32) -> f32 {
+    (log_power.max(floor) + 4.0) / 4.0
+}
+
+/// The part of a signal a block of frames reads: `samples` are the signal from index
+/// `first` on; the signal has `len` samples of audio, then zeros up to `total`, and is
+/// reflected at both ends (as Whisper's centred STFT pads it).
+pub(crate) struct Signal<'a> {
+    pub samples: &'a [f32],
+    pub first: usize,
+    pub len: usize,
+    pub total: usize,
+}
+
+impl Signal<'_> {
+    /// `n` samples of audio from `start`, when they are all held in `samples`.
+    fn contiguous(&self, start: isize, n: usize) -> Option<&[f32]> {
+        let start = usize::try_from(start).ok()?;
+        if start + n > self.len {
+            return None;
+        }
+        self.samples
+            .get(start.checked_sub(self.first)?..)
+            .and_then(|s| s.get(..n))
+    }
+
+    /// Sample `i` of the zero-extended signal, reflected at both ends.
+    fn at(&self, i: isize) -> f32 {
+        let n = self.total as isize;
+        let mut j = i;
+        if j < 0 {
+            j = -j;
+        }
+        if j >= n {
+            j = 2 * (n - 1) - j;
+        }
+        let j = j.clamp(0, (n - 1).max(0)) as usize;
+        if j >= self.len {
+            return 0.0;
+        }
+        j.checked_sub(self.first)
+            .and_then(|k| self.samples.get(k))
+            .copied()
+            .unwrap_or(0.0)
     }
 }
 

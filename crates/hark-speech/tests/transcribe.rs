@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use hark_core::speech::{SpeechEngine, SpeechError, TranscribeRequest};
+use hark_speech::long_audio::SampleSpan;
 use hark_speech::{DecodeOptions, StreamEvent, StreamingConfig, StreamingSession};
 use std::io::Write;
 
@@ -211,6 +212,65 @@ fn long_audio_has_no_lost_or_repeated_words_at_window_edges() {
         "{hyp_words} words vs {n}"
     );
     assert_word_times(&t.words, 0, (secs * 1000.0).ceil() as u64);
+}
+
+/// Long files are streamed in bounded memory (decoded twice, log-mel per window) and
+/// short ones decoded whole; forcing the streamed path on the same audio must give the
+/// very same words, times and confidences, for the whole file and for a slice of it.
+#[test]
+fn streamed_files_transcribe_exactly_as_whole_files() {
+    let whole_engine = engine();
+    let streamed_engine = hark_speech::WhisperEngine::with_registry(
+        whole_engine.registry().clone(),
+        hark_speech::EngineOptions {
+            whole_file_secs: 0.0,
+            ..hark_speech::EngineOptions::default()
+        },
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // About 75 s from the real recordings: three windows, seeks inside sentences.
+    let mut samples = read_wav_16k(&fixtures().join("jfk.wav"));
+    for (path, _) in librivox() {
+        samples.extend(std::iter::repeat_n(0.0, 5_300));
+        samples.extend(read_wav_16k(&path));
+        if samples.len() > 16_000 * 75 {
+            break;
+        }
+    }
+    let long = dir.path().join("long.wav");
+    write_wav_16k(&long, &samples);
+    let model = whole_engine.load(MODEL_NAME).unwrap();
+    let jfk = fixtures().join("jfk.wav");
+    let cases = [
+        (&long, SampleSpan::default()),
+        (
+            &long,
+            SampleSpan {
+                start: 116_960,
+                end: Some(16_000 * 68),
+            },
+        ),
+        (&jfk, SampleSpan::default()),
+    ];
+    let options = DecodeOptions::default();
+    for (path, span) in cases {
+        let whole = whole_engine
+            .transcribe_file(&model, path, span, &options)
+            .unwrap();
+        let streamed = streamed_engine
+            .transcribe_file(&model, path, span, &options)
+            .unwrap();
+        assert!(!whole.streamed && streamed.streamed);
+        let at = format!("{} {span:?}", path.display());
+        assert!(!whole.raw.words.is_empty(), "{at}");
+        assert_eq!(streamed.raw.words, whole.raw.words, "{at}");
+        assert_eq!(streamed.raw.segments, whole.raw.segments, "{at}");
+        assert_eq!(streamed.raw.language, whole.raw.language, "{at}");
+        assert_eq!(streamed.start_secs, whole.start_secs, "{at}");
+        assert_eq!(streamed.duration_secs, whole.duration_secs, "{at}");
+        assert_eq!(streamed.raw.stats.windows, whole.raw.stats.windows, "{at}");
+    }
 }
 
 /// Word timing accuracy: single espeak words separated by known silences.
