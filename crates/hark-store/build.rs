@@ -42,7 +42,11 @@ fn main() {
         }
         files.sort();
         for pair in files.windows(2) {
-            assert!(pair[0].0 != pair[1].0, "two migrations numbered {}", pair[0].0);
+            assert!(
+                pair[0].0 != pair[1].0,
+                "two migrations numbered {}",
+                pair[0].0
+            );
         }
         let _ = writeln!(code, "pub(crate) static {name}: &[(i64, &str, &str)] = &[");
         for (version, description, path) in files {
