@@ -1,5 +1,6 @@
-//! Downloads of a transcript's `audio_url`: streamed to disk under a size and a time
-//! limit, through the SSRF-safe client; a failed download leaves no file behind.
+//! Downloads of a transcript's `audio_url`: streamed to a file or into the audio storage
+//! (`hark_store::blobs`) under a size and a time limit, through the SSRF-safe client; a
+//! failed download leaves nothing behind.
 
 use crate::client::{log_host, OutboundClient};
 use crate::error::OutboundError;
@@ -69,6 +70,11 @@ pub async fn download_to_file(
     result
 }
 
+/// Where a download's body goes, chunk by chunk.
+trait Sink {
+    async fn put(&mut self, chunk: bytes::Bytes) -> Result<(), OutboundError>;
+}
+
 async fn fetch(
     client: &OutboundClient,
     url: &str,
@@ -76,9 +82,77 @@ async fn fetch(
     limits: DownloadLimits,
     created: &mut bool,
 ) -> Result<u64, OutboundError> {
+    let response = respond(client, url, limits).await?;
+    // Flag first, so even a failure inside `create` is cleaned up.
+    *created = true;
+    let file = tokio::fs::File::create(dest)
+        .await
+        .map_err(|e| OutboundError::Io(e.to_string()))?;
+    let mut writer = tokio::io::BufWriter::with_capacity(256 * 1024, file);
+    let written = pump(response, &mut writer, limits).await?;
+    writer
+        .flush()
+        .await
+        .map_err(|e| OutboundError::Io(e.to_string()))?;
+    let file = writer.into_inner();
+    file.sync_all()
+        .await
+        .map_err(|e| OutboundError::Io(e.to_string()))?;
+    Ok(written)
+}
+
+impl Sink for tokio::io::BufWriter<tokio::fs::File> {
+    async fn put(&mut self, chunk: bytes::Bytes) -> Result<(), OutboundError> {
+        self.write_all(&chunk)
+            .await
+            .map_err(|e| OutboundError::Io(e.to_string()))
+    }
+}
+
+/// Downloads `url` into a new object of the audio storage through `writer` and
+/// returns the number of bytes written. The caller finishes the writer on success and
+/// aborts it on error, so a failed download leaves no object.
+pub async fn download_to_blob(
+    client: &OutboundClient,
+    url: &str,
+    writer: &mut dyn hark_store::blobs::BlobWriter,
+    limits: DownloadLimits,
+) -> Result<u64, OutboundError> {
+    let host = log_host(url);
+    let fetched = async {
+        let response = respond(client, url, limits).await?;
+        pump(response, &mut BlobSink(writer), limits).await
+    };
+    let result = tokio::time::timeout(limits.timeout, fetched)
+        .await
+        .unwrap_or(Err(OutboundError::Timeout));
+    match &result {
+        Ok(bytes) => tracing::debug!(host = %host, bytes, "download finished"),
+        Err(e) => tracing::info!(host = %host, error = %e, "download failed"),
+    }
+    result
+}
+
+struct BlobSink<'a>(&'a mut dyn hark_store::blobs::BlobWriter);
+
+impl Sink for BlobSink<'_> {
+    async fn put(&mut self, chunk: bytes::Bytes) -> Result<(), OutboundError> {
+        self.0
+            .write(chunk)
+            .await
+            .map_err(|e| OutboundError::Io(e.to_string()))
+    }
+}
+
+/// Sends the request and checks the answer's status and announced length.
+async fn respond(
+    client: &OutboundClient,
+    url: &str,
+    limits: DownloadLimits,
+) -> Result<reqwest::Response, OutboundError> {
     let parsed = client.check_url(url)?;
     let send = client.following().get(parsed).send();
-    let mut response = tokio::time::timeout(limits.connect_timeout, send)
+    let response = tokio::time::timeout(limits.connect_timeout, send)
         .await
         .map_err(|_| OutboundError::Timeout)?
         .map_err(OutboundError::from_reqwest)?;
@@ -93,12 +167,15 @@ async fn fetch(
             });
         }
     }
-    // Flag first, so even a failure inside `create` is cleaned up.
-    *created = true;
-    let file = tokio::fs::File::create(dest)
-        .await
-        .map_err(|e| OutboundError::Io(e.to_string()))?;
-    let mut writer = tokio::io::BufWriter::with_capacity(256 * 1024, file);
+    Ok(response)
+}
+
+/// Moves the body into `sink` under the size limit; returns the bytes moved.
+async fn pump(
+    mut response: reqwest::Response,
+    sink: &mut impl Sink,
+    limits: DownloadLimits,
+) -> Result<u64, OutboundError> {
     let mut written: u64 = 0;
     while let Some(chunk) = response
         .chunk()
@@ -111,18 +188,7 @@ async fn fetch(
                 limit: limits.max_bytes,
             });
         }
-        writer
-            .write_all(&chunk)
-            .await
-            .map_err(|e| OutboundError::Io(e.to_string()))?;
+        sink.put(chunk).await?;
     }
-    writer
-        .flush()
-        .await
-        .map_err(|e| OutboundError::Io(e.to_string()))?;
-    let file = writer.into_inner();
-    file.sync_all()
-        .await
-        .map_err(|e| OutboundError::Io(e.to_string()))?;
     Ok(written)
 }

@@ -10,7 +10,7 @@ pub mod policy;
 pub mod webhooks;
 
 pub use client::OutboundClient;
-pub use download::{assemblyai_download_error, download_to_file, DownloadLimits};
+pub use download::{assemblyai_download_error, download_to_blob, download_to_file, DownloadLimits};
 pub use error::OutboundError;
 pub use policy::OutboundPolicy;
 pub use webhooks::{

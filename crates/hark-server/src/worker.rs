@@ -8,7 +8,6 @@ use hark_core::speech::{SpeechError, TranscribeRequest, Transcription};
 use hark_store::blobs::{BlobError, LocalFile};
 use hark_store::{ClaimedJob, JobOutcome, NewUsageEvent, NewWebhook};
 use serde_json::json;
-use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -219,8 +218,7 @@ async fn transcribe(
     })
     .await;
     crate::telemetry::inference(started.elapsed());
-    // A scratch copy or download is removed here; a local upload stays.
-    drop(audio);
+    audio.release(state).await;
     let mut transcription = match outcome {
         Ok(Ok(t)) => t,
         Ok(Err(e)) if e.is_client_facing() => return Err(e.to_string()),
@@ -279,32 +277,68 @@ async fn fetch_audio(state: &AppState, job: &ClaimedJob) -> Result<AudioFile, St
             }
         };
     }
-    let dest = state.tmp_dir.join(format!("{}.download", t.id));
-    crate::remote::download(state, &t.audio_url, &dest)
+    // The download goes into the audio storage like an upload, so a retry of the job
+    // (after a node died mid-job, say) reads it from there instead of fetching it again
+    // (a signed `audio_url` may have expired by then); it is deleted when the job's
+    // transcription is over, and one left by a crash is swept as an orphan.
+    let key = download_key(t);
+    let internal = |e: BlobError| {
+        tracing::error!(error = %e, storage = %state.blobs.describe(), "storing a downloaded audio_url");
+        INTERNAL_FAILURE.to_string()
+    };
+    match state.blobs.local_file(&key, &state.tmp_dir).await {
+        Ok(file) => return Ok(AudioFile::Downloaded { file, key }),
+        Err(BlobError::NotFound(_)) => {}
+        Err(e) => return Err(internal(e)),
+    }
+    let mut writer = state.blobs.create(&key).await.map_err(internal)?;
+    if let Err(refusal) = crate::remote::download(state, &t.audio_url, writer.as_mut()).await {
+        if let Err(e) = writer.abort().await {
+            tracing::warn!(error = %e, "could not abort a failed download");
+        }
+        return Err(refusal);
+    }
+    writer.finish().await.map_err(internal)?;
+    let file = state
+        .blobs
+        .local_file(&key, &state.tmp_dir)
         .await
-        .map(|()| AudioFile::Downloaded(dest))
+        .map_err(internal)?;
+    Ok(AudioFile::Downloaded { file, key })
+}
+
+/// Where a transcript's downloaded `audio_url` is kept while its job runs: beside the
+/// project's uploads, named after the transcript (no upload row names it).
+fn download_key(t: &hark_store::Transcript) -> String {
+    hark_store::blobs::upload_key(&t.project_id.to_string(), &format!("{}.download", t.id))
 }
 
 /// A job's audio on this node's disk.
 enum AudioFile {
     Stored(LocalFile),
-    /// A downloaded `audio_url`, removed on drop.
-    Downloaded(PathBuf),
+    /// A downloaded `audio_url`, in the audio storage under `key` until the job's
+    /// transcription is over.
+    Downloaded {
+        file: LocalFile,
+        key: String,
+    },
 }
 
 impl AudioFile {
     fn path(&self) -> &std::path::Path {
         match self {
-            AudioFile::Stored(file) => file.path(),
-            AudioFile::Downloaded(path) => path,
+            AudioFile::Stored(file) | AudioFile::Downloaded { file, .. } => file.path(),
         }
     }
-}
 
-impl Drop for AudioFile {
-    fn drop(&mut self) {
-        if let AudioFile::Downloaded(path) = self {
-            let _ = std::fs::remove_file(path);
+    /// Lets go of the audio: a scratch copy goes (on drop) and a download is deleted
+    /// from the storage; an upload stays.
+    async fn release(self, state: &AppState) {
+        if let AudioFile::Downloaded { file, key } = self {
+            drop(file);
+            if let Err(e) = state.blobs.delete(&key).await {
+                tracing::warn!(error = %e, "could not delete a downloaded audio_url; it is swept as an orphan");
+            }
         }
     }
 }

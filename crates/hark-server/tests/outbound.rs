@@ -6,6 +6,7 @@ use axum::body::Bytes;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use common::*;
+use futures::StreamExt;
 use hark_core::Plan;
 use hark_store::AccountStore;
 use serde_json::json;
@@ -174,7 +175,79 @@ async fn private_addresses_are_refused_by_default(db: Db) {
     ts.stop().await;
 }
 
+/// A downloaded `audio_url` goes through the audio storage like an upload (so a retry
+/// of its job reads it from there) and is gone once its job is over: while the remote
+/// body is still arriving its object is being written under the project's uploads, and
+/// afterwards nothing of it is left.
+async fn remote_audio_goes_through_the_audio_storage(db: Db) {
+    let audio = script(&["Stored", "download."]);
+    let (first, rest) = audio.split_at(audio.len() / 2);
+    let (first, rest) = (first.to_vec(), rest.to_vec());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = release.clone();
+    let app = axum::Router::new().route(
+        "/slow.bin",
+        get(move || {
+            let (first, rest, gate) = (first.clone(), rest.clone(), gate.clone());
+            async move {
+                let body = futures::stream::once(async move { Ok::<_, std::io::Error>(first) })
+                    .chain(futures::stream::once(async move {
+                        gate.notified().await;
+                        Ok(rest)
+                    }));
+                axum::body::Body::from_stream(body)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let ts = TestServer::start_with(db, Some(Arc::new(ScriptedEngine)), |c| {
+        c.outbound.allow_private = true
+    })
+    .await;
+    let t = ts.tenant(Plan::Payg).await;
+    let created: serde_json::Value = ts
+        .http
+        .post(ts.url("/v2/transcript"))
+        .header("authorization", &t.key)
+        .json(&json!({ "audio_url": format!("{origin}/slow.bin") }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let project_dir = ts
+        .config
+        .data_dir
+        .join("uploads")
+        .join(t.project.to_string());
+    let mut in_storage = false;
+    for _ in 0..200 {
+        if files_in(&project_dir) > 0 {
+            in_storage = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(in_storage, "the download is written into the audio storage");
+    release.notify_one();
+    let done = wait_done(&ts, &t.key, &id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["text"], "Stored download.");
+    assert_eq!(files_in(&project_dir), 0, "nothing of the download is left");
+    ts.stop().await;
+}
+
+fn files_in(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
 both_databases!(
     remote_audio_and_signed_webhook,
-    private_addresses_are_refused_by_default
+    private_addresses_are_refused_by_default,
+    remote_audio_goes_through_the_audio_storage
 );
