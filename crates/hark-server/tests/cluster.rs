@@ -503,9 +503,22 @@ async fn health_and_readiness() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_node_transcribes_what_an_api_node_accepted() {
-    // The API node runs no workers of its own.
+    // The nodes share the audio storage (a bucket of the test Garage), not a data
+    // directory: the worker's is its own. The API node runs no workers of its own.
+    let s3 = hark_store::testing::s3_settings(hark_store::blobs::MIN_PART_SIZE);
+    let storage = hark_server::config::StorageConfig {
+        kind: hark_server::config::StorageKind::S3,
+        bucket: s3.bucket.clone(),
+        endpoint: s3.endpoint.clone(),
+        region: s3.region.clone(),
+        access_key_id: s3.access_key_id.clone(),
+        secret_access_key: s3.secret_access_key.clone(),
+        part_size_bytes: s3.part_size,
+        prefix: s3.prefix.clone(),
+    };
     let api = TestServer::start_with(Db::Postgres, Some(Arc::new(ScriptedEngine)), |c| {
-        c.workers = 0
+        c.workers = 0;
+        c.storage = storage;
     })
     .await;
     let dir = tempfile::tempdir().expect("dir");
