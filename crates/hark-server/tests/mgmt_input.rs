@@ -437,7 +437,63 @@ async fn secrets_carry_their_own_prefixes(db: Db) {
     ts.stop().await;
 }
 
+/// Without MFA no code can be right: a TOTP code is a failed re-authentication (401,
+/// counted by the throttle), not a malformed request; sending neither is one.
+async fn a_code_without_mfa_is_a_failed_reauthentication(db: Db) {
+    let ts = TestServer::start(db).await;
+    let org = org(&ts, Plan::Payg).await;
+    let t = Some(org.owner.token.as_str());
+    let no_mfa = call(
+        &ts,
+        "POST",
+        "/auth/reauth",
+        t,
+        Some(json!({"totp_code": "123456"})),
+    )
+    .await;
+    assert_eq!(
+        (no_mfa.status, no_mfa.code()),
+        (401, "invalid_mfa_code"),
+        "{}",
+        no_mfa.text
+    );
+    let neither = call(&ts, "POST", "/auth/reauth", t, Some(json!({}))).await;
+    assert_eq!(neither.status, 400, "{}", neither.text);
+    ts.stop().await;
+}
+
+/// The OpenAPI document says what the server enforces (schemathesis' "schema-valid
+/// request rejected" found these): page limits, scope names, re-authentication bodies.
+async fn the_openapi_document_states_the_limits_the_server_enforces(db: Db) {
+    let ts = TestServer::start(db).await;
+    let answer = call(&ts, "GET", "/openapi.json", None, None).await;
+    let doc = answer.ok();
+    let text = doc.to_string();
+    let audit = &doc["paths"]["/api/v1/accounts/{account}/audit"]["get"]["parameters"];
+    let limit = audit
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .expect("limit");
+    assert_eq!(limit["schema"]["maximum"].as_f64(), Some(200.0), "{limit}");
+    assert_eq!(limit["schema"]["minimum"].as_f64(), Some(1.0), "{limit}");
+    assert!(
+        text.contains(r#""enum":["transcripts:read","transcripts:write","streaming"]"#),
+        "scopes are named"
+    );
+    let reauth = &doc["components"]["schemas"]["ReauthInput"];
+    assert_eq!(
+        reauth["anyOf"],
+        json!([{"required": ["password"]}, {"required": ["totp_code"]}]),
+        "{reauth}"
+    );
+    ts.stop().await;
+}
+
 both_databases!(
+    a_code_without_mfa_is_a_failed_reauthentication,
+    the_openapi_document_states_the_limits_the_server_enforces,
     secrets_carry_their_own_prefixes,
     every_body_refuses_wrong_types_in_its_own_words,
     roles_in_any_case_and_bad_roles_in_the_envelope,

@@ -19,6 +19,8 @@ pub struct AuditQuery {
     pub since: Option<i64>,
     /// Unix milliseconds, exclusive.
     pub until: Option<i64>,
+    /// 1 to 200 (`MAX_PAGE`); 50 when absent.
+    #[schemars(range(min = 1, max = 200))]
     pub limit: Option<u32>,
     /// The `seq` after which to continue.
     pub cursor: Option<String>,

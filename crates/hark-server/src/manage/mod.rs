@@ -190,6 +190,8 @@ pub fn confirm_name(expected: &str, typed: &str) -> Result<()> {
 /// `?limit=&cursor=` of every list.
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 pub struct PageQuery {
+    /// 1 to 200 (`MAX_PAGE`); 50 when absent.
+    #[schemars(range(min = 1, max = 200))]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }

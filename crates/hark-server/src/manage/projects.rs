@@ -243,7 +243,7 @@ pub struct KeyInput {
     pub expires_in_seconds: Option<i64>,
     /// Least privilege; empty means every scope.
     #[serde(default)]
-    #[schemars(with = "Vec<String>")]
+    #[schemars(schema_with = "crate::manage::views::scopes_schema")]
     pub scopes: Vec<Scope>,
 }
 
@@ -332,7 +332,7 @@ pub struct KeyUpdate {
     pub name: Option<String>,
     /// The key's new scopes (empty means every scope); absent leaves them as they are.
     #[serde(default)]
-    #[schemars(with = "Option<Vec<String>>")]
+    #[schemars(schema_with = "crate::manage::views::optional_scopes_schema")]
     pub scopes: Option<Vec<Scope>>,
 }
 

@@ -300,14 +300,31 @@ pub async fn logout(state: &AppState, caller: &Caller) -> Result<()> {
     Ok(())
 }
 
-#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct ReauthInput {
     #[serde(default)]
-    #[schemars(with = "Option<String>")]
     pub password: Option<Secret>,
     #[serde(default)]
-    #[schemars(with = "Option<String>")]
     pub totp_code: Option<Secret>,
+}
+
+/// `password`, or `totp_code` (a person with MFA): at least one of them, each a
+/// non-empty string.
+impl schemars::JsonSchema for ReauthInput {
+    fn schema_name() -> String {
+        "ReauthInput".into()
+    }
+    fn json_schema(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {
+                "password": {"type": "string", "minLength": 1},
+                "totp_code": {"type": "string", "minLength": 1},
+            },
+            "anyOf": [{"required": ["password"]}, {"required": ["totp_code"]}],
+        });
+        serde_json::from_value(schema).unwrap_or(schemars::schema::Schema::Bool(true))
+    }
 }
 
 /// Re-entering the password or a TOTP code opens the short window in which sensitive
@@ -330,7 +347,9 @@ pub async fn reauth(
                 Err(e) => return Err(e),
             }
         }
-        _ => {
+        // Without MFA there is no code that could be right: a failed re-authentication.
+        (None, Some(_)) => Some(Error::BadMfaCode),
+        (None, None) => {
             attempt.forgive(state).await?;
             return Err(Error::Invalid(
                 "send password, or totp_code if MFA is enabled".into(),

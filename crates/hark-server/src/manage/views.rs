@@ -65,7 +65,7 @@ pub fn assignable_role_schema(_: &mut SchemaGenerator) -> Schema {
     string_schema(None, Some(&names[..]))
 }
 
-fn scopes_schema(g: &mut SchemaGenerator) -> Schema {
+pub(crate) fn scopes_schema(g: &mut SchemaGenerator) -> Schema {
     let mut s = SchemaObject {
         instance_type: Some(InstanceType::Array.into()),
         ..Default::default()
@@ -79,6 +79,17 @@ fn scopes_schema(g: &mut SchemaGenerator) -> Schema {
         .into(),
     );
     s.into()
+}
+
+/// An optional list of scopes: absent or null leaves a key's scopes as they are.
+pub(crate) fn optional_scopes_schema(g: &mut SchemaGenerator) -> Schema {
+    match scopes_schema(g) {
+        Schema::Object(mut s) => {
+            s.instance_type = Some(vec![InstanceType::Array, InstanceType::Null].into());
+            Schema::Object(s)
+        }
+        other => other,
+    }
 }
 
 /// One page of a list: `next_cursor` is set when more follow.
