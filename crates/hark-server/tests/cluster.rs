@@ -43,6 +43,26 @@ async fn status(ts: &TestServer, key: &str) -> u16 {
 
 /// Polls `node` with `key` until it is refused; returns how long that took (panics past
 /// ten times the bound, so a failure still reports).
+/// Waits until `ts` hears the revocation bus (its listener connects just after start).
+async fn listening(ts: &TestServer) {
+    for _ in 0..500 {
+        let ready: Value = ts
+            .http
+            .get(ts.url("/ready"))
+            .send()
+            .await
+            .expect("ready")
+            .json()
+            .await
+            .expect("json");
+        if ready["revocation_listener"] == true {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the revocation listener of {} never connected", ts.base);
+}
+
 async fn until_refused(node: &TestServer, key: &str, since: Instant) -> Duration {
     loop {
         if status(node, key).await == 401 {
@@ -177,6 +197,8 @@ async fn key_revoked_through_one_node_fails_on_the_other_within_the_bound() {
 async fn a_node_that_lost_its_listener_stops_trusting_its_cache() {
     let a = TestServer::start_with(Db::Postgres, None, slow_poll).await;
     let b = a.start_peer(None, slow_poll).await;
+    // Until its listener is up b rightly trusts no cache; this test needs it trusted.
+    listening(&b).await;
     let t = a.tenant(Plan::Payg).await;
     assert_eq!(status(&b, &t.key).await, 200);
     // A change whose notification nobody hears (written behind the store's back) ...
