@@ -46,26 +46,31 @@ pub async fn download_to_file(
     dest: &Path,
     limits: DownloadLimits,
 ) -> Result<u64, OutboundError> {
-    let host = log_host(url);
     let mut created = false;
-    let result = tokio::time::timeout(
-        limits.timeout,
-        fetch(client, url, dest, limits, &mut created),
-    )
-    .await
-    .unwrap_or(Err(OutboundError::Timeout));
-    match &result {
-        Ok(bytes) => tracing::debug!(host = %host, bytes, "download finished"),
-        Err(e) => {
-            tracing::info!(host = %host, error = %e, "download failed");
-            if created {
-                if let Err(rm) = tokio::fs::remove_file(dest).await {
-                    if rm.kind() != std::io::ErrorKind::NotFound {
-                        tracing::warn!(error = %rm, "cannot remove a partial download");
-                    }
-                }
+    let result = timed(url, limits, fetch(client, url, dest, limits, &mut created)).await;
+    if result.is_err() && created {
+        if let Err(rm) = tokio::fs::remove_file(dest).await {
+            if rm.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(error = %rm, "cannot remove a partial download");
             }
         }
+    }
+    result
+}
+
+/// One download under the whole-download time limit, its outcome logged by host only.
+async fn timed(
+    url: &str,
+    limits: DownloadLimits,
+    download: impl std::future::Future<Output = Result<u64, OutboundError>>,
+) -> Result<u64, OutboundError> {
+    let result = tokio::time::timeout(limits.timeout, download)
+        .await
+        .unwrap_or(Err(OutboundError::Timeout));
+    let host = log_host(url);
+    match &result {
+        Ok(bytes) => tracing::debug!(host = %host, bytes, "download finished"),
+        Err(e) => tracing::info!(host = %host, error = %e, "download failed"),
     }
     result
 }
@@ -118,19 +123,11 @@ pub async fn download_to_blob(
     writer: &mut dyn hark_store::blobs::BlobWriter,
     limits: DownloadLimits,
 ) -> Result<u64, OutboundError> {
-    let host = log_host(url);
     let fetched = async {
         let response = respond(client, url, limits).await?;
         pump(response, &mut BlobSink(writer), limits).await
     };
-    let result = tokio::time::timeout(limits.timeout, fetched)
-        .await
-        .unwrap_or(Err(OutboundError::Timeout));
-    match &result {
-        Ok(bytes) => tracing::debug!(host = %host, bytes, "download finished"),
-        Err(e) => tracing::info!(host = %host, error = %e, "download failed"),
-    }
-    result
+    timed(url, limits, fetched).await
 }
 
 struct BlobSink<'a>(&'a mut dyn hark_store::blobs::BlobWriter);

@@ -29,24 +29,11 @@ fn use_s3(config: &mut Config, s3: &S3Settings) {
     };
 }
 
-/// A client of the bucket that is not Hark's.
-fn direct(s3: &S3Settings) -> object_store::aws::AmazonS3 {
-    object_store::aws::AmazonS3Builder::new()
-        .with_bucket_name(&s3.bucket)
-        .with_endpoint(&s3.endpoint)
-        .with_region(&s3.region)
-        .with_access_key_id(&s3.access_key_id)
-        .with_secret_access_key(s3.secret_access_key.expose())
-        .with_allow_http(true)
-        .build()
-        .expect("S3 client")
-}
-
 /// Every object under the test's prefix, as `<project>/<upload>`.
 async fn objects(s3: &S3Settings) -> Vec<String> {
     use futures::TryStreamExt;
     let prefix = ObjectPath::from(s3.prefix.as_str());
-    let mut keys: Vec<String> = direct(s3)
+    let mut keys: Vec<String> = hark_store::testing::direct_s3_client(s3)
         .list(Some(&prefix))
         .map_ok(|m| {
             m.location
@@ -215,7 +202,7 @@ async fn the_sweep_at_start_cleans_the_bucket(db: Db) {
     let t = ts.funded_tenant().await;
     let url = upload(&ts, &t.key, &["kept"]).await;
     let kept = format!("{}/{}", t.project, upload_id(&url));
-    let bucket = direct(&s3);
+    let bucket = hark_store::testing::direct_s3_client(&s3);
     bucket
         .put(
             &ObjectPath::from(format!("{}/{}/orphan", s3.prefix, t.project)),

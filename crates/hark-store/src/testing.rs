@@ -94,3 +94,17 @@ pub fn s3_settings(part_size: usize) -> crate::blobs::S3Settings {
         prefix: format!("test-{}", uuid::Uuid::new_v4().simple()),
     }
 }
+
+/// A client of the test bucket that is not Hark's own storage code, so tests check
+/// what is really in the bucket.
+pub fn direct_s3_client(s3: &crate::blobs::S3Settings) -> object_store::aws::AmazonS3 {
+    object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(&s3.bucket)
+        .with_endpoint(&s3.endpoint)
+        .with_region(&s3.region)
+        .with_access_key_id(&s3.access_key_id)
+        .with_secret_access_key(s3.secret_access_key.expose())
+        .with_allow_http(true)
+        .build()
+        .expect("S3 client")
+}

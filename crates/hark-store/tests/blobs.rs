@@ -202,15 +202,7 @@ async fn s3_objects_are_written_in_parts() {
     let settings = hark_store::testing::s3_settings(MIN_PART_SIZE);
     let s3 = S3Blobs::open(settings.clone()).expect("open");
     write(&s3, "p/parts", &pattern(2 * MIN_PART_SIZE + 1)).await;
-    let direct = object_store::aws::AmazonS3Builder::new()
-        .with_bucket_name(&settings.bucket)
-        .with_endpoint(&settings.endpoint)
-        .with_region(&settings.region)
-        .with_access_key_id(&settings.access_key_id)
-        .with_secret_access_key(settings.secret_access_key.expose())
-        .with_allow_http(true)
-        .build()
-        .expect("client");
+    let direct = hark_store::testing::direct_s3_client(&settings);
     let meta = direct
         .head(&Path::from(format!("{}/p/parts", settings.prefix)))
         .await

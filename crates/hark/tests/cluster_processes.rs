@@ -87,15 +87,7 @@ impl AudioStorage {
         use futures::TryStreamExt;
         use object_store::ObjectStore;
         let s3 = &self.s3;
-        let bucket = object_store::aws::AmazonS3Builder::new()
-            .with_bucket_name(&s3.bucket)
-            .with_endpoint(&s3.endpoint)
-            .with_region(&s3.region)
-            .with_access_key_id(&s3.access_key_id)
-            .with_secret_access_key(s3.secret_access_key.expose())
-            .with_allow_http(true)
-            .build()
-            .expect("S3 client");
+        let bucket = hark_store::testing::direct_s3_client(s3);
         let folder = object_store::path::Path::from(format!("{}/{project}", s3.prefix));
         bucket
             .list(Some(&folder))
