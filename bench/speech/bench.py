@@ -104,6 +104,14 @@ def prepare(fixtures, work):
     return sets
 
 
+# What restricts faster-whisper to one instruction set (CTranslate2 honours
+# CT2_FORCE_CPU_ISA; its GEMMs come from MKL, which honours MKL_ENABLE_INSTRUCTIONS).
+FW_ISA = {
+    "avx512": {"CT2_FORCE_CPU_ISA": "AVX512"},
+    "avx2": {"CT2_FORCE_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "scalar": {"CT2_FORCE_CPU_ISA": "GENERIC", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
+}
+
 FW_SCRIPT = r"""
 import json, sys, time
 from faster_whisper import WhisperModel, decode_audio
@@ -153,19 +161,33 @@ def main():
     print("load average at start:", open("/proc/loadavg").read().split()[:3])
     paths = os.environ.get("HARK_BENCH_PATHS", "").split()
     engines = {}
+    # Per kernel path: Hark with HARK_SIMD, and faster-whisper restricted to the same
+    # instruction set (CTranslate2's CT2_FORCE_CPU_ISA, and MKL_ENABLE_INSTRUCTIONS for
+    # the MKL GEMMs it calls), so an AVX2 figure taken on an AVX-512 machine compares
+    # like with like. `pairs` says which faster-whisper runs each Hark run is set against.
+    pairs = {}
     for path in paths or [None]:
-        name = "hark f32/f16 (greedy, words)" if path is None else f"hark {path}"
+        tag = "" if path is None else f" [{path}]"
+        hark_name = "hark f32/f16 (greedy, words)" if path is None else f"hark{tag}"
         env = dict(os.environ, **({"HARK_SIMD": path} if path else {}))
-        engines[name] = (lambda env: lambda: timed([hark, "--model-dir", model_dir, "--threads", "2", "--json", *files], env=env))(env)
+        engines[hark_name] = (lambda env: lambda: timed([hark, "--model-dir", model_dir, "--threads", "2", "--json", *files], env=env))(env)
+        fw_env = dict(os.environ)
+        if path in FW_ISA:
+            fw_env.update(FW_ISA[path])
+        f32, int8 = f"faster-whisper float32{tag}", f"faster-whisper int8{tag}"
+        engines[f32] = (lambda env: lambda: timed([sys.executable, "-c", FW_SCRIPT, model_dir, "float32", "0"], json.dumps(files), env=env))(fw_env)
+        if path is None or path == paths[0]:
+            engines[f"faster-whisper float32 +words{tag}"] = (lambda env: lambda: timed([sys.executable, "-c", FW_SCRIPT, model_dir, "float32", "1"], json.dumps(files), env=env))(fw_env)
+        engines[int8] = (lambda env: lambda: timed([sys.executable, "-c", FW_SCRIPT, model_dir, "int8", "0"], json.dumps(files), env=env))(fw_env)
+        pairs[hark_name] = (f32, int8)
     # HARK_BENCH_SHORT=1 also runs Hark with --short-context (short clips over a shorter
-    # encoder window; see docs/speech.md).
+    # encoder window; see docs/speech.md), on the first path.
     if os.environ.get("HARK_BENCH_SHORT") == "1":
-        engines["hark --short-context"] = lambda: timed([hark, "--model-dir", model_dir, "--threads", "2", "--json", "--short-context", *files])
-    engines.update({
-        "faster-whisper float32": lambda: timed([sys.executable, "-c", FW_SCRIPT, model_dir, "float32", "0"], json.dumps(files)),
-        "faster-whisper float32 +words": lambda: timed([sys.executable, "-c", FW_SCRIPT, model_dir, "float32", "1"], json.dumps(files)),
-        "faster-whisper int8": lambda: timed([sys.executable, "-c", FW_SCRIPT, model_dir, "int8", "0"], json.dumps(files)),
-    })
+        first = paths[0] if paths else None
+        env = dict(os.environ, **({"HARK_SIMD": first} if first else {}))
+        name = "hark --short-context" + ("" if first is None else f" [{first}]")
+        engines[name] = (lambda env: lambda: timed([hark, "--model-dir", model_dir, "--threads", "2", "--json", "--short-context", *files], env=env))(env)
+        pairs[name] = next(iter(pairs.values()))
     measured = {}
     for name, fn in engines.items():
         best = None
@@ -185,23 +207,17 @@ def main():
     print(f"{'engine':32} {'set':12} {'audio s':>8} {'proc s':>8} {'RTFx':>7} {'WER %':>6} {'RSS MiB':>8}")
     for set_name, clips in sets.items():
         audio = sum(duration(p) for p, _ in clips)
-        ref_secs = None
         for name, (res, rss) in measured.items():
             secs = sum(res[p]["inference_ms"] for p, _ in clips) / 1000
             errs = words = 0
             for p, ref in clips:
                 e, n = word_errors(ref, res[p]["text"])
                 errs, words = errs + e, words + n
-            if name == "faster-whisper float32":
-                ref_secs = secs
             secs_by[(name, set_name)] = secs
-            print(f"{name:32} {set_name:12} {audio:8.1f} {secs:8.2f} {audio / secs:7.1f} {100 * errs / max(words, 1):6.1f} {rss:8.0f}", end="")
-            print()
-        int8_secs = secs_by[("faster-whisper int8", set_name)]
-        for name in engines:
-            if name.startswith("hark"):
-                hark_secs = secs_by[(name, set_name)]
-                print(f"{'':32} {set_name:12} {name}: / faster-whisper f32 = {ref_secs / hark_secs:.2f}, / int8 = {int8_secs / hark_secs:.2f} (>1 means Hark is faster)")
+            print(f"{name:32} {set_name:12} {audio:8.1f} {secs:8.2f} {audio / secs:7.1f} {100 * errs / max(words, 1):6.1f} {rss:8.0f}")
+        for name, (f32, int8) in pairs.items():
+            hark_secs = secs_by[(name, set_name)]
+            print(f"{'':32} {set_name:12} {name}: / {f32} = {secs_by[(f32, set_name)] / hark_secs:.2f}, / int8 = {secs_by[(int8, set_name)] / hark_secs:.2f} (>1 means Hark is faster)")
     print("load average at end:", open("/proc/loadavg").read().split()[:3])
     print(f"clips in {work}")
 

@@ -4,7 +4,8 @@
 # espeak-ng, sox and /usr/bin/time; faster-whisper is installed into a venv under
 # ~/.cache/hark/fwvenv (HARK_FW_VENV) unless python3 already imports it.
 # Usage: [HARK_BENCH_PATHS="avx512 avx2"] [HARK_SIMD=avx2] bench/speech/run.sh [--repeats N]
-# (HARK_BENCH_PATHS runs Hark once per kernel path in the same run; HARK_SIMD forces one;
+# (HARK_BENCH_PATHS runs Hark once per kernel path in the same run, each beside
+# faster-whisper restricted to the same instruction set; HARK_SIMD forces one;
 # HARK_BENCH_SHORT=1 adds a Hark run with --short-context.)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
