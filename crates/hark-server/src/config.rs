@@ -378,11 +378,12 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        // HARK_* variables that are not configuration: log filter, secret-file
-        // pointers (read below), and the scripts' and tests' own settings.
+        // HARK_* variables that are not configuration: log filter, kernel path, secret-file
+        // pointers (read below), and the scripts', benchmarks' and tests' own settings.
         let env = Env::prefixed("HARK_").split("__").filter(|k| {
             let k = k.as_str().to_ascii_lowercase();
-            !NOT_CONFIG_ENV.contains(&k.as_str()) && !k.starts_with("test_")
+            !NOT_CONFIG_ENV.contains(&k.as_str())
+                && !NOT_CONFIG_ENV_PREFIXES.iter().any(|p| k.starts_with(p))
         });
         figment = figment.merge(env);
         let mut config: Config = figment
@@ -556,6 +557,8 @@ pub const KNOWN_ASSEMBLYAI_MODELS: &[&str] = &[
 
 const NOT_CONFIG_ENV: &[&str] = &[
     "log",
+    // The speech engine's kernel path (hark-speech reads it).
+    "simd",
     "master_key_file",
     "smtp_password_file",
     "database_url_file",
@@ -563,8 +566,19 @@ const NOT_CONFIG_ENV: &[&str] = &[
     "storage_access_key_id_file",
     "storage_secret_access_key_file",
     "venv",
+    "fw_venv",
+    "node_dir",
     "model_cache",
     "fixtures_force",
+    "bin",
+    "binary",
+    "contract",
+    "screenshots_dir",
+];
+
+/// Families of the scripts', benchmarks' and tests' own HARK_* settings.
+const NOT_CONFIG_ENV_PREFIXES: &[&str] = &[
+    "test_", "bench_", "fuzz_", "ci_", "contract_", "garage_", "tools_",
 ];
 
 fn read_secret_file(var: &str) -> Result<Option<String>, ConfigError> {
@@ -596,6 +610,9 @@ mod tests {
             jail.set_env("HARK_MASTER_KEY_FILE", "key");
             jail.set_env("HARK_LOG", "debug");
             jail.set_env("HARK_VENV", "/tmp/venv");
+            // Read by the speech engine and the benchmarks, not configuration.
+            jail.set_env("HARK_SIMD", "avx2");
+            jail.set_env("HARK_BENCH_PATHS", "avx512 avx2");
             let c = Config::load(Some(Path::new("hark.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(c.workers, 7);
             assert_eq!(c.bind, "127.0.0.1:1");
