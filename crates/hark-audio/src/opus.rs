@@ -1,7 +1,7 @@
 //! Opus packets (demuxed from Ogg or Matroska by symphonia) decoded with the pure-Rust
-//! `ruopus` crate, since symphonia has no Opus codec.
+//! `opus-decoder` crate, since symphonia has no Opus codec.
 
-use ruopus::MultistreamDecoder;
+use opus_decoder::{OpusDecoder, OpusMultistreamDecoder};
 
 /// Opus always decodes at this rate here; the resampler takes it to 16 kHz.
 pub(crate) const OPUS_RATE: u32 = 48_000;
@@ -10,18 +10,24 @@ const MAX_CHANNELS: usize = 8;
 
 /// An Opus stream decoder configured from the `OpusHead` identification header.
 pub(crate) struct OpusStream {
-    decoder: MultistreamDecoder,
+    decoder: OpusMultistreamDecoder,
     channels: usize,
     gain: f32,
+    /// Interleaved output of one packet (at most 120 ms per channel).
+    pcm: Vec<f32>,
+    /// Frames of the header's pre-skip (the encoder's look-ahead, RFC 7845 §4.2) still
+    /// to drop from the start of the stream.
+    pre_skip_left: usize,
 }
 
 impl OpusStream {
     /// Builds the decoder from `OpusHead` (symphonia puts it in the codec's extra data).
     /// `fallback_channels` is used when there is no header (e.g. some Matroska files).
     pub(crate) fn new(head: Option<&[u8]>, fallback_channels: usize) -> Result<Self, String> {
-        let (channels, gain_q8, streams, coupled, mapping) = match head {
+        let (channels, gain_q8, streams, coupled, mapping, pre_skip) = match head {
             Some(h) if h.len() >= 19 && &h[..8] == b"OpusHead" => {
                 let channels = usize::from(h[9]);
+                let pre_skip = usize::from(u16::from_le_bytes([h[10], h[11]]));
                 let gain_q8 = i16::from_le_bytes([h[16], h[17]]);
                 let family = h[18];
                 if channels == 0 {
@@ -32,7 +38,7 @@ impl OpusStream {
                         return Err("Opus mapping family 0 with more than 2 channels".into());
                     }
                     let mapping: Vec<u8> = (0..channels as u8).collect();
-                    (channels, gain_q8, 1, channels - 1, mapping)
+                    (channels, gain_q8, 1, channels - 1, mapping, pre_skip)
                 } else {
                     let streams = usize::from(*h.get(19).ok_or("short Opus header")?);
                     let coupled = usize::from(*h.get(20).ok_or("short Opus header")?);
@@ -40,14 +46,14 @@ impl OpusStream {
                         .get(21..21 + channels)
                         .ok_or("short Opus header")?
                         .to_vec();
-                    (channels, gain_q8, streams, coupled, mapping)
+                    (channels, gain_q8, streams, coupled, mapping, pre_skip)
                 }
             }
             Some(_) => return Err("malformed OpusHead".into()),
             None => {
                 let channels = fallback_channels.clamp(1, 2);
                 let mapping: Vec<u8> = (0..channels as u8).collect();
-                (channels, 0, 1, channels - 1, mapping)
+                (channels, 0, 1, channels - 1, mapping, 0)
             }
         };
         // Validate what the decoder would otherwise assert on.
@@ -62,17 +68,22 @@ impl OpusStream {
         {
             return Err("unsupported Opus channel layout".into());
         }
-        let decoder = MultistreamDecoder::with_rate(OPUS_RATE, streams, coupled, &mapping);
+        let decoder = OpusMultistreamDecoder::new(OPUS_RATE, channels, streams, coupled, &mapping)
+            .map_err(|e| format!("Opus decoder: {e}"))?;
         let gain = 10f32.powf(f32::from(gain_q8) / (20.0 * 256.0));
         Ok(Self {
             decoder,
             channels,
             gain,
+            pcm: vec![0.0; OpusDecoder::MAX_FRAME_SIZE_48K * channels],
+            pre_skip_left: pre_skip,
         })
     }
 
     /// Decodes one packet and appends its frames, downmixed to mono, to `mono`, after
-    /// dropping `trim_start` leading and `trim_end` trailing frames (pre-skip, end padding).
+    /// dropping `trim_start` leading and `trim_end` trailing frames (the container's
+    /// gapless trimming) and what is left of the header's pre-skip (which containers do
+    /// not always report as trimming; the larger of the two is dropped, never both).
     /// Returns the number of frames appended.
     pub(crate) fn decode_mono(
         &mut self,
@@ -81,14 +92,20 @@ impl OpusStream {
         trim_end: usize,
         mono: &mut Vec<f32>,
     ) -> Result<usize, String> {
-        let pcm = self
+        // An empty packet would ask the decoder to conceal a lost one; a file has none.
+        if packet.is_empty() {
+            return Ok(0);
+        }
+        let frames = self
             .decoder
-            .decode_packet(packet)
-            .map_err(|e| format!("Opus packet: {e:?}"))?;
-        let frames = pcm.len() / self.channels;
-        let start = trim_start.min(frames);
+            .decode_float(packet, &mut self.pcm, false)
+            .map_err(|e| format!("Opus packet: {e}"))?;
+        let pre_skip = self.pre_skip_left.min(frames);
+        self.pre_skip_left -= pre_skip;
+        let start = trim_start.max(pre_skip).min(frames);
         let end = frames.saturating_sub(trim_end).max(start);
         let scale = self.gain / self.channels as f32;
+        let pcm = &self.pcm[..frames * self.channels];
         for frame in pcm[start * self.channels..end * self.channels].chunks_exact(self.channels) {
             let sum: f32 = frame.iter().sum();
             mono.push(crate::resample::clean(sum * scale));
