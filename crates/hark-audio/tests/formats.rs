@@ -396,8 +396,16 @@ fn opus_decodes_as_libopus_does() {
     );
     let tone = sox_tone(dir.path(), "tone.wav", 48_000, 2, 2.0, 440, &["-b", "16"]);
     let cases: [(&Path, &str, &[&str]); 3] = [
-        (speech.as_path(), "speech.opus", &["-c:a", "libopus", "-b:a", "24k"]),
-        (tone.as_path(), "tone.opus", &["-c:a", "libopus", "-b:a", "96k"]),
+        (
+            speech.as_path(),
+            "speech.opus",
+            &["-c:a", "libopus", "-b:a", "24k"],
+        ),
+        (
+            tone.as_path(),
+            "tone.opus",
+            &["-c:a", "libopus", "-b:a", "96k"],
+        ),
         (
             tone.as_path(),
             "tone-mono.opus",

@@ -578,7 +578,13 @@ const NOT_CONFIG_ENV: &[&str] = &[
 
 /// Families of the scripts', benchmarks' and tests' own HARK_* settings.
 const NOT_CONFIG_ENV_PREFIXES: &[&str] = &[
-    "test_", "bench_", "fuzz_", "ci_", "contract_", "garage_", "tools_",
+    "test_",
+    "bench_",
+    "fuzz_",
+    "ci_",
+    "contract_",
+    "garage_",
+    "tools_",
 ];
 
 fn read_secret_file(var: &str) -> Result<Option<String>, ConfigError> {
