@@ -159,23 +159,12 @@ fn missing_file_is_io() {
 #[test]
 fn non_audio_files_are_refused_with_their_type() {
     let dir = tempfile::tempdir().unwrap();
-    let png = dir.path().join("image.png");
-    run(
-        "ffmpeg",
-        &[
-            "-nostdin",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "color=c=red:s=32x32",
-            "-frames:v",
-            "1",
-            path_str(&png),
-        ],
+    let png = ffmpeg_from(
+        dir.path(),
+        &["-f", "lavfi"],
+        "color=c=red:s=32x32",
+        "image.png",
+        &["-frames:v", "1"],
     );
     let text = dir.path().join("notes.txt");
     std::fs::write(&text, "Meeting notes: nothing to hear here.\n").unwrap();

@@ -416,25 +416,12 @@ fn opus_decodes_as_libopus_does() {
         let opus = ffmpeg(dir.path(), source, name, args);
         // libopus itself as the decoder (ffmpeg's native one resamples SILK differently),
         // every channel kept (the downmix is Hark's in both).
-        let reference_wav = dir.path().join(format!("{name}.ref.wav"));
-        run(
-            "ffmpeg",
-            &[
-                "-nostdin",
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-y",
-                "-c:a",
-                "libopus",
-                "-i",
-                path_str(&opus),
-                "-ar",
-                "48000",
-                "-c:a",
-                "pcm_f32le",
-                path_str(&reference_wav),
-            ],
+        let reference_wav = ffmpeg_from(
+            dir.path(),
+            &["-c:a", "libopus"],
+            path_str(&opus),
+            &format!("{name}.ref.wav"),
+            &["-ar", "48000", "-c:a", "pcm_f32le"],
         );
         let ours = decode_ok(&opus).samples;
         let reference = decode_ok(&reference_wav).samples;

@@ -73,9 +73,23 @@ pub fn sox_tone(
 
 /// Re-encodes `input` with ffmpeg into `name` using `codec_args` (e.g. `["-c:a", "aac"]`).
 pub fn ffmpeg(dir: &Path, input: &Path, name: &str, codec_args: &[&str]) -> PathBuf {
+    ffmpeg_from(dir, &[], path_str(input), name, codec_args)
+}
+
+/// As [`ffmpeg`], with options that apply to the input (`["-c:a", "libopus"]` picks the
+/// decoder, `["-f", "lavfi"]` makes `input` a generator).
+pub fn ffmpeg_from(
+    dir: &Path,
+    input_args: &[&str],
+    input: &str,
+    name: &str,
+    codec_args: &[&str],
+) -> PathBuf {
     let out = dir.join(name);
-    let mut args: Vec<&str> = vec!["-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i"];
-    args.push(path_str(input));
+    let mut args: Vec<&str> = vec!["-nostdin", "-hide_banner", "-loglevel", "error", "-y"];
+    args.extend_from_slice(input_args);
+    args.push("-i");
+    args.push(input);
     args.extend_from_slice(codec_args);
     args.push(path_str(&out));
     run("ffmpeg", &args);
