@@ -1,7 +1,7 @@
 //! Opus packets (demuxed from Ogg or Matroska by symphonia) decoded with the pure-Rust
-//! `opus-decoder` crate, since symphonia has no Opus codec.
+//! `ruopus` crate, since symphonia has no Opus codec.
 
-use opus_decoder::{OpusDecoder, OpusMultistreamDecoder};
+use ruopus::MultistreamDecoder;
 
 /// Opus always decodes at this rate here; the resampler takes it to 16 kHz.
 pub(crate) const OPUS_RATE: u32 = 48_000;
@@ -10,11 +10,9 @@ const MAX_CHANNELS: usize = 8;
 
 /// An Opus stream decoder configured from the `OpusHead` identification header.
 pub(crate) struct OpusStream {
-    decoder: OpusMultistreamDecoder,
+    decoder: MultistreamDecoder,
     channels: usize,
     gain: f32,
-    /// Interleaved output of one packet (at most 120 ms per channel).
-    pcm: Vec<f32>,
     /// Frames of the header's pre-skip (the encoder's look-ahead, RFC 7845 §4.2) still
     /// to drop from the start of the stream.
     pre_skip_left: usize,
@@ -68,14 +66,12 @@ impl OpusStream {
         {
             return Err("unsupported Opus channel layout".into());
         }
-        let decoder = OpusMultistreamDecoder::new(OPUS_RATE, channels, streams, coupled, &mapping)
-            .map_err(|e| format!("Opus decoder: {e}"))?;
+        let decoder = MultistreamDecoder::with_rate(OPUS_RATE, streams, coupled, &mapping);
         let gain = 10f32.powf(f32::from(gain_q8) / (20.0 * 256.0));
         Ok(Self {
             decoder,
             channels,
             gain,
-            pcm: vec![0.0; OpusDecoder::MAX_FRAME_SIZE_48K * channels],
             pre_skip_left: pre_skip,
         })
     }
@@ -92,20 +88,16 @@ impl OpusStream {
         trim_end: usize,
         mono: &mut Vec<f32>,
     ) -> Result<usize, String> {
-        // An empty packet would ask the decoder to conceal a lost one; a file has none.
-        if packet.is_empty() {
-            return Ok(0);
-        }
-        let frames = self
+        let pcm = self
             .decoder
-            .decode_float(packet, &mut self.pcm, false)
-            .map_err(|e| format!("Opus packet: {e}"))?;
+            .decode_packet(packet)
+            .map_err(|e| format!("Opus packet: {e:?}"))?;
+        let frames = pcm.len() / self.channels;
         let pre_skip = self.pre_skip_left.min(frames);
         self.pre_skip_left -= pre_skip;
         let start = trim_start.max(pre_skip).min(frames);
         let end = frames.saturating_sub(trim_end).max(start);
         let scale = self.gain / self.channels as f32;
-        let pcm = &self.pcm[..frames * self.channels];
         for frame in pcm[start * self.channels..end * self.channels].chunks_exact(self.channels) {
             let sum: f32 = frame.iter().sum();
             mono.push(crate::resample::clean(sum * scale));
