@@ -563,6 +563,23 @@ async fn close_codes(db: Db) {
     )
     .await;
     assert_eq!(r.close_code(), 3006, "{r:?}");
+    // Each value in range, the pair not: min above the max in force (1280 ms by default).
+    let r = after_begin(
+        &ts,
+        &t.key,
+        "",
+        vec![Message::Text(
+            r#"{"type":"UpdateConfiguration","min_turn_silence":3000}"#.into(),
+        )],
+    )
+    .await;
+    assert_eq!(
+        (r.close_code(), r.close_reason()),
+        (
+            3006,
+            "Invalid Message: min_turn_silence (3000 ms) must not exceed max_turn_silence (1280 ms)"
+        )
+    );
     // Frames outside 50..1000 ms.
     let r = after_begin(&ts, &t.key, "", vec![Message::Binary(pcm(20, true).into())]).await;
     assert_eq!(

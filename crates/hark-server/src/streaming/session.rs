@@ -765,6 +765,17 @@ impl Live {
             }
             ClientMessage::KeepAlive => None,
             ClientMessage::UpdateConfiguration(update) => {
+                // Checked against the settings in force, as the query string's are at
+                // the start: each value may be in range while the pair is not.
+                let mut merged = self.params.engine.clone();
+                merged.apply(&update.0);
+                if merged.min_turn_silence_ms > merged.max_turn_silence_ms {
+                    return invalid(format!(
+                        "Invalid Message: min_turn_silence ({} ms) must not exceed max_turn_silence ({} ms)",
+                        merged.min_turn_silence_ms, merged.max_turn_silence_ms
+                    ));
+                }
+                self.params.engine = merged;
                 // Updates in a row are one update (the later values win).
                 if let Some(EngineOp::Update(last)) = self.queue.back_mut() {
                     merge_update(last, update.0);
