@@ -510,8 +510,8 @@ def fill_disk():
         FAILED.add(f"partial files left while the disk is full: {partial_files()}")
     after = set(r[0] for r in psql("SELECT id FROM uploads"))
     for uid in after - before:
-        path = psql(f"SELECT path FROM uploads WHERE id = '{uid}'")[0][0]
-        if not Path(path).is_file() or Path(path).stat().st_size == 0:
+        path = UPLOADS / psql(f"SELECT path FROM uploads WHERE id = '{uid}'")[0][0]
+        if not path.is_file() or path.stat().st_size == 0:
             FAILED.add(f"upload row {uid} written while the disk was full has no whole file")
     filler.unlink()
     DISK_FULL.clear()
@@ -726,7 +726,9 @@ def final_checks(faults):
     if open_rows:
         FAILED.add(f"{len(open_rows)} sessions never closed")
 
-    rows = {Path(r[0]) for r in psql("SELECT path FROM uploads")}
+    # Stored paths are storage keys relative to the uploads directory (absolute ones
+    # from before that change still resolve to themselves).
+    rows = {UPLOADS / r[0] for r in psql("SELECT path FROM uploads")}
     files = {p for p in UPLOADS.glob("*/*") if p.is_file()}
     print(f"uploads: {len(rows)} rows, {len(files)} files, {len(partial_files())} partial")
     if rows != files:
