@@ -46,15 +46,7 @@ async fn status(ts: &TestServer, key: &str) -> u16 {
 /// Waits until `ts` hears the revocation bus (its listener connects just after start).
 async fn listening(ts: &TestServer) {
     for _ in 0..500 {
-        let ready: Value = ts
-            .http
-            .get(ts.url("/ready"))
-            .send()
-            .await
-            .expect("ready")
-            .json()
-            .await
-            .expect("json");
+        let ready = ts.ready_report().await;
         if ready["revocation_listener"] == true {
             return;
         }

@@ -175,15 +175,7 @@ async fn uploads_live_in_the_bucket_and_leave_with_their_owner(db: Db) {
         objects(&s3).await.is_empty(),
         "account deleted, objects gone"
     );
-    let ready: serde_json::Value = ts
-        .http
-        .get(ts.url("/ready"))
-        .send()
-        .await
-        .expect("ready")
-        .json()
-        .await
-        .expect("json");
+    let ready = ts.ready_report().await;
     assert_eq!(ready["storage"], true, "{ready}");
     ts.stop().await;
 }

@@ -131,6 +131,19 @@ impl TestServer {
         }
     }
 
+    /// The body of `GET /ready` (what is up: database, model, storage, listener).
+    #[allow(dead_code)]
+    pub async fn ready_report(&self) -> serde_json::Value {
+        self.http
+            .get(self.url("/ready"))
+            .send()
+            .await
+            .expect("ready")
+            .json()
+            .await
+            .expect("json")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
