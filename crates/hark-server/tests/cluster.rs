@@ -477,15 +477,7 @@ async fn a_node_that_cannot_reach_redis_falls_back_to_its_own_limiter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn health_and_readiness() {
     let bare = TestServer::start_with(Db::Postgres, None, |c| c.region = "eu".into()).await;
-    let health: Value = bare
-        .http
-        .get(bare.url("/health"))
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("json");
+    let health = bare.get_json("/health").await;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["region"], "eu");
     // No speech model: alive but not ready.

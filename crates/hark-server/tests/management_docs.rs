@@ -276,15 +276,7 @@ async fn examples_match_the_server(db: Db) {
         }
     }
     // Every route of the API is shown at least once.
-    let document: Value = ts
-        .http
-        .get(ts.url("/api/v1/openapi.json"))
-        .send()
-        .await
-        .expect("openapi")
-        .json()
-        .await
-        .expect("json");
+    let document = ts.get_json("/api/v1/openapi.json").await;
     let shown: Vec<(String, String)> = examples
         .iter()
         .map(|e| (e.method.to_lowercase(), template_of(&e.path)))

@@ -131,17 +131,23 @@ impl TestServer {
         }
     }
 
-    /// The body of `GET /ready` (what is up: database, model, storage, listener).
+    /// The JSON body of an unauthenticated `GET path`, whatever its status.
     #[allow(dead_code)]
-    pub async fn ready_report(&self) -> serde_json::Value {
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
         self.http
-            .get(self.url("/ready"))
+            .get(self.url(path))
             .send()
             .await
-            .expect("ready")
+            .expect(path)
             .json()
             .await
             .expect("json")
+    }
+
+    /// The body of `GET /ready` (what is up: database, model, storage, listener).
+    #[allow(dead_code)]
+    pub async fn ready_report(&self) -> serde_json::Value {
+        self.get_json("/ready").await
     }
 
     pub fn url(&self, path: &str) -> String {
