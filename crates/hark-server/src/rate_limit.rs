@@ -8,18 +8,23 @@ use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use hark_core::AccountId;
 use std::num::NonZeroU32;
+#[cfg(feature = "redis")]
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+#[cfg(feature = "redis")]
 use tokio::sync::Mutex;
 
 /// A check that takes longer than this counts as Redis being unreachable.
+#[cfg(feature = "redis")]
 const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 /// After a failure, Redis is tried again no sooner than this.
+#[cfg(feature = "redis")]
 const REDIS_RETRY: Duration = Duration::from_secs(1);
 
 /// GCRA over one key: the stored value is the theoretical arrival time (µs, on Redis's
 /// clock); a request is allowed while it is no further than `tolerance` ahead of now.
 /// Returns `{1, 0}` when allowed, `{0, wait_µs}` when not.
+#[cfg(feature = "redis")]
 const GCRA_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -37,6 +42,7 @@ return {1, 0}
 ";
 
 /// The Redis side: a connection made on first use and remade after failures.
+#[cfg(feature = "redis")]
 struct Shared {
     client: redis::Client,
     connection: Mutex<Option<redis::aio::ConnectionManager>>,
@@ -46,12 +52,21 @@ struct Shared {
     degraded: AtomicBool,
 }
 
+/// A build without the `redis` feature never shares its limit (`redis_url` is refused).
+#[cfg(not(feature = "redis"))]
+enum Shared {}
+
 pub struct AccountRateLimiter {
     local: DefaultKeyedRateLimiter<AccountId>,
     shared: Option<Shared>,
     period_us: u64,
     tolerance_us: u64,
 }
+
+/// Why `redis_url` is refused by a build without the `redis` feature.
+pub const NO_REDIS_IN_THIS_BUILD: &str =
+    "this build of Hark has no Redis support: build it with the `redis` feature (the \
+     default; scripts/serve.sh leaves it out unless HARK_FEATURES names it)";
 
 #[derive(Debug, thiserror::Error)]
 #[error("redis_url: {0}")]
@@ -71,17 +86,7 @@ impl AccountRateLimiter {
             .allow_burst(requests);
         let shared = redis_url
             .filter(|u| !u.is_empty())
-            .map(|url| {
-                let client =
-                    redis::Client::open(url).map_err(|e| RateLimitConfigError(e.to_string()))?;
-                Ok::<_, RateLimitConfigError>(Shared {
-                    client,
-                    connection: Mutex::new(None),
-                    script: redis::Script::new(GCRA_SCRIPT),
-                    retry_at: std::sync::Mutex::new(None),
-                    degraded: AtomicBool::new(false),
-                })
-            })
+            .map(Shared::open)
             .transpose()?;
         let period_us = period.as_micros().max(1) as u64;
         Ok(Self {
@@ -99,33 +104,16 @@ impl AccountRateLimiter {
 
     /// Whether the last check had to fall back to this node's own limiter.
     pub fn is_degraded(&self) -> bool {
-        self.shared
-            .as_ref()
-            .is_some_and(|s| s.degraded.load(Ordering::Relaxed))
+        self.shared.as_ref().is_some_and(Shared::is_degraded)
     }
 
     pub async fn check(&self, account: AccountId) -> Result<(), ApiError> {
-        if let Some(shared) = self.shared.as_ref().filter(|s| !s.resting()) {
-            match self.check_shared(shared, account).await {
-                Ok(verdict) => {
-                    if shared.degraded.swap(false, Ordering::Relaxed) {
-                        tracing::info!(
-                            "Redis answers again: the rate limit is shared by all nodes"
-                        );
-                        crate::telemetry::rate_limit_degraded(false);
-                    }
-                    return verdict;
-                }
-                Err(e) => {
-                    if let Ok(mut retry_at) = shared.retry_at.lock() {
-                        *retry_at = Some(std::time::Instant::now() + REDIS_RETRY);
-                    }
-                    if !shared.degraded.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(error = %e, "Redis unreachable: the rate limit falls back to this node's own limiter");
-                        crate::telemetry::rate_limit_degraded(true);
-                    }
-                    crate::telemetry::redis_error();
-                }
+        if let Some(shared) = &self.shared {
+            if let Some(verdict) = shared
+                .check(account, self.period_us, self.tolerance_us)
+                .await
+            {
+                return verdict;
             }
         }
         self.check_local(account)
@@ -139,18 +127,70 @@ impl AccountRateLimiter {
             }
         })
     }
+}
 
-    async fn check_shared(
+#[cfg(feature = "redis")]
+impl Shared {
+    fn open(url: &str) -> Result<Self, RateLimitConfigError> {
+        let client = redis::Client::open(url).map_err(|e| RateLimitConfigError(e.to_string()))?;
+        Ok(Self {
+            client,
+            connection: Mutex::new(None),
+            script: redis::Script::new(GCRA_SCRIPT),
+            retry_at: std::sync::Mutex::new(None),
+            degraded: AtomicBool::new(false),
+        })
+    }
+
+    fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::Relaxed)
+    }
+
+    /// The shared verdict, or `None` when Redis is resting or failed (the caller falls
+    /// back to its own limiter).
+    async fn check(
         &self,
-        shared: &Shared,
         account: AccountId,
+        period_us: u64,
+        tolerance_us: u64,
+    ) -> Option<Result<(), ApiError>> {
+        if self.resting() {
+            return None;
+        }
+        match self.ask(account, period_us, tolerance_us).await {
+            Ok(verdict) => {
+                if self.degraded.swap(false, Ordering::Relaxed) {
+                    tracing::info!("Redis answers again: the rate limit is shared by all nodes");
+                    crate::telemetry::rate_limit_degraded(false);
+                }
+                Some(verdict)
+            }
+            Err(e) => {
+                if let Ok(mut retry_at) = self.retry_at.lock() {
+                    *retry_at = Some(std::time::Instant::now() + REDIS_RETRY);
+                }
+                if !self.degraded.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "Redis unreachable: the rate limit falls back to this node's own limiter");
+                    crate::telemetry::rate_limit_degraded(true);
+                }
+                crate::telemetry::redis_error();
+                None
+            }
+        }
+    }
+
+    async fn ask(
+        &self,
+        account: AccountId,
+        period_us: u64,
+        tolerance_us: u64,
     ) -> Result<Result<(), ApiError>, String> {
         let attempt = async {
-            let mut slot = shared.connection.lock().await;
+            let mut slot = self.connection.lock().await;
             let connection = match slot.as_ref() {
                 Some(c) => c.clone(),
                 None => {
-                    let c = redis::aio::ConnectionManager::new(shared.client.clone())
+                    let c = redis::aio::ConnectionManager::new(self.client.clone())
                         .await
                         .map_err(|e| e.to_string())?;
                     *slot = Some(c.clone());
@@ -159,11 +199,11 @@ impl AccountRateLimiter {
             };
             drop(slot);
             let mut connection = connection;
-            let (allowed, wait_us): (i64, i64) = shared
+            let (allowed, wait_us): (i64, i64) = self
                 .script
                 .key(format!("hark:rate:{account}"))
-                .arg(self.period_us)
-                .arg(self.tolerance_us)
+                .arg(period_us)
+                .arg(tolerance_us)
                 .invoke_async(&mut connection)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -181,9 +221,7 @@ impl AccountRateLimiter {
             Err(e) => Err(e),
         }
     }
-}
 
-impl Shared {
     /// Whether Redis failed so recently that it is not tried yet.
     fn resting(&self) -> bool {
         self.retry_at
@@ -191,5 +229,20 @@ impl Shared {
             .ok()
             .and_then(|at| *at)
             .is_some_and(|at| std::time::Instant::now() < at)
+    }
+}
+
+#[cfg(not(feature = "redis"))]
+impl Shared {
+    fn open(_: &str) -> Result<Self, RateLimitConfigError> {
+        Err(RateLimitConfigError(NO_REDIS_IN_THIS_BUILD.into()))
+    }
+
+    fn is_degraded(&self) -> bool {
+        match *self {}
+    }
+
+    async fn check(&self, _: AccountId, _: u64, _: u64) -> Option<Result<(), ApiError>> {
+        match *self {}
     }
 }

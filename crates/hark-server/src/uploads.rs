@@ -9,7 +9,7 @@
 use crate::config::{Config, StorageKind};
 use crate::{AppState, StartError};
 use hark_core::clock::Millis;
-use hark_store::blobs::{BlobStore, LocalBlobs, S3Blobs, S3Settings};
+use hark_store::blobs::{BlobStore, LocalBlobs};
 use hark_store::Store;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -38,21 +38,37 @@ pub fn open_storage(config: &Config) -> Result<Arc<dyn BlobStore>, StartError> {
                 source: std::io::Error::other(e),
             })?)
         }
-        StorageKind::S3 => Arc::new(
-            S3Blobs::open(S3Settings {
-                bucket: storage.bucket.clone(),
-                endpoint: storage.endpoint.clone(),
-                region: storage.region.clone(),
-                access_key_id: storage.access_key_id.clone(),
-                secret_access_key: storage.secret_access_key.clone(),
-                part_size: storage.part_size_bytes,
-                prefix: storage.prefix.clone(),
-            })
-            .map_err(|e| StartError::Config(e.to_string()))?,
-        ),
+        StorageKind::S3 => open_s3(storage)?,
     };
     Ok(blobs)
 }
+
+#[cfg(feature = "s3")]
+fn open_s3(storage: &crate::config::StorageConfig) -> Result<Arc<dyn BlobStore>, StartError> {
+    use hark_store::blobs::{S3Blobs, S3Settings};
+    Ok(Arc::new(
+        S3Blobs::open(S3Settings {
+            bucket: storage.bucket.clone(),
+            endpoint: storage.endpoint.clone(),
+            region: storage.region.clone(),
+            access_key_id: storage.access_key_id.clone(),
+            secret_access_key: storage.secret_access_key.clone(),
+            part_size: storage.part_size_bytes,
+            prefix: storage.prefix.clone(),
+        })
+        .map_err(|e| StartError::Config(e.to_string()))?,
+    ))
+}
+
+#[cfg(not(feature = "s3"))]
+fn open_s3(_: &crate::config::StorageConfig) -> Result<Arc<dyn BlobStore>, StartError> {
+    Err(StartError::Config(NO_S3_IN_THIS_BUILD.into()))
+}
+
+/// Why `[storage] kind = "s3"` is refused by a build without the `s3` feature.
+pub const NO_S3_IN_THIS_BUILD: &str =
+    "[storage] kind = \"s3\": this build of Hark has no S3 storage: build it with the `s3` \
+     feature (the default; scripts/serve.sh leaves it out unless HARK_FEATURES names it)";
 
 /// Refuses to start on storage that does not answer, saying which and why.
 pub async fn check_storage(blobs: &dyn BlobStore) -> Result<(), StartError> {

@@ -7,6 +7,7 @@
 use hark_core::clock::Millis;
 use hark_core::{AccountId, ApiKeyId, ProjectId, UserId};
 use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(feature = "postgres")]
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 
@@ -138,6 +139,7 @@ impl CredentialBus {
         self.connected.subscribe()
     }
 
+    #[cfg(any(feature = "postgres", test))]
     pub(crate) fn set_connected(&self, up: bool) {
         self.connected.send_if_modified(|now| {
             let changed = *now != up;
@@ -147,6 +149,7 @@ impl CredentialBus {
     }
 }
 
+#[cfg(feature = "postgres")]
 /// Listens on PostgreSQL for credential changes and publishes them on `bus`, forever.
 /// While the connection is down the bus says so; after every (re)connection `All` is
 /// published, since changes made meanwhile were not heard.

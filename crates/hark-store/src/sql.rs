@@ -15,6 +15,11 @@ use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use std::str::FromStr;
 use std::sync::Arc;
 
+/// Why a `postgres:` URL is refused by a build without the `postgres` feature.
+pub const NO_POSTGRES_IN_THIS_BUILD: &str =
+    "this build of Hark has no PostgreSQL support: build it with the `postgres` feature \
+     (the default; scripts/serve.sh leaves it out unless HARK_FEATURES names it)";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -31,6 +36,7 @@ pub struct SqlStore {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) bus: Arc<CredentialBus>,
     /// Where the credential listener connects (PostgreSQL only).
+    #[cfg(feature = "postgres")]
     listen_url: Option<String>,
     /// Prices each usage event as it is written.
     pub(crate) prices: Arc<PriceTable>,
@@ -53,6 +59,9 @@ impl SqlStore {
     pub async fn connect(url: &str, clock: Arc<dyn Clock>) -> StoreResult<Self> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            if !cfg!(feature = "postgres") {
+                return Err(StoreError::Conflict(NO_POSTGRES_IN_THIS_BUILD.into()));
+            }
             Backend::Postgres
         } else if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -95,6 +104,7 @@ impl SqlStore {
             // One node on SQLite: the in-process bus hears every change of this store.
             bus: Arc::new(CredentialBus::new(backend == Backend::Sqlite)),
             // Named, so operators (and tests) can tell the listener's connection apart.
+            #[cfg(feature = "postgres")]
             listen_url: (backend == Backend::Postgres).then(|| {
                 let sep = if url.contains('?') { '&' } else { '?' };
                 format!("{url}{sep}application_name=hark-credential-listener")
@@ -239,6 +249,7 @@ impl SqlStore {
     /// Keeps the credential listener connected (PostgreSQL; returns at once on SQLite,
     /// whose bus is in-process and always connected).
     pub(crate) async fn run_credential_listener(&self) {
+        #[cfg(feature = "postgres")]
         if let Some(url) = &self.listen_url {
             crate::bus::listen_postgres(url.clone(), self.bus.clone()).await;
         }

@@ -75,6 +75,7 @@ async fn connect_admin(url: &str) -> sqlx::AnyConnection {
 /// random `prefix` so tests sharing the bucket never see each other's objects. Panics
 /// (failing the test) when `HARK_TEST_S3_*` is unset: object-storage tests are never
 /// skipped.
+#[cfg(feature = "s3")]
 pub fn s3_settings(part_size: usize) -> crate::blobs::S3Settings {
     let var = |name: &str| {
         std::env::var(name).unwrap_or_else(|_| {
@@ -97,6 +98,7 @@ pub fn s3_settings(part_size: usize) -> crate::blobs::S3Settings {
 
 /// A client of the test bucket that is not Hark's own storage code, so tests check
 /// what is really in the bucket.
+#[cfg(feature = "s3")]
 pub fn direct_s3_client(s3: &crate::blobs::S3Settings) -> object_store::aws::AmazonS3 {
     object_store::aws::AmazonS3Builder::new()
         .with_bucket_name(&s3.bucket)

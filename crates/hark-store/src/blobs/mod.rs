@@ -4,9 +4,11 @@
 //! and an S3-compatible object store (many nodes). Both stream in both directions.
 
 mod local;
+#[cfg(feature = "s3")]
 mod s3;
 
 pub use local::LocalBlobs;
+#[cfg(feature = "s3")]
 pub use s3::{S3Blobs, S3Settings, MIN_PART_SIZE, PARTS_IN_FLIGHT};
 
 use async_trait::async_trait;
@@ -20,6 +22,7 @@ use std::path::{Path, PathBuf};
 pub enum BlobError {
     #[error("blob storage I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[cfg(feature = "s3")]
     #[error("object store: {0}")]
     ObjectStore(#[from] object_store::Error),
     #[error("object {0} does not exist")]
