@@ -23,6 +23,7 @@
 #   SERVER_CPUS=0 CLIENT_CPUS=1 WRK_THREADS=<count of CLIENT_CPUS>
 #   SERVER_THREADS=<count of SERVER_CPUS>  WORDS=0 (words in the transcript; 0 = queued)
 #   TARGET_RATIO=0.95  CARGO_TARGET_DIR (honoured)
+#   PROFILE=release (or quickstart, the profile scripts/serve.sh builds)
 # Exit status: 0 if the ratio meets the target, 1 if not, 2 on a setup error.
 set -euo pipefail
 
@@ -75,9 +76,10 @@ fi
 
 # --- build and start the target ----------------------------------------------------
 echo "building the benchmark target (release)..." >&2
-cargo build --release --quiet -p hark-server --example auth_bench_target >&2
+PROFILE=${PROFILE:-release}
+cargo build --profile "$PROFILE" --quiet -p hark-server --example auth_bench_target >&2
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
-BIN="$TARGET_DIR/release/examples/auth_bench_target"
+BIN="$TARGET_DIR/$PROFILE/examples/auth_bench_target"
 [ -x "$BIN" ] || die "$BIN was not built"
 
 WORK=$(mktemp -d)

@@ -3,7 +3,7 @@
 # Needs: HARK_TEST_MODEL_DIR (CTranslate2 tiny.en dir), HARK_TEST_FIXTURES (librivox/, jfk.wav),
 # espeak-ng, sox and /usr/bin/time; faster-whisper is installed into a venv under
 # ~/.cache/hark/fwvenv (HARK_FW_VENV) unless python3 already imports it.
-# Usage: [HARK_BENCH_PATHS="avx512 avx2"] [HARK_SIMD=avx2] bench/speech/run.sh [--repeats N]
+# Usage: [HARK_BENCH_PATHS="avx512 avx2"] [HARK_SIMD=avx2] [PROFILE=quickstart] bench/speech/run.sh [--repeats N]
 # (HARK_BENCH_PATHS runs Hark once per kernel path in the same run, each beside
 # faster-whisper restricted to the same instruction set; HARK_SIMD forces one;
 # HARK_BENCH_SHORT=1 adds a Hark run with --short-context.)
@@ -13,7 +13,8 @@ root="$(cd "$here/../.." && pwd)"
 : "${HARK_TEST_MODEL_DIR:?set HARK_TEST_MODEL_DIR to the tiny.en model directory}"
 : "${HARK_TEST_FIXTURES:?set HARK_TEST_FIXTURES to the speech fixture directory}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
-cargo build --release -p hark-speech --example transcribe --manifest-path "$root/Cargo.toml" >&2
+profile="${PROFILE:-release}"   # or quickstart, the profile scripts/serve.sh builds
+cargo build --profile "$profile" -p hark-speech --example transcribe --manifest-path "$root/Cargo.toml" >&2
 # faster-whisper runs in its own venv (created on first use) unless python3 already has it.
 python=python3
 if ! python3 -c 'import faster_whisper' 2>/dev/null; then
@@ -24,5 +25,5 @@ if ! python3 -c 'import faster_whisper' 2>/dev/null; then
   fi
   python="$venv/bin/python"
 fi
-exec "$python" "$here/bench.py" "$CARGO_TARGET_DIR/release/examples/transcribe" \
+exec "$python" "$here/bench.py" "$CARGO_TARGET_DIR/$profile/examples/transcribe" \
   "$HARK_TEST_MODEL_DIR" "$HARK_TEST_FIXTURES" "$@"
