@@ -15,7 +15,7 @@ DATA_DIR="${HARK_DATA_DIR:-./hark-data}"
 # speech, audio decoding and cryptography as fast. One node on SQLite and local files
 # needs none of the many-nodes stack (PostgreSQL, S3 storage, a Redis-shared rate limit),
 # so it is left out too; name what you need, e.g. HARK_FEATURES=postgres,s3,redis.
-# HARK_PROFILE=release builds the fully optimised server (`cargo build --release`).
+# HARK_PROFILE=release optimises all of it, as `cargo build --release` does.
 profile="${HARK_PROFILE:-quickstart}"
 cargo build --profile "$profile" --locked --bin hark --no-default-features --features "${HARK_FEATURES:-}"
 HARK="$CARGO_TARGET_DIR/$profile/hark"

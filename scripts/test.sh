@@ -2,8 +2,9 @@
 # The whole test suite, as CI runs it (`.ci/run` calls this): installs the test
 # dependencies and fixtures if missing, makes sure PostgreSQL is up (its tests are
 # never skipped), then format check, clippy with warnings as errors (also on the
-# single-node build), every test of the workspace on SQLite and PostgreSQL (property tests of the parsers included; audio
-# storage also on a local Garage), the schemathesis contract run against /api/v1
+# single-node build), every test of the workspace on SQLite and PostgreSQL (property
+# tests of the parsers included; audio storage also on a local Garage), the single-node
+# build's own test, the schemathesis contract run against /api/v1
 # (HARK_CONTRACT=0 skips it) and short fuzz runs (docs/testing.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
