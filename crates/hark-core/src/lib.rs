@@ -21,3 +21,13 @@ mod proptests;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use ids::*;
 pub use plan::{Permission, Plan, PlanLimits, Role};
+
+/// Why a build refuses a configuration that needs an optional Cargo feature it was built
+/// without (`postgres`, `s3`, `redis`: the many-nodes stack, which `scripts/serve.sh`
+/// leaves out). `what` names the missing support, e.g. "PostgreSQL support".
+pub fn not_in_this_build(what: &str, feature: &str) -> String {
+    format!(
+        "this build of Hark has no {what}: build it with the `{feature}` feature (the \
+         default; scripts/serve.sh leaves it out unless HARK_FEATURES names it)"
+    )
+}

@@ -63,11 +63,6 @@ pub struct AccountRateLimiter {
     tolerance_us: u64,
 }
 
-/// Why `redis_url` is refused by a build without the `redis` feature.
-pub const NO_REDIS_IN_THIS_BUILD: &str =
-    "this build of Hark has no Redis support: build it with the `redis` feature (the \
-     default; scripts/serve.sh leaves it out unless HARK_FEATURES names it)";
-
 #[derive(Debug, thiserror::Error)]
 #[error("redis_url: {0}")]
 pub struct RateLimitConfigError(String);
@@ -235,7 +230,10 @@ impl Shared {
 #[cfg(not(feature = "redis"))]
 impl Shared {
     fn open(_: &str) -> Result<Self, RateLimitConfigError> {
-        Err(RateLimitConfigError(NO_REDIS_IN_THIS_BUILD.into()))
+        Err(RateLimitConfigError(hark_core::not_in_this_build(
+            "Redis support",
+            "redis",
+        )))
     }
 
     fn is_degraded(&self) -> bool {

@@ -62,13 +62,11 @@ fn open_s3(storage: &crate::config::StorageConfig) -> Result<Arc<dyn BlobStore>,
 
 #[cfg(not(feature = "s3"))]
 fn open_s3(_: &crate::config::StorageConfig) -> Result<Arc<dyn BlobStore>, StartError> {
-    Err(StartError::Config(NO_S3_IN_THIS_BUILD.into()))
+    Err(StartError::Config(format!(
+        "[storage] kind = \"s3\": {}",
+        hark_core::not_in_this_build("S3 storage", "s3")
+    )))
 }
-
-/// Why `[storage] kind = "s3"` is refused by a build without the `s3` feature.
-pub const NO_S3_IN_THIS_BUILD: &str =
-    "[storage] kind = \"s3\": this build of Hark has no S3 storage: build it with the `s3` \
-     feature (the default; scripts/serve.sh leaves it out unless HARK_FEATURES names it)";
 
 /// Refuses to start on storage that does not answer, saying which and why.
 pub async fn check_storage(blobs: &dyn BlobStore) -> Result<(), StartError> {

@@ -15,11 +15,6 @@ use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use std::str::FromStr;
 use std::sync::Arc;
 
-/// Why a `postgres:` URL is refused by a build without the `postgres` feature.
-pub const NO_POSTGRES_IN_THIS_BUILD: &str =
-    "this build of Hark has no PostgreSQL support: build it with the `postgres` feature \
-     (the default; scripts/serve.sh leaves it out unless HARK_FEATURES names it)";
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -60,7 +55,10 @@ impl SqlStore {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             if !cfg!(feature = "postgres") {
-                return Err(StoreError::Conflict(NO_POSTGRES_IN_THIS_BUILD.into()));
+                return Err(StoreError::Conflict(hark_core::not_in_this_build(
+                    "PostgreSQL support",
+                    "postgres",
+                )));
             }
             Backend::Postgres
         } else if url.starts_with("sqlite:") {
