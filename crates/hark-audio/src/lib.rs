@@ -2,7 +2,7 @@
 //! 16 kHz mono `f32`, and convert raw streaming PCM incrementally.
 //!
 //! Containers and codecs come from symphonia (pure Rust); Opus packets are decoded by
-//! the pure-Rust `ruopus` crate; resampling is rubato (FFT resampler, or windowed
+//! the pure-Rust `opus-rs` crate; resampling is rubato (FFT resampler, or windowed
 //! sinc for rates whose ratio to 16 kHz is awkward). Decoding streams packet by packet
 //! ([`AudioStream`], so a long file can be consumed in bounded memory), stops as soon as
 //! the duration limit is passed, and is guarded against decoder panics.

@@ -1,18 +1,22 @@
 //! Opus packets (demuxed from Ogg or Matroska by symphonia) decoded with the pure-Rust
-//! `ruopus` crate, since symphonia has no Opus codec.
+//! `opus-rs` crate, since symphonia has no Opus codec.
 
-use ruopus::MultistreamDecoder;
+use opus_rs::multistream::{ChannelMappingTable, MultistreamDecoder};
 
 /// Opus always decodes at this rate here; the resampler takes it to 16 kHz.
 pub(crate) const OPUS_RATE: u32 = 48_000;
 /// Most output channels accepted (RFC 7845 mapping families allow up to 255).
 const MAX_CHANNELS: usize = 8;
+/// The longest Opus packet lasts 120 ms (RFC 6716 §3.2.5): frames per channel at 48 kHz.
+const MAX_PACKET_FRAMES: usize = 5_760;
 
 /// An Opus stream decoder configured from the `OpusHead` identification header.
 pub(crate) struct OpusStream {
     decoder: MultistreamDecoder,
     channels: usize,
     gain: f32,
+    /// One packet's interleaved output, reused from packet to packet.
+    pcm: Vec<f32>,
     /// Frames of the header's pre-skip (the encoder's look-ahead, RFC 7845 §4.2) still
     /// to drop from the start of the stream.
     pre_skip_left: usize,
@@ -66,12 +70,22 @@ impl OpusStream {
         {
             return Err("unsupported Opus channel layout".into());
         }
-        let decoder = MultistreamDecoder::with_rate(OPUS_RATE, streams, coupled, &mapping);
+        // The checks above keep every count within a byte.
+        let byte = |n: usize| u8::try_from(n).map_err(|_| "unsupported Opus channel layout");
+        let table = ChannelMappingTable {
+            channels: byte(channels)?,
+            stream_count: byte(streams)?,
+            coupled_count: byte(coupled)?,
+            mapping,
+        };
+        let decoder = MultistreamDecoder::new(OPUS_RATE as i32, table)
+            .map_err(|e| format!("Opus decoder: {e}"))?;
         let gain = 10f32.powf(f32::from(gain_q8) / (20.0 * 256.0));
         Ok(Self {
             decoder,
             channels,
             gain,
+            pcm: vec![0.0; MAX_PACKET_FRAMES * channels],
             pre_skip_left: pre_skip,
         })
     }
@@ -88,11 +102,11 @@ impl OpusStream {
         trim_end: usize,
         mono: &mut Vec<f32>,
     ) -> Result<usize, String> {
-        let pcm = self
+        let frames = self
             .decoder
-            .decode_packet(packet)
-            .map_err(|e| format!("Opus packet: {e:?}"))?;
-        let frames = pcm.len() / self.channels;
+            .decode(packet, MAX_PACKET_FRAMES, &mut self.pcm)
+            .map_err(|e| format!("Opus packet: {e}"))?;
+        let pcm = &self.pcm[..frames * self.channels];
         let pre_skip = self.pre_skip_left.min(frames);
         self.pre_skip_left -= pre_skip;
         let start = trim_start.max(pre_skip).min(frames);
