@@ -13,9 +13,9 @@ DATA_DIR="${HARK_DATA_DIR:-./hark-data}"
 
 # The `quickstart` profile (Cargo.toml): a first build in under half the time a first
 # `--release` build took before decision 18 (docs/ARCHITECTURE.md), with speech, audio
-# decoding and cryptography as fast. One node on SQLite and local files
-# needs none of the many-nodes stack (PostgreSQL, S3 storage, a Redis-shared rate limit),
-# so it is left out too; name what you need, e.g. HARK_FEATURES=postgres,s3,redis.
+# decoding and cryptography as fast. One node on SQLite and local files needs none of
+# the many-nodes stack (PostgreSQL, S3 storage, a Redis-shared rate limit), so it is
+# left out too; name what you need, e.g. HARK_FEATURES=postgres,s3,redis.
 # HARK_PROFILE=release optimises all of it, as `cargo build --release` does.
 profile="${HARK_PROFILE:-quickstart}"
 cargo build --profile "$profile" --locked --bin hark --no-default-features --features "${HARK_FEATURES:-}"

@@ -36,7 +36,7 @@ for bin in "$@"; do
     rm -rf "$data"
     "$bin" --data-dir "$data" models install "$HARK_TEST_MODEL_DIR" >/dev/null
     key="$("$bin" --data-dir "$data" admin init --email bench@example.com --account-name Bench \
-        | sed -n 's/^API key (shown only now): //p')"
+        --json | json_field api_key)"
     port="$(free_port)"
     "$bin" --data-dir "$data" serve --bind "127.0.0.1:$port" --workers 1 >"$work/server.log" 2>&1 &
     server=$!
