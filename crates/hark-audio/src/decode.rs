@@ -19,6 +19,7 @@ use symphonia::core::io::{
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
 
+use crate::lengths::declared_lengths_fit;
 use crate::mp4::edit_trim;
 use crate::opus::{OpusStream, OPUS_RATE};
 use crate::resample::{clean, ChunkResampler, MAX_RATE, MIN_RATE};
@@ -315,6 +316,9 @@ fn open_stream(
     limits: &DecodeLimits,
 ) -> Result<StreamState, AudioError> {
     let not_audio = || AudioError::NotAudio(kind.to_string());
+    if !declared_lengths_fit(open(true)?) {
+        return Err(not_audio());
+    }
     let mut format = probe(open, extension, kind)?;
     let track = format
         .tracks()

@@ -8,6 +8,7 @@
 //! the duration limit is passed, and is guarded against decoder panics.
 
 mod decode;
+mod lengths;
 mod mp4;
 mod opus;
 mod resample;
