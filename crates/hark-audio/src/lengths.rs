@@ -1,22 +1,29 @@
 //! Pre-flight check of the length and count fields that symphonia 0.5 trusts to size a
-//! buffer before it reads the bytes: the Vorbis comments and FLAC pictures carried by
-//! FLAC, Ogg Vorbis, Ogg Opus and Ogg FLAC files, and the atoms and sample tables of
-//! MP4/M4A files.
+//! buffer before it reads the bytes.
 //!
 //! symphonia allocates `vec![0; len]` or `Vec::with_capacity(count)` for such a field and
 //! only then finds the data short, so a 10 KB upload could make the process ask for 4 GiB
-//! (a comment length) or 48 GiB (an MP4 sample-to-chunk count); where the allocation fails
-//! the process aborts, which no panic guard catches. A file whose field claims more bytes
-//! than its block, packet or atom holds is malformed, and is refused before symphonia
-//! sees it.
+//! (a FLAC comment length), 48 GiB (an MP4 sample-to-chunk count) or any size at all (a
+//! Matroska element or laced frame, a CAF cookie); where the allocation fails the process
+//! aborts, which no panic guard catches. A file whose field claims more bytes than its
+//! block, packet, atom, chunk or element holds is malformed, and is refused before
+//! symphonia sees it.
 //!
-//! The walk mirrors where symphonia would read those fields: it finds the container the
-//! way symphonia's probe does (ID3v2 tags skipped), walks FLAC's metadata blocks, for
-//! Ogg syncs to pages, checks their CRCs and reassembles packets per logical stream with
-//! symphonia's rules (so every packet symphonia would parse as a comment or picture is
-//! checked first), and for MP4 walks the atoms symphonia descends into. Memory stays
-//! bounded: only Ogg packets that can hold such a field are buffered, each up to
-//! symphonia's own 16 MiB packet cap, and an MP4 metadata atom up to 256 MiB.
+//! The walk mirrors where symphonia would read those fields. It finds the container the
+//! way symphonia's probe does (ID3v2 tags skipped), then:
+//! - FLAC: the metadata blocks' Vorbis comments and pictures;
+//! - Ogg: pages (CRC, resync) and packets reassembled per logical stream with symphonia's
+//!   rules, so every packet symphonia would parse as a Vorbis, Opus or FLAC comment or
+//!   picture is checked first;
+//! - MP4: the atoms of `moov`, `moof`, `meta` and `udta`, each of which must fit in its
+//!   container, and the sample tables' entry counts;
+//! - Matroska/WebM: every leaf element against the file, block lacing and Vorbis track
+//!   headers against their block;
+//! - CAF: the magic cookie and the packet table; WAV: the `LIST`/`INFO` texts.
+//!
+//! Memory stays bounded: only Ogg packets that can hold such a field are buffered (each up
+//! to symphonia's own 16 MiB packet cap), one Matroska block at a time, and an MP4
+//! metadata atom up to 256 MiB.
 
 use std::collections::HashMap;
 use std::io::{self, Cursor, Read, Seek, SeekFrom};
@@ -66,6 +73,7 @@ pub(crate) fn declared_lengths_fit(source: Box<dyn MediaSource>) -> bool {
             mp4_top_level_fits(&mut mss)
         }
         b"caff" => caf_chunks_fit(&mut mss),
+        b"RIFF" => wave_info_fits(&mut mss),
         [0x1a, 0x45, 0xdf, 0xa3] => {
             mss.seek_buffered_rel(-4);
             mkv_elements_fit(&mut mss)
@@ -486,6 +494,63 @@ fn leading_vint(data: &mut &[u8]) -> Option<(u64, u32)> {
     }
     *data = &rest[width as usize..];
     Some((value, width + 1))
+}
+
+/// WAV: symphonia reads each text of a `LIST`/`INFO` chunk into a buffer of its declared
+/// length, bounded only by the enclosing lengths, which a stream-style header sets to
+/// 4 GiB; every other chunk before `data` is skipped.
+fn wave_info_fits(reader: &mut MediaSourceStream) -> bool {
+    let file_end = reader.byte_len();
+    let mut header = [0u8; 8];
+    if Read::read_exact(reader, &mut header).is_err() || &header[4..] != b"WAVE" {
+        return true;
+    }
+    let chunk_header = |reader: &mut MediaSourceStream| -> Option<([u8; 4], u64)> {
+        let mut header = [0u8; 8];
+        Read::read_exact(reader, &mut header).ok()?;
+        let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        Some(([header[0], header[1], header[2], header[3]], u64::from(len)))
+    };
+    loop {
+        let Some((tag, len)) = chunk_header(reader) else {
+            return true;
+        };
+        match &tag {
+            b"data" => return true, // symphonia stops reading chunks here
+            b"LIST" => {
+                let mut form = [0u8; 4];
+                if Read::read_exact(reader, &mut form).is_err() {
+                    return true;
+                }
+                if &form != b"INFO" {
+                    if skip(reader, (len + (len & 1)).saturating_sub(4)).is_err() {
+                        return true;
+                    }
+                    continue;
+                }
+                let list_end = reader.pos().saturating_add(len.saturating_sub(4));
+                while reader.pos() + 8 <= list_end {
+                    let Some((_, text_len)) = chunk_header(reader) else {
+                        return true;
+                    };
+                    if file_end.is_some_and(|end| text_len > end.saturating_sub(reader.pos())) {
+                        return false;
+                    }
+                    if skip(reader, text_len + (text_len & 1)).is_err() {
+                        return true;
+                    }
+                }
+                if skip(reader, (len & 1) + list_end.saturating_sub(reader.pos())).is_err() {
+                    return true;
+                }
+            }
+            _ => {
+                if skip(reader, len + (len & 1)).is_err() {
+                    return true;
+                }
+            }
+        }
+    }
 }
 
 /// CAF: after the file header's version and flags, chunks of a type, a signed 64-bit

@@ -255,6 +255,28 @@ fn mkv_elements_and_laced_frames_longer_than_they_hold_are_refused() {
     ]);
 }
 
+#[test]
+fn wave_info_text_longer_than_the_file_is_refused() {
+    let seed = seed("tone.wav");
+    let data = seed.windows(4).position(|w| w == b"data").unwrap();
+    // A stream-style header (RIFF length 2^32 - 1, as ffmpeg writes to a pipe) whose
+    // LIST/INFO title claims 3.75 GiB.
+    let mut wav = b"RIFF\xff\xff\xff\xffWAVE".to_vec();
+    wav.extend_from_slice(&seed[12..data]);
+    wav.extend_from_slice(b"LIST\x00\xff\xff\xffINFOINAM\x00\x00\x00\xf0tone");
+    wav.extend_from_slice(&seed[data..]);
+    assert_all_refused_within_bounds(&[("WAV INFO title".into(), wav.clone())]);
+
+    // The same title, truthful, is read past.
+    let mut wav = seed[..data].to_vec();
+    wav.extend_from_slice(b"LIST\x10\x00\x00\x00INFOINAM\x04\x00\x00\x00tone");
+    wav.extend_from_slice(&seed[data..]);
+    let riff_len = (wav.len() - 8) as u32;
+    wav[4..8].copy_from_slice(&riff_len.to_le_bytes());
+    let (outcome, _) = decode_measured(&wav);
+    assert!(outcome.is_ok(), "{outcome:?}");
+}
+
 /// The seed CAF with one more chunk before its audio data.
 fn caf_with_chunk(kind: &[u8; 4], declared: i64, body: &[u8]) -> Vec<u8> {
     let seed = seed("tone.caf");
