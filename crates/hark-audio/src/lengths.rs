@@ -39,8 +39,10 @@ const OGG_HEADER_LEN: usize = 27;
 const FLAC_VORBIS_COMMENT: u8 = 4;
 const FLAC_PICTURE: u8 = 6;
 
-/// Whether every comment and picture length the file declares fits in the bytes that
-/// follow it. `false` means the file is malformed and must not reach symphonia.
+/// Whether every length and count the file declares, of those symphonia sizes a buffer
+/// by, fits in the bytes that hold it. `false` means the file is malformed and must not
+/// reach symphonia. `source` should be seekable where it can be (MP4 and CAF skip their
+/// media data by seeking).
 pub(crate) fn declared_lengths_fit(source: Box<dyn MediaSource>) -> bool {
     let mut mss = MediaSourceStream::new(source, Default::default());
     let probe = symphonia::default::get_probe();
@@ -554,17 +556,20 @@ fn wave_info_fits(reader: &mut MediaSourceStream) -> bool {
 }
 
 /// CAF: after the file header's version and flags, chunks of a type, a signed 64-bit
-/// size and a body. symphonia reads a magic cookie (`kuki`) whole and sizes a packet
-/// table (`pakt`) by its declared packet count.
+/// size and a body. symphonia reads a magic cookie (`kuki`) whole, sizes a packet table
+/// (`pakt`) by its declared count, and reads each packet into a buffer of the size the
+/// table or the audio description (`desc`) gives: up to 1,152 frames at a time for PCM.
 fn caf_chunks_fit(reader: &mut MediaSourceStream) -> bool {
     let mut version_and_flags = [0u8; 4];
-    if reader.read_exact(&mut version_and_flags).is_err() {
+    if Read::read_exact(reader, &mut version_and_flags).is_err() {
         return true;
     }
-    let file_len = reader.byte_len();
+    let file_len = reader.byte_len().unwrap_or(u64::MAX);
+    // (bytes, frames) per packet; 0 means the packet table gives it per packet.
+    let mut packets = None;
     loop {
         let mut header = [0u8; 12];
-        if reader.read_exact(&mut header).is_err() {
+        if Read::read_exact(reader, &mut header).is_err() {
             return true;
         }
         let kind = [header[0], header[1], header[2], header[3]];
@@ -574,30 +579,91 @@ fn caf_chunks_fit(reader: &mut MediaSourceStream) -> bool {
         ])) else {
             return true; // symphonia refuses a negative size, or reads data to the end
         };
-        let left = file_len.map(|len| len.saturating_sub(reader.pos()));
-        match &kind {
-            b"kuki" if left.is_some_and(|left| size > left) => return false,
-            b"pakt" => {
-                let mut count = [0u8; 8];
-                if reader.read_exact(&mut count).is_err() {
+        let left = file_len.saturating_sub(reader.pos());
+        let fits = match &kind {
+            b"kuki" => size <= left,
+            b"desc" if size == 32 => {
+                let mut desc = [0u8; 32];
+                if Read::read_exact(reader, &mut desc).is_err() {
                     return true;
                 }
-                // Every entry takes at least a byte after the 24-byte table header.
-                let packets = u64::from_be_bytes(count);
-                if packets > size.saturating_sub(24) || left.is_some_and(|left| size > left) {
+                let bytes = u32::from_be_bytes([desc[16], desc[17], desc[18], desc[19]]);
+                let frames = u32::from_be_bytes([desc[20], desc[21], desc[22], desc[23]]);
+                packets = Some((bytes, frames));
+                // A PCM read is this size whatever the data chunk declares.
+                if u64::from(bytes) * 1152 > file_len.max(HARMLESS_CLAIM) {
                     return false;
-                }
-                if skip(reader, size - 8).is_err() {
-                    return true;
                 }
                 continue;
             }
-            _ => {}
+            b"pakt" if size >= 24 => {
+                if size > left {
+                    return false;
+                }
+                let Some(table) = read_exact_len(reader, size) else {
+                    return true;
+                };
+                caf_packet_table_fits(&table, packets, file_len)
+            }
+            _ => true,
+        };
+        if !fits {
+            return false;
         }
-        if skip(reader, size).is_err() {
+        if !matches!(&kind, b"pakt") && skip(reader, size).is_err() {
             return true;
         }
     }
+}
+
+/// A packet table: its count, three more header fields, then per packet the sizes
+/// and frame counts the description leaves open, as variable-length integers.
+fn caf_packet_table_fits(table: &[u8], packets: Option<(u32, u32)>, file_len: u64) -> bool {
+    let count = u64::from_be_bytes([
+        table[0], table[1], table[2], table[3], table[4], table[5], table[6], table[7],
+    ]);
+    // Every entry takes at least a byte after the 24-byte header.
+    if count > (table.len() - 24) as u64 {
+        return false;
+    }
+    let Some((0, frames_per_packet)) = packets else {
+        return true; // sizes are all the description's, checked with it
+    };
+    let mut entries = &table[24..];
+    for _ in 0..count {
+        let Some(size) = caf_varint(&mut entries) else {
+            return true; // symphonia fails on a short table without reading packets
+        };
+        if size > file_len {
+            return false;
+        }
+        if frames_per_packet == 0 && caf_varint(&mut entries).is_none() {
+            return true;
+        }
+    }
+    true
+}
+
+/// symphonia's variable-length integer: up to nine 7-bit groups, high bit = more.
+fn caf_varint(data: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for _ in 0..9 {
+        let (&byte, rest) = data.split_first()?;
+        *data = rest;
+        value |= u64::from(byte & 0x7f);
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+        value <<= 7;
+    }
+    None
+}
+
+/// Exactly `len` bytes (read into a buffer that grows as they arrive), or `None`.
+fn read_exact_len(reader: &mut MediaSourceStream, len: u64) -> Option<Vec<u8>> {
+    let mut bytes = Vec::new();
+    reader.by_ref().take(len).read_to_end(&mut bytes).ok()?;
+    (bytes.len() as u64 == len).then_some(bytes)
 }
 
 /// Moves `n` bytes on: a seek where the source allows, a read otherwise.
@@ -619,6 +685,10 @@ const MAX_MP4_DEPTH: u32 = 32;
 /// MP4: the top-level atoms, as symphonia's `IsoMp4Reader` reads them; those it parses
 /// (`moov`, `moof`, `meta`, `udta`) are walked, the rest (`mdat` above all) skipped.
 fn mp4_top_level_fits(reader: &mut MediaSourceStream) -> bool {
+    let walk = Mp4Walk {
+        depth: 0,
+        file_len: reader.byte_len().unwrap_or(u64::MAX),
+    };
     loop {
         let mut header = [0u8; 8];
         if reader.read_exact(&mut header).is_err() {
@@ -653,7 +723,7 @@ fn mp4_top_level_fits(reader: &mut MediaSourceStream) -> bool {
             }
             // A truncated atom is checked as far as it goes: its children must fit in
             // what is there.
-            if !mp4_atom_fits(kind, &bytes, Mp4Context::Plain, 0) {
+            if !mp4_atom_fits(kind, &bytes, Mp4Context::Plain, walk) {
                 return false;
             }
             if bytes.len() as u64 != size {
@@ -661,6 +731,30 @@ fn mp4_top_level_fits(reader: &mut MediaSourceStream) -> bool {
             }
         } else if skip(reader, size).is_err() {
             return true;
+        }
+    }
+}
+
+/// Where the walk is: its depth, and the file's length (no sample can be longer).
+#[derive(Clone, Copy)]
+struct Mp4Walk {
+    depth: u32,
+    file_len: u64,
+}
+
+impl Mp4Walk {
+    fn deeper(self) -> Self {
+        Mp4Walk {
+            depth: self.depth + 1,
+            ..self
+        }
+    }
+
+    /// symphonia reads each sample into a buffer of its declared size.
+    fn sample_size_fits(self, size: &[u8]) -> bool {
+        match size {
+            [a, b, c, d] => u64::from(u32::from_be_bytes([*a, *b, *c, *d])) <= self.file_len,
+            _ => true,
         }
     }
 }
@@ -676,8 +770,8 @@ enum Mp4Context {
 }
 
 /// Each child atom of `body` must fit in it, and its own contents must check out.
-fn mp4_children_fit(mut body: &[u8], context: Mp4Context, depth: u32) -> bool {
-    if depth > MAX_MP4_DEPTH {
+fn mp4_children_fit(mut body: &[u8], context: Mp4Context, walk: Mp4Walk) -> bool {
+    if walk.depth > MAX_MP4_DEPTH {
         return false;
     }
     while body.len() >= 8 {
@@ -703,7 +797,7 @@ fn mp4_children_fit(mut body: &[u8], context: Mp4Context, depth: u32) -> bool {
             return false; // claims more than its container holds
         }
         let (atom, rest) = body.split_at(size as usize);
-        if !mp4_atom_fits(kind, &atom[header_len as usize..], context, depth + 1) {
+        if !mp4_atom_fits(kind, &atom[header_len as usize..], context, walk.deeper()) {
             return false;
         }
         body = rest;
@@ -712,12 +806,12 @@ fn mp4_children_fit(mut body: &[u8], context: Mp4Context, depth: u32) -> bool {
 }
 
 /// One atom's contents, by its type and where it sits.
-fn mp4_atom_fits(kind: [u8; 4], inner: &[u8], context: Mp4Context, depth: u32) -> bool {
+fn mp4_atom_fits(kind: [u8; 4], inner: &[u8], context: Mp4Context, walk: Mp4Walk) -> bool {
     match context {
-        Mp4Context::TagList => return mp4_children_fit(inner, Mp4Context::Plain, depth),
+        Mp4Context::TagList => return mp4_children_fit(inner, Mp4Context::Plain, walk),
         Mp4Context::SampleDescriptions => {
             return match audio_sample_entry_header_len(&kind, inner) {
-                Some(fixed) => mp4_children_fit(&inner[fixed..], Mp4Context::Plain, depth),
+                Some(fixed) => mp4_children_fit(&inner[fixed..], Mp4Context::Plain, walk),
                 None => true, // video, subtitles, ...: symphonia skips them
             };
         }
@@ -726,21 +820,41 @@ fn mp4_atom_fits(kind: [u8; 4], inner: &[u8], context: Mp4Context, depth: u32) -
     let skip = |n: usize| inner.get(n..).unwrap_or_default();
     match &kind {
         b"moov" | b"trak" | b"mdia" | b"minf" | b"stbl" | b"edts" | b"dinf" | b"udta" | b"mvex"
-        | b"moof" | b"traf" | b"wave" => mp4_children_fit(inner, Mp4Context::Plain, depth),
+        | b"moof" | b"traf" | b"wave" => mp4_children_fit(inner, Mp4Context::Plain, walk),
         // Full boxes: version and flags first.
-        b"meta" => mp4_children_fit(skip(4), Mp4Context::Plain, depth),
-        b"ilst" => mp4_children_fit(inner, Mp4Context::TagList, depth),
-        b"stsd" => mp4_children_fit(skip(8), Mp4Context::SampleDescriptions, depth),
+        b"meta" => mp4_children_fit(skip(4), Mp4Context::Plain, walk),
+        b"ilst" => mp4_children_fit(inner, Mp4Context::TagList, walk),
+        b"stsd" => mp4_children_fit(skip(8), Mp4Context::SampleDescriptions, walk),
         // Tables: version and flags, an entry count, then fixed-size entries.
         b"stsc" => table_fits(inner, 4, 12),
         b"stco" => table_fits(inner, 4, 4),
         b"co64" | b"stts" | b"ctts" => table_fits(inner, 4, 8),
         b"elst" => table_fits(inner, 4, if inner.first() == Some(&1) { 20 } else { 12 }),
-        // Sample sizes: a table only when the common size is 0.
+        // Sample sizes: one for all, or (when that is 0) a table.
         b"stsz" => match inner.get(4..8) {
-            Some([0, 0, 0, 0]) => table_fits(inner, 8, 4),
-            _ => true,
+            Some([0, 0, 0, 0]) => {
+                table_fits(inner, 8, 4)
+                    && skip(12)
+                        .chunks_exact(4)
+                        .all(|size| walk.sample_size_fits(size))
+            }
+            Some(size) => walk.sample_size_fits(size),
+            None => true,
         },
+        // Fragments: a track's default sample size, a fragment's, and each run's.
+        b"trex" => walk.sample_size_fits(inner.get(16..20).unwrap_or_default()),
+        b"tfhd" => {
+            let flags = inner
+                .get(1..4)
+                .map_or(0, |f| u32::from_be_bytes([0, f[0], f[1], f[2]]));
+            let at = 8 + [(0x1, 8), (0x2, 4), (0x8, 4)]
+                .iter()
+                .filter(|&&(bit, _)| flags & bit != 0)
+                .map(|&(_, len)| len)
+                .sum::<usize>();
+            flags & 0x10 == 0 || walk.sample_size_fits(inner.get(at..at + 4).unwrap_or_default())
+        }
+        b"trun" => trun_sizes_fit(inner, walk),
         _ => true,
     }
 }
@@ -777,6 +891,28 @@ fn audio_sample_entry_header_len(kind: &[u8; 4], inner: &[u8]) -> Option<usize> 
         _ => return None, // symphonia refuses other versions
     };
     Some(fixed.min(inner.len()))
+}
+
+/// A track run: optional fields by its flags, then per sample the fields its flags
+/// select, the size among them.
+fn trun_sizes_fit(inner: &[u8], walk: Mp4Walk) -> bool {
+    let (Some(flags), Some(count)) = (inner.get(1..4), inner.get(4..8)) else {
+        return true;
+    };
+    let flags = u32::from_be_bytes([0, flags[0], flags[1], flags[2]]);
+    if flags & 0x200 == 0 {
+        return true;
+    }
+    let count = u32::from_be_bytes([count[0], count[1], count[2], count[3]]) as usize;
+    let start = 8 + 4 * usize::from(flags & 0x1 != 0) + 4 * usize::from(flags & 0x4 != 0);
+    let record = 4 * (flags & 0xf00).count_ones() as usize;
+    let size_at = 4 * usize::from(flags & 0x100 != 0);
+    inner
+        .get(start..)
+        .unwrap_or_default()
+        .chunks_exact(record)
+        .take(count)
+        .all(|sample| walk.sample_size_fits(&sample[size_at..size_at + 4]))
 }
 
 /// A table whose u32 entry count sits at `count_at`, entries right after it.
@@ -1275,6 +1411,63 @@ mod tests {
         };
         assert!(block_lacing_fits(&ebml(80)));
         assert!(!block_lacing_fits(&ebml(79)));
+    }
+
+    #[test]
+    fn fragment_sample_sizes_are_checked_against_the_file() {
+        let walk = Mp4Walk {
+            depth: 0,
+            file_len: 1000,
+        };
+        // Flags: data offset (0x1), duration (0x100) and size (0x200) per sample.
+        let run = |sizes: &[u32]| {
+            let mut trun = vec![0, 0, 0x03, 0x01];
+            trun.extend_from_slice(&(sizes.len() as u32).to_be_bytes());
+            trun.extend_from_slice(&8u32.to_be_bytes());
+            for size in sizes {
+                trun.extend_from_slice(&1024u32.to_be_bytes());
+                trun.extend_from_slice(&size.to_be_bytes());
+            }
+            trun
+        };
+        assert!(trun_sizes_fit(&run(&[100, 1000, 7]), walk));
+        assert!(!trun_sizes_fit(&run(&[100, 1001, 7]), walk));
+        // A fragment header with a base offset (0x1) and a default size (0x10).
+        let mut tfhd = vec![0, 0, 0, 0x11, 0, 0, 0, 1];
+        tfhd.extend_from_slice(&[0; 8]);
+        tfhd.extend_from_slice(&1001u32.to_be_bytes());
+        assert!(!mp4_atom_fits(*b"tfhd", &tfhd, Mp4Context::Plain, walk));
+        tfhd[16..20].copy_from_slice(&1000u32.to_be_bytes());
+        assert!(mp4_atom_fits(*b"tfhd", &tfhd, Mp4Context::Plain, walk));
+    }
+
+    #[test]
+    fn caf_packet_sizes_are_checked_against_the_file() {
+        // Two packets: 200 bytes (varint 0x81 0x48) of 1,024 frames (0x88 0x00), and 3.
+        let table = |first_size: &[u8]| {
+            let mut table = 2u64.to_be_bytes().to_vec();
+            table.extend_from_slice(&[0; 16]);
+            table.extend_from_slice(first_size);
+            table.extend_from_slice(&[0x88, 0x00, 0x03, 0x88, 0x00]);
+            table
+        };
+        assert!(caf_packet_table_fits(
+            &table(&[0x81, 0x48]),
+            Some((0, 0)),
+            200
+        ));
+        assert!(!caf_packet_table_fits(
+            &table(&[0x81, 0x48]),
+            Some((0, 0)),
+            199
+        ));
+        // A size that does not end within nine bytes is symphonia's read error.
+        assert!(caf_packet_table_fits(&table(&[0xff; 9]), Some((0, 0)), 200));
+        assert!(!caf_packet_table_fits(
+            &table(&[0xff, 0x7f]),
+            Some((0, 0)),
+            200
+        ));
     }
 
     #[test]

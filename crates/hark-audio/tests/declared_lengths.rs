@@ -212,6 +212,11 @@ fn mp4_tables_and_atoms_longer_than_they_hold_are_refused() {
         mp4[at..at + 4].copy_from_slice(&(u32::MAX / entry).to_be_bytes());
         cases.push((format!("MP4 {} count", String::from_utf8_lossy(kind)), mp4));
     }
+    // A sample (its size in the sample-size table) of 4 GiB in a 3-KB file.
+    let mut mp4 = seed.clone();
+    let at = find(b"stsz") + 20;
+    mp4[at..at + 4].copy_from_slice(&0xFFFF_FF00u32.to_be_bytes());
+    cases.push(("MP4 sample size".into(), mp4));
     // A tag's data atom claiming 2 GiB inside a 37-byte item.
     let mut mp4 = seed.clone();
     let at = find(b"data");
