@@ -46,6 +46,13 @@ proptest! {
     }
 
     #[test]
+    fn any_text_is_described_without_panicking(text in "\\PC{0,40}") {
+        // Text is never "unknown": it is named (or, by its first bytes, is a container).
+        let kind = non_audio_kind(text.as_bytes());
+        prop_assert!(kind.is_some() || text.is_empty() || sniff_is_audio(text.as_bytes()));
+    }
+
+    #[test]
     fn hostile_wav_headers_never_panic(
         format in prop_oneof![Just(1u16), Just(3), Just(6), Just(7), Just(0xFFFE), any::<u16>()],
         channels in prop_oneof![0u16..=3, any::<u16>()],

@@ -94,7 +94,11 @@ pub(crate) fn describe(head: &[u8]) -> String {
         let trimmed = text.trim_start_matches('\u{feff}').trim_start();
         if trimmed.starts_with('{') || trimmed.starts_with('[') {
             "application/json"
-        } else if trimmed.len() >= 5 && trimmed[..5].eq_ignore_ascii_case("<?xml") {
+        } else if trimmed
+            .as_bytes()
+            .get(..5)
+            .is_some_and(|start| start.eq_ignore_ascii_case(b"<?xml"))
+        {
             "text/xml"
         } else if trimmed.starts_with('<') {
             "text/html"
@@ -150,5 +154,12 @@ mod tests {
         assert_eq!(describe(b"just some words\n"), "text/plain");
         assert_eq!(describe(&[0u8, 1, 2, 3, 200]), "unknown");
         assert_eq!(describe("caf\u{e9}".as_bytes()), "text/plain");
+        assert_eq!(describe(b"<?XML version"), "text/xml");
+        // Text whose fifth byte is inside a character (the audio fuzz target's find: this
+        // sliced a str mid-character and panicked).
+        assert_eq!(
+            describe("\u{232}\u{232}\u{232}\u{232}".as_bytes()),
+            "text/plain"
+        );
     }
 }
