@@ -237,6 +237,7 @@ const MKV_TOP_LEVEL: [u32; 6] = [
     0x1254_C367,
     0x1654_AE6B,
 ];
+const MKV_SEGMENT: u32 = 0x1853_8067;
 const MKV_TRACK_ENTRY: u32 = 0xAE;
 const MKV_BLOCK: u32 = 0xA1;
 const MKV_SIMPLE_BLOCK: u32 = 0xA3;
@@ -341,12 +342,26 @@ fn mkv_elements_fit(reader: &mut MediaSourceStream) -> bool {
             return true;
         };
         if resynchronised {
-            open.truncate(1); // back among the segment's children
+            // Back among the segment's children.
+            let segment = open.iter().position(|&(open_id, _)| open_id == MKV_SEGMENT);
+            open.truncate(segment.map_or(0, |i| i + 1));
         }
         let Some(size) = ebml.size() else {
             return true;
         };
         if MKV_MASTERS.contains(&id) {
+            // An element of unknown size (a live recording's clusters) ends where a
+            // sibling or an element of a level above it begins.
+            let level = if MKV_TOP_LEVEL.contains(&id) {
+                open.iter()
+                    .position(|&(open_id, _)| open_id == MKV_SEGMENT)
+                    .map(|i| i + 1)
+            } else {
+                open.iter().position(|&(open_id, _)| open_id == id)
+            };
+            if let Some(level) = level {
+                open.truncate(level);
+            }
             if open.len() >= MAX_MKV_DEPTH {
                 return false;
             }

@@ -282,6 +282,46 @@ fn wave_info_text_longer_than_the_file_is_refused() {
     assert!(outcome.is_ok(), "{outcome:?}");
 }
 
+/// The seed Matroska file as a live recorder writes it: the segment and every cluster of
+/// unknown size, and the cluster repeated `clusters` times.
+fn live_mkv(clusters: usize) -> Vec<u8> {
+    const UNKNOWN: &[u8] = b"\x01\xff\xff\xff\xff\xff\xff\xff";
+    let seed = seed("tone.mka");
+    let segment = seed
+        .windows(4)
+        .position(|w| w == b"\x18\x53\x80\x67")
+        .unwrap();
+    let cluster = seed
+        .windows(4)
+        .position(|w| w == b"\x1f\x43\xb6\x75")
+        .unwrap();
+    // Both sizes are 8-byte fields here; the cluster runs to the end of the file.
+    assert_eq!(seed[segment + 4], 0x01);
+    let size_len = 1 + seed[cluster + 4].leading_zeros() as usize;
+    let body = &seed[cluster + 4 + size_len..];
+    let mut mkv = seed[..segment + 4].to_vec();
+    mkv.extend_from_slice(UNKNOWN);
+    mkv.extend_from_slice(&seed[segment + 12..cluster]);
+    for _ in 0..clusters {
+        mkv.extend_from_slice(b"\x1f\x43\xb6\x75");
+        mkv.extend_from_slice(UNKNOWN);
+        mkv.extend_from_slice(body);
+    }
+    mkv
+}
+
+#[test]
+fn live_matroska_with_clusters_of_unknown_size_still_decodes() {
+    let (one, _) = decode_measured(&live_mkv(1));
+    let one = one.expect("one live cluster decodes");
+    let (many, _) = decode_measured(&live_mkv(100));
+    let many = many.expect("a hundred live clusters decode");
+    assert!(
+        many > one * 50.0,
+        "{many} s from 100 clusters, {one} s from one"
+    );
+}
+
 /// The seed CAF with one more chunk before its audio data.
 fn caf_with_chunk(kind: &[u8; 4], declared: i64, body: &[u8]) -> Vec<u8> {
     let seed = seed("tone.caf");
