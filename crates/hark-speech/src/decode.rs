@@ -664,13 +664,21 @@ fn decode_window(
             0.0
         };
         apply_timestamp_rules(&mut logits, &sampled, ts_begin, eot, max_initial);
-        let logprobs = log_softmax(&logits);
-        let (best, best_lp) = logprobs
+        // Log-softmax keeps the order: the best token is the best logit, and its
+        // log-probability is that logit less the log-sum-exp, for which the best logit,
+        // being the largest, is the shift. No vector of log-probabilities is made.
+        let (best, best_logit) = logits
             .iter()
             .enumerate()
             .max_by(|a, b| a.1.total_cmp(b.1))
             .map(|(i, v)| (i, *v))
             .unwrap_or((eot, 0.0));
+        let lse = if best_logit.is_finite() {
+            best_logit + crate::kernels::exp_sum(&logits, best_logit).ln()
+        } else {
+            log_sum_exp(&logits)
+        };
+        let best_lp = best_logit - lse;
         sum_logprob += best_lp as f64;
         sampled.push(Sampled {
             token: best as u32,
@@ -772,13 +780,11 @@ fn apply_timestamp_rules(
                 .for_each(|v| *v = f32::NEG_INFINITY);
         }
     }
-    // If all timestamps together are likelier than any single text token, take a timestamp.
-    let logprobs = log_softmax(logits);
-    let ts_mass = log_sum_exp(&logprobs[ts_begin..]);
-    let max_text = logprobs[..ts_begin]
-        .iter()
-        .copied()
-        .fold(f32::NEG_INFINITY, f32::max);
+    // If all timestamps together are likelier than any single text token, take a
+    // timestamp. Compared in logits: both sides' log-probabilities carry the same
+    // normaliser, so it need not be computed.
+    let ts_mass = log_sum_exp(&logits[ts_begin..]);
+    let max_text = crate::kernels::max_value(&logits[..ts_begin]);
     if ts_mass > max_text {
         logits[..ts_begin]
             .iter_mut()
@@ -802,20 +808,11 @@ fn sentence_end_probability(logits: &[f32], ids: &[u32]) -> f32 {
 }
 
 fn log_sum_exp(v: &[f32]) -> f32 {
-    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = crate::kernels::max_value(v);
     if !max.is_finite() {
         return f32::NEG_INFINITY;
     }
-    max + v
-        .iter()
-        .map(|x| crate::kernels::fast_exp(x - max))
-        .sum::<f32>()
-        .ln()
-}
-
-fn log_softmax(v: &[f32]) -> Vec<f32> {
-    let lse = log_sum_exp(v);
-    v.iter().map(|x| x - lse).collect()
+    max + crate::kernels::exp_sum(v, max).ln()
 }
 
 /// A kept segment of the window: indices into `sampled` of its text tokens, and its times.
