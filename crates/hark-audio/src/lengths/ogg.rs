@@ -160,8 +160,7 @@ impl LogicalStream {
                 packet.extend_from_slice(tail);
                 self.mapping.packet_fits(&packet)
             }
-            // Not parsable as metadata (an Opus stream past its tags still counts on
-            // `packet_fits` to know when they are read; it never buffers them).
+            // A packet whose first bytes rule out metadata: nothing to check.
             Partial::None | Partial::Skipped(_) => true,
         }
     }
