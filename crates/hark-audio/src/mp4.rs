@@ -68,11 +68,11 @@ impl<R: Read + Seek> Walker<'_, R> {
     }
 }
 
-fn be_u32(b: &[u8], at: usize) -> Option<u32> {
+pub(crate) fn be_u32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
-fn be_u64(b: &[u8], at: usize) -> Option<u64> {
+pub(crate) fn be_u64(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 

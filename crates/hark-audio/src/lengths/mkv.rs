@@ -104,16 +104,17 @@ impl Ebml<'_> {
     /// `(value, length)`, with symphonia's arithmetic (an all-zero first byte reads the
     /// next eight bytes whole).
     fn vint(&mut self) -> Option<(u64, u32)> {
-        let first = self.byte()?;
-        if first == 0xFF {
-            return Some((u64::MAX, 1));
+        let mut bytes = [0u8; 9];
+        bytes[0] = self.byte()?;
+        let width = if bytes[0] == 0xFF {
+            0
+        } else {
+            bytes[0].leading_zeros() as usize
+        };
+        for byte in &mut bytes[1..=width] {
+            *byte = self.byte()?;
         }
-        let width = first.leading_zeros();
-        let mut value = u64::from(first) ^ 1u64.wrapping_shl(7u32.wrapping_sub(width));
-        for _ in 0..width {
-            value = (value << 8) | u64::from(self.byte()?);
-        }
-        Some((value, width + 1))
+        leading_vint(&mut &bytes[..=width])
     }
 
     fn read(&mut self, len: u64) -> Option<Vec<u8>> {

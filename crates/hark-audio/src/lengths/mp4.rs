@@ -5,6 +5,7 @@ use std::io::Read;
 use symphonia::core::io::{MediaSource, MediaSourceStream};
 
 use super::skip;
+use crate::mp4::{be_u32, be_u64};
 
 /// The largest MP4 metadata atom (`moov`, `moof`, a top-level `meta`) checked: some
 /// hundreds of hours of AAC. A bigger one is refused rather than read into memory.
@@ -82,10 +83,7 @@ impl Mp4Walk {
 
     /// symphonia reads each sample into a buffer of its declared size.
     fn sample_size_fits(self, size: &[u8]) -> bool {
-        match size {
-            [a, b, c, d] => u64::from(u32::from_be_bytes([*a, *b, *c, *d])) <= self.file_len,
-            _ => true,
-        }
+        be_u32(size, 0).is_none_or(|size| u64::from(size) <= self.file_len)
     }
 }
 
@@ -106,16 +104,10 @@ fn mp4_children_fit(mut body: &[u8], context: Mp4Context, walk: Mp4Walk) -> bool
     }
     while body.len() >= 8 {
         let kind = [body[4], body[5], body[6], body[7]];
-        let (size, header_len) = match u32::from_be_bytes([body[0], body[1], body[2], body[3]]) {
+        let (size, header_len) = match be_u32(body, 0).unwrap_or_default() {
             0 => (body.len() as u64, 8),
-            1 => match body.get(8..16) {
-                Some(large) => (
-                    u64::from_be_bytes([
-                        large[0], large[1], large[2], large[3], large[4], large[5], large[6],
-                        large[7],
-                    ]),
-                    16,
-                ),
+            1 => match be_u64(body, 8) {
+                Some(large) => (large, 16),
                 None => return true,
             },
             n => (u64::from(n), 8),
@@ -233,7 +225,7 @@ fn trun_sizes_fit(inner: &[u8], walk: Mp4Walk) -> bool {
     if flags & 0x200 == 0 {
         return true;
     }
-    let count = u32::from_be_bytes([count[0], count[1], count[2], count[3]]) as usize;
+    let count = be_u32(count, 0).unwrap_or_default() as usize;
     let start = 8 + 4 * usize::from(flags & 0x1 != 0) + 4 * usize::from(flags & 0x4 != 0);
     let record = 4 * (flags & 0xf00).count_ones() as usize;
     let size_at = 4 * usize::from(flags & 0x100 != 0);
@@ -247,11 +239,10 @@ fn trun_sizes_fit(inner: &[u8], walk: Mp4Walk) -> bool {
 
 /// A table whose u32 entry count sits at `count_at`, entries right after it.
 fn table_fits(inner: &[u8], count_at: usize, entry_len: u64) -> bool {
-    let Some(count) = inner.get(count_at..count_at + 4) else {
+    let Some(count) = be_u32(inner, count_at) else {
         return true;
     };
-    let count = u64::from(u32::from_be_bytes([count[0], count[1], count[2], count[3]]));
-    count * entry_len <= (inner.len() - count_at - 4) as u64
+    u64::from(count) * entry_len <= (inner.len() - count_at - 4) as u64
 }
 
 #[cfg(test)]
