@@ -14,7 +14,9 @@
 # its `websockets` comes with the SDK).
 # Usage: bench/streaming/run.sh
 # Settings: STREAMS="1 2 4 6" IDLE_SESSIONS=10000 (0 skips) TLS=0 (1: --tls-self-signed and
-# wss://); HARK_SIMD=avx2|scalar forces the server's kernel path (the CPU line says which ran).
+# wss://); HARK_SIMD=avx2|scalar forces the server's kernel path (the CPU line says which ran);
+# HARK_BIN=path runs that `hark` binary instead of building this checkout's (to compare
+# two builds on one machine).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$(pwd)"
@@ -25,8 +27,12 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hark/target}"
 VENV="${HARK_VENV:-$HOME/.cache/hark/venv}"
 eval "$(bash scripts/test-fixtures.sh)"
 
-cargo build --release --locked -p hark >&2
-HARK="$CARGO_TARGET_DIR/release/hark"
+if [ -n "${HARK_BIN:-}" ]; then
+    HARK="$HARK_BIN"
+else
+    cargo build --release --locked -p hark >&2
+    HARK="$CARGO_TARGET_DIR/release/hark"
+fi
 data="$(mktemp -d)"
 server=""
 trap 'kill "$server" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$data"' EXIT
@@ -58,7 +64,7 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 grep -q "hark listening" "$data/serve.log" || { cat "$data/serve.log" >&2; exit 1; }
-echo "hark $(git rev-parse --short HEAD) tls=$TLS pid=$server cores=$(nproc) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+echo "hark $(git rev-parse --short HEAD) (${HARK_BIN:-this checkout}) tls=$TLS pid=$server cores=$(nproc) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
 grep -m1 "hark speech cpu:" "$data/serve.log" || true
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 

@@ -188,6 +188,7 @@ fn main() -> anyhow::Result<()> {
         let mut events = Vec::new();
         for chunk in audio.chunks(1600) {
             events.extend(session.push_audio(chunk)?);
+            events.extend(session.wait_partial()?);
         }
         events.extend(session.finish()?);
         for e in events {

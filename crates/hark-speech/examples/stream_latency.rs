@@ -5,11 +5,17 @@
 //! at which the final was emitted (audio latency: silence waited for), and the engine
 //! time spent in the push that emitted it (compute latency).
 //!
-//! `stream_latency MODEL_DIR WAV...`
+//! With `--realtime` the chunks are pushed at real-time pace instead (chunks that fell
+//! due while a push was running go in one push, as the server merges queued audio), and
+//! each final's latency is wall-clock time from the moment the chunk holding its last
+//! word was due to the moment the push returned it: what `bench/streaming` measures,
+//! without the network and the client.
+//!
+//! `stream_latency [--realtime] MODEL_DIR WAV...`
 
 use hark_speech::{EngineOptions, ModelRegistry, StreamEvent, StreamingConfig, StreamingSession};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 fn read_wav(path: &str) -> anyhow::Result<Vec<f32>> {
     let bytes = std::fs::read(path)?;
@@ -24,10 +30,15 @@ fn read_wav(path: &str) -> anyhow::Result<Vec<f32>> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let realtime = args.first().is_some_and(|a| a == "--realtime");
+    if realtime {
+        args.remove(0);
+    }
+    let mut args = args.into_iter();
     let model_dir = args
         .next()
-        .ok_or_else(|| anyhow::anyhow!("usage: MODEL_DIR WAV..."))?;
+        .ok_or_else(|| anyhow::anyhow!("usage: [--realtime] MODEL_DIR WAV..."))?;
     println!("{}", hark_speech::kernels::cpu_summary());
     let data = tempfile_dir()?;
     let registry = ModelRegistry::new(&data);
@@ -42,13 +53,27 @@ fn main() -> anyhow::Result<()> {
         audio.extend(read_wav(&path)?);
         audio.extend(std::iter::repeat_n(0.0f32, 24_000));
     }
-    let mut session = StreamingSession::new(engine, model, StreamingConfig::default());
+    let session = StreamingSession::new(engine, model, StreamingConfig::default());
+    if realtime {
+        run_realtime(session, &audio)?;
+    } else {
+        run_fast(session, &audio)?;
+    }
+    std::fs::remove_dir_all(&data)?;
+    Ok(())
+}
+
+const CHUNK: usize = 1_600;
+
+fn run_fast(mut session: StreamingSession, audio: &[f32]) -> anyhow::Result<()> {
     let (mut audio_lat, mut compute_lat, mut partial_secs, mut partials) =
         (Vec::new(), Vec::new(), 0.0, 0);
-    for (i, chunk) in audio.chunks(1600).enumerate() {
+    for (i, chunk) in audio.chunks(CHUNK).enumerate() {
         let at_ms = ((i + 1) * 100) as u64;
         let clock = Instant::now();
-        let events = session.push_audio(chunk)?;
+        let mut events = session.push_audio(chunk)?;
+        // As fast as the engine allows: each partial is waited for before the next push.
+        events.extend(session.wait_partial()?);
         let secs = clock.elapsed().as_secs_f64();
         for event in events {
             match event {
@@ -79,7 +104,73 @@ fn main() -> anyhow::Result<()> {
         mean(&compute_lat),
         partial_secs * 1e3 / partials.max(1) as f64
     );
-    std::fs::remove_dir_all(&data)?;
+    Ok(())
+}
+
+fn run_realtime(mut session: StreamingSession, audio: &[f32]) -> anyhow::Result<()> {
+    let chunks: Vec<&[f32]> = audio.chunks(CHUNK).collect();
+    let start = Instant::now();
+    let due = |i: usize| Duration::from_millis(((i + 1) * 100) as u64);
+    let (mut latencies, mut partials, mut longest_push) = (Vec::new(), 0usize, 0.0f64);
+    let mut next = 0;
+    while next < chunks.len() {
+        let now = start.elapsed();
+        if now < due(next) {
+            std::thread::sleep(due(next) - now);
+        }
+        let now = start.elapsed();
+        let mut pcm = Vec::new();
+        while next < chunks.len() && due(next) <= now {
+            pcm.extend_from_slice(chunks[next]);
+            next += 1;
+        }
+        let clock = Instant::now();
+        let events = session.push_audio(&pcm)?;
+        let took = clock.elapsed().as_secs_f64();
+        longest_push = longest_push.max(took);
+        let at = start.elapsed();
+        if took >= 0.1 {
+            println!(
+                "  push of {:>4} ms ending at {:>6} ms of audio took {:>4.0} ms",
+                pcm.len() / 16,
+                next * 100,
+                took * 1e3
+            );
+        }
+        for event in events {
+            match event {
+                StreamEvent::Final(turn) => {
+                    let end = turn.words.last().map_or(0, |w| w.end);
+                    // The chunk holding the last word's end was sent when it was due.
+                    let sent = Duration::from_millis(end.div_ceil(100) * 100);
+                    let latency = at.saturating_sub(sent).as_secs_f64();
+                    println!(
+                        "final at {:>6.0} ms: last word ends {end:>6} ms, latency {:>4.0} ms :: {}",
+                        at.as_secs_f64() * 1e3,
+                        latency * 1e3,
+                        turn.text
+                    );
+                    latencies.push(latency);
+                }
+                StreamEvent::Partial(_) => partials += 1,
+            }
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let pick = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    println!(
+        "finals {}: latency p50 {:.2} s, p95 {:.2} s, max {:.2} s; partials {partials}; longest push {:.0} ms",
+        latencies.len(),
+        pick(0.5),
+        pick(0.95),
+        latencies.last().copied().unwrap_or(0.0),
+        longest_push * 1e3
+    );
     Ok(())
 }
 

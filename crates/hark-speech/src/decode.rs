@@ -8,6 +8,8 @@ use crate::mel::{mel_window, MelFrontEnd, HOP};
 use crate::model::Whisper;
 use crate::tokenizer::Tokenizer;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Seconds per timestamp token and per encoder position.
 const TIME_PRECISION: f64 = 0.02;
@@ -117,6 +119,36 @@ impl LoadedModel {
     }
 }
 
+/// Stops a decode in flight. Set from any thread; the decode looks at it between its
+/// steps (after the log-mel, between encoder layers, before each decoder step) and then
+/// returns [`ModelError::Cancelled`], releasing its inference slot. A live session
+/// cancels its own partial this way once the turn's final is wanted: the partial's text
+/// would be superseded anyway, and its compute is what the final needs.
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// `Err(Cancelled)` once `cancel` (if any) is set.
+pub(crate) fn check_cancel(cancel: Option<&CancelFlag>) -> Result<(), ModelError> {
+    match cancel {
+        Some(flag) if flag.is_cancelled() => Err(ModelError::Cancelled),
+        _ => Ok(()),
+    }
+}
+
 /// Knobs of one transcription.
 #[derive(Debug, Clone)]
 pub struct DecodeOptions {
@@ -145,6 +177,8 @@ pub struct DecodeOptions {
     /// the decoder in one batch and kept while greedy decoding would have chosen them
     /// anyway, so the result is the same as without a draft, only cheaper.
     pub draft: Vec<u32>,
+    /// Stops the decode early with [`ModelError::Cancelled`] once set.
+    pub cancel: Option<CancelFlag>,
 }
 
 impl Default for DecodeOptions {
@@ -159,6 +193,7 @@ impl Default for DecodeOptions {
             min_short_context: 500,
             short_context_recheck: None,
             draft: Vec::new(),
+            cancel: None,
         }
     }
 }
@@ -318,6 +353,7 @@ pub fn transcribe_samples(
     opts: &DecodeOptions,
 ) -> Result<RawTranscript, ModelError> {
     let clock = std::time::Instant::now();
+    check_cancel(opts.cancel.as_ref())?;
     let (mel, frames) = model.frontend.log_mel(samples, SAMPLES_PER_WINDOW);
     let mel_secs = clock.elapsed().as_secs_f64();
     let mut windows = WholeMel {
@@ -431,7 +467,12 @@ fn transcribe_windows(
         let window = windows.window(seek, segment_size, window_frames)?;
         out.stats.mel_secs += clock.elapsed().as_secs_f64();
         let clock = std::time::Instant::now();
-        let encoded = model.whisper.encode_ctx(&window, window_frames / 2)?;
+        check_cancel(opts.cancel.as_ref())?;
+        let encoded = model
+            .whisper
+            .encode_ctx_checked(&window, window_frames / 2, &|| {
+                check_cancel(opts.cancel.as_ref())
+            })?;
         let cross = model.whisper.cross_kv(&encoded);
         drop(encoded);
         out.stats.encode_secs += clock.elapsed().as_secs_f64();
@@ -640,6 +681,7 @@ fn decode_window(
     let mut sum_logprob = 0.0f64;
     let mut logits = vec![0.0f32; n_vocab];
     for _ in 0..opts.sample_len {
+        check_cancel(opts.cancel.as_ref())?;
         if in_draft {
             logits.copy_from_slice(&draft_next);
         } else {

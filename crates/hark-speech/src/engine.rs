@@ -129,6 +129,12 @@ impl Permits {
         Permit(self)
     }
 
+    /// Whether no inference is in flight (and so nobody is waiting).
+    fn idle(&self) -> bool {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.free == self.total && state.next_in_line().is_none()
+    }
+
     /// A permit only when no inference is in flight (and so nobody is waiting).
     fn try_acquire_idle(&self) -> Option<Permit<'_>> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -267,6 +273,12 @@ impl WhisperEngine {
             self.pool
                 .install(|| transcribe_samples(model, samples, options)),
         )
+    }
+
+    /// Whether no inference is in flight or waiting right now: a hint for best-effort
+    /// work (which still goes through [`Self::transcribe_pcm_if_idle`]).
+    pub fn is_idle(&self) -> bool {
+        self.permits.idle()
     }
 
     fn decode_limits(&self) -> hark_audio::DecodeLimits {

@@ -29,6 +29,9 @@ pub enum ModelError {
     },
     #[error("wheel/zip archive: {0}")]
     Archive(String),
+    /// The decode was stopped through its [`crate::decode::CancelFlag`].
+    #[error("decode cancelled")]
+    Cancelled,
     /// Decoding the audio failed (for streamed audio, during the transcription).
     #[error("audio: {0}")]
     Audio(#[from] hark_audio::AudioError),

@@ -21,7 +21,9 @@ pub mod tokenizer;
 #[cfg(test)]
 mod proptests;
 
-pub use decode::{DecodeOptions, DecodeStats, LoadedModel, RawTranscript, Segment, TimedWord};
+pub use decode::{
+    CancelFlag, DecodeOptions, DecodeStats, LoadedModel, RawTranscript, Segment, TimedWord,
+};
 pub use engine::{EngineOptions, FileTranscript, Priority, WhisperEngine};
 pub use error::ModelError;
 pub use registry::{ModelFormat, ModelInfo, ModelRegistry};

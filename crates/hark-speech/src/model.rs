@@ -595,6 +595,17 @@ impl Whisper {
     /// `[n_mels, 2·n_audio_ctx]`): a shorter window for short audio, at a fraction of the
     /// cost (the positional embedding's prefix; the decoder attends to what is there).
     pub fn encode_ctx(&self, mel: &[f32], n_audio_ctx: usize) -> Result<Vec<f32>, ModelError> {
+        self.encode_ctx_checked(mel, n_audio_ctx, &|| Ok(()))
+    }
+
+    /// As [`Self::encode_ctx`], calling `check` before each layer and stopping with its
+    /// error (a cancelled decode stops within one layer's time).
+    pub fn encode_ctx_checked(
+        &self,
+        mel: &[f32],
+        n_audio_ctx: usize,
+        check: &dyn Fn() -> Result<(), ModelError>,
+    ) -> Result<Vec<f32>, ModelError> {
         let Dims {
             n_mels, d_model: d, ..
         } = self.dims;
@@ -674,6 +685,7 @@ impl Whisper {
         let d_ff = self.enc_layers.first().map_or(4 * d, |l| l.fc1.n_out);
         let mut ff = vec![0.0f32; t * d_ff];
         for layer in &self.enc_layers {
+            check()?;
             kernels::layer_norm_par(&x, d, &layer.attn_ln.gamma, &layer.attn_ln.beta, &mut h);
             layer.qkv.forward(&h, t, &mut qkv);
             self.encoder_attention(&qkv, t, &mut attn);

@@ -4,12 +4,13 @@
 //! `max_turn_silence_ms` regardless, or when forced. Only the current turn's audio (at most
 //! `max_turn_secs`) is ever decoded, so cost does not grow with the session.
 
-use crate::decode::{DecodeOptions, LoadedModel};
+use crate::decode::{CancelFlag, DecodeOptions, LoadedModel, RawTranscript};
 use crate::engine::{Priority, WhisperEngine};
 use crate::error::ModelError;
 use hark_core::speech::{SpeechError, SpeechStream, StreamingUpdate};
 pub use hark_core::speech::{StreamEvent, StreamingConfig, Turn};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 const RATE: usize = 16_000;
 /// VAD frame: 20 ms.
@@ -95,16 +96,31 @@ impl Default for DecodeBudget {
     }
 }
 
-/// Why the current turn is being decoded.
+/// Why the current turn is being decoded for its (likely) final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TurnDecode {
-    /// An interval partial (short context, best effort).
-    Interval,
-    /// The pause reached the settle point: the likely final.
+enum SettleDecode {
+    /// The pause reached the settle point.
     Settle,
     /// The settled text did not end a sentence: decoded again with more trailing
     /// silence (best effort).
     Recheck,
+}
+
+/// What a partial's thread returns: `None` when the engine was busy and it did not run.
+type PartialOutcome = Option<Result<RawTranscript, ModelError>>;
+
+/// An interval partial decoding on its own thread, over a copy of the turn's audio. The
+/// pushes that follow keep feeding the VAD meanwhile, so the turn's pause is seen, and
+/// its final decoded, while the partial still runs (decoded inside the push, a partial
+/// held up the pause detection for its whole decode: the one-stream latency tail).
+struct PartialInFlight {
+    handle: JoinHandle<PartialOutcome>,
+    cancel: CancelFlag,
+    /// `turn_audio.len()` when it started.
+    samples: usize,
+    /// `decode_epoch` when it started: the result is shown only if no decode for the
+    /// final (nor the turn's end) came since.
+    epoch: u64,
 }
 
 /// One live session. Not shared between threads; the model and engine are.
@@ -139,6 +155,11 @@ pub struct StreamingSession {
     sentence_end_probability: f64,
     /// Tokens of the current turn's latest decode: the draft for its next decode.
     draft: Vec<u32>,
+    /// The interval partial decoding on its own thread, if any (at most one).
+    partial: Option<PartialInFlight>,
+    /// Moves on at every decode for a final and at the end of every turn: a partial
+    /// started before then is stale.
+    decode_epoch: u64,
     budget: DecodeBudget,
     /// A `ForceEndpoint` waits for the decode budget.
     force_pending: bool,
@@ -169,6 +190,8 @@ impl StreamingSession {
             ends_sentence: false,
             sentence_end_probability: 0.0,
             draft: Vec::new(),
+            partial: None,
+            decode_epoch: 0,
             budget: DecodeBudget::new(),
             force_pending: false,
         }
@@ -206,8 +229,12 @@ impl StreamingSession {
     }
 
     /// Feed PCM (16 kHz mono, -1..1). Returns any partial/final turns it produced.
+    /// Interval partials decode on their own thread: one that finishes is returned by the
+    /// next push (or by [`Self::wait_partial`]).
     pub fn push_audio(&mut self, pcm: &[f32]) -> Result<Vec<StreamEvent>, ModelError> {
         let mut events = Vec::new();
+        // A partial that finished since the last push comes before this push's events.
+        self.collect_partial(&mut events, false)?;
         let mut rest = pcm;
         while !rest.is_empty() {
             let need = FRAME - self.pending_frame.len();
@@ -224,10 +251,114 @@ impl StreamingSession {
         if self.force_pending && self.can_finish_turn() {
             events.extend(self.finish_turn()?);
         }
-        if self.partial_due && self.in_turn {
-            self.emit_partial(&mut events, TurnDecode::Interval)?;
+        if self.in_turn {
+            self.collect_partial(&mut events, false)?;
+            if self.partial_due {
+                self.start_partial();
+            }
         }
         Ok(events)
+    }
+
+    /// Waits for the partial in flight, if any, and returns its turn (when it ran and
+    /// is still current). For callers that want each push's partial before the next
+    /// push, as when feeding recorded audio faster than real time.
+    pub fn wait_partial(&mut self) -> Result<Vec<StreamEvent>, ModelError> {
+        let mut events = Vec::new();
+        self.collect_partial(&mut events, true)?;
+        Ok(events)
+    }
+
+    /// Starts the owed interval partial on its own thread over a copy of the turn's
+    /// audio, unless one is running (it stays owed) or the engine is busy: partials yield
+    /// to work someone waits for, unless long overdue.
+    fn start_partial(&mut self) {
+        if self.partial.is_some() || !self.budget.available() {
+            return;
+        }
+        let interval = self.config.partial_interval_ms as usize * RATE / 1000;
+        if self.settled.is_some() || self.turn_audio.len() < self.samples_at_last_partial + interval
+        {
+            // A partial finished meanwhile, or only silence followed the settle decode.
+            self.partial_due = false;
+            return;
+        }
+        let overdue =
+            self.turn_audio.len() >= self.samples_at_last_partial + PARTIAL_MAX_DEFER * interval;
+        if !overdue && !self.engine.is_idle() {
+            return;
+        }
+        let cancel = CancelFlag::new();
+        let options = DecodeOptions {
+            cancel: Some(cancel.clone()),
+            ..self.decode_options(true)
+        };
+        let audio = self.decode_audio().to_vec();
+        let (engine, model) = (self.engine.clone(), self.model.clone());
+        let spawned = std::thread::Builder::new()
+            .name("hark-partial".into())
+            .spawn(move || {
+                if overdue {
+                    Some(engine.transcribe_pcm_at(Priority::Normal, &model, &audio, &options))
+                } else {
+                    engine.transcribe_pcm_if_idle(&model, &audio, &options)
+                }
+            });
+        // Without a thread (the process is out of them) the partial stays owed: partials
+        // are best effort, and finals decode on the caller's thread.
+        if let Ok(handle) = spawned {
+            self.partial_due = false;
+            self.partial = Some(PartialInFlight {
+                handle,
+                cancel,
+                samples: self.turn_audio.len(),
+                epoch: self.decode_epoch,
+            });
+        }
+    }
+
+    /// Takes the in-flight partial's result once it has finished (with `wait`, waits for
+    /// it) and, if nothing newer decoded the turn meanwhile, adds its turn to `events`.
+    fn collect_partial(
+        &mut self,
+        events: &mut Vec<StreamEvent>,
+        wait: bool,
+    ) -> Result<(), ModelError> {
+        let Some(job) = self.partial.take_if(|job| wait || job.handle.is_finished()) else {
+            return Ok(());
+        };
+        let outcome = job
+            .handle
+            .join()
+            .map_err(|_| ModelError::Invalid("a partial decode panicked".into()))?;
+        let Some(result) = outcome else {
+            // The engine was busy: the partial is still owed.
+            self.partial_due = job.epoch == self.decode_epoch;
+            return Ok(());
+        };
+        self.budget.spend();
+        if job.epoch != self.decode_epoch {
+            return Ok(());
+        }
+        let raw = result?;
+        self.samples_at_last_partial = job.samples;
+        self.note_decode(&raw);
+        let mut turn = self.to_turn(&raw);
+        turn.end_of_turn_confidence = self.end_of_turn_confidence();
+        if !turn.words.is_empty() {
+            events.push(StreamEvent::Partial(turn));
+        }
+        Ok(())
+    }
+
+    /// The turn is about to be decoded for its final, or has ended: the partial in
+    /// flight is stale. It stops at its next step, freeing its inference slot for the
+    /// final; its thread is not waited for.
+    fn supersede_partial(&mut self) {
+        if let Some(job) = self.partial.take() {
+            job.cancel.cancel();
+        }
+        self.decode_epoch += 1;
     }
 
     fn process_frame(
@@ -293,55 +424,42 @@ impl StreamingSession {
             && !self.ends_sentence;
         if at_settle_point || at_recheck_point {
             let kind = if at_settle_point {
-                TurnDecode::Settle
+                SettleDecode::Settle
             } else {
-                TurnDecode::Recheck
+                SettleDecode::Recheck
             };
             // The end-of-turn decision needs the text, and the final is likely near:
             // decode it as a final now. Unless speech resumes, this is the turn's
             // final (no decode between the end of the wait and the final turn).
-            self.emit_partial(events, kind)?;
+            self.settle(events, kind)?;
         } else if self.settled.is_none()
             && self.turn_audio.len() >= self.samples_at_last_partial + interval
         {
             // (While settled, only silence was added: a partial would repeat the text.)
-            // Decoded once at the end of this push: a client catching up after a stall
+            // Started once at the end of this push: a client catching up after a stall
             // gets one fresh partial instead of a series of stale ones.
             self.partial_due = true;
         }
         Ok(())
     }
 
-    fn emit_partial(
+    /// Decodes the paused turn for its likely final and shows it as a partial.
+    fn settle(
         &mut self,
         events: &mut Vec<StreamEvent>,
-        kind: TurnDecode,
+        kind: SettleDecode,
     ) -> Result<(), ModelError> {
         self.partial_due = false;
         let decoded = match kind {
-            TurnDecode::Interval => {
-                // Partials yield to work someone waits for, unless long overdue.
-                let overdue = self.turn_audio.len()
-                    >= self.samples_at_last_partial
-                        + PARTIAL_MAX_DEFER * self.config.partial_interval_ms as usize * RATE
-                            / 1000;
-                let turn = self.decode_if(true, !overdue)?;
-                if turn.is_none() {
-                    self.partial_due = true;
-                }
-                turn
-            }
-            TurnDecode::Settle => self.decode_if(false, false)?,
+            SettleDecode::Settle => self.decode_final_if(false)?,
             // Only worth it when the engine has nothing else to do; otherwise the
             // settled text stands and the end-of-turn rule decides with it.
-            TurnDecode::Recheck => self.decode_if(false, true)?,
+            SettleDecode::Recheck => self.decode_final_if(true)?,
         };
         let Some(mut turn) = decoded else {
             return Ok(());
         };
-        if kind != TurnDecode::Interval {
-            self.settled = Some(turn.clone());
-        }
+        self.settled = Some(turn.clone());
         self.samples_at_last_partial = self.turn_audio.len();
         turn.end_of_turn_confidence = self.end_of_turn_confidence();
         if !turn.words.is_empty() {
@@ -365,36 +483,35 @@ impl StreamingSession {
         (base + 0.2 * towards_max).min(1.0)
     }
 
-    /// The current turn decoded for a partial or (likely) its final; waits for an
-    /// inference slot.
-    fn decode_turn(&mut self, partial: bool) -> Result<Turn, ModelError> {
+    /// The current turn decoded for its (likely) final; waits for an inference slot
+    /// ahead of work nobody is waiting on.
+    fn decode_final(&mut self) -> Result<Turn, ModelError> {
         // Callers check the budget first (or must decode, at the end of the stream).
         self.budget.spend();
-        let options = self.decode_options(partial);
-        // A final (or likely final) is what the client is waiting on.
-        let priority = if partial {
-            Priority::Normal
-        } else {
-            Priority::Urgent
-        };
-        let raw =
-            self.engine
-                .transcribe_pcm_at(priority, &self.model, self.decode_audio(), &options)?;
+        self.supersede_partial();
+        let options = self.decode_options(false);
+        let raw = self.engine.transcribe_pcm_at(
+            Priority::Urgent,
+            &self.model,
+            self.decode_audio(),
+            &options,
+        )?;
         self.note_decode(&raw);
         Ok(self.to_turn(&raw))
     }
 
-    /// As [`Self::decode_turn`]; with `if_idle`, only if the engine is idle (`None` when
-    /// it is busy).
-    /// Either way only within the decode budget (`None` when it is spent).
-    fn decode_if(&mut self, partial: bool, if_idle: bool) -> Result<Option<Turn>, ModelError> {
+    /// As [`Self::decode_final`]; with `if_idle`, only if the engine is idle (`None` when
+    /// it is busy). Either way only within the decode budget (`None` when it is spent).
+    fn decode_final_if(&mut self, if_idle: bool) -> Result<Option<Turn>, ModelError> {
         if !self.budget.available() {
             return Ok(None);
         }
         if !if_idle {
-            return self.decode_turn(partial).map(Some);
+            return self.decode_final().map(Some);
         }
-        let options = self.decode_options(partial);
+        // Our own partial would make the engine look busy; a recheck supersedes it.
+        self.supersede_partial();
+        let options = self.decode_options(false);
         match self
             .engine
             .transcribe_pcm_if_idle(&self.model, self.decode_audio(), &options)
@@ -484,8 +601,9 @@ impl StreamingSession {
         // Only silence since the decode at the start of the pause: the same audio.
         let mut turn = match self.settled.take() {
             Some(turn) => turn,
-            None => self.decode_turn(false)?,
+            None => self.decode_final()?,
         };
+        self.supersede_partial();
         turn.end_of_turn_confidence = self.end_of_turn_confidence();
         self.in_turn = false;
         self.partial_due = false;
@@ -526,6 +644,16 @@ impl StreamingSession {
         }
         events.extend(self.finish_turn()?);
         Ok(events)
+    }
+}
+
+impl Drop for StreamingSession {
+    /// A partial still decoding stops at its next step instead of running on for a
+    /// session that is gone.
+    fn drop(&mut self) {
+        if let Some(job) = self.partial.take() {
+            job.cancel.cancel();
+        }
     }
 }
 

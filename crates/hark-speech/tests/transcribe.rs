@@ -7,8 +7,13 @@ mod common;
 use common::*;
 use hark_core::speech::{SpeechEngine, SpeechError, TranscribeRequest};
 use hark_speech::long_audio::SampleSpan;
-use hark_speech::{DecodeOptions, StreamEvent, StreamingConfig, StreamingSession};
+use hark_speech::{
+    CancelFlag, DecodeOptions, EngineOptions, ModelError, StreamEvent, StreamingConfig,
+    StreamingSession, Turn, WhisperEngine,
+};
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 fn request(path: &std::path::Path) -> TranscribeRequest {
     TranscribeRequest {
@@ -362,6 +367,9 @@ fn streaming_gives_partials_and_finals_per_turn() {
     let mut events = Vec::new();
     for chunk in audio.chunks(1_600) {
         events.extend(session.push_audio(chunk).unwrap());
+        // Faster than real time: each partial is taken before more audio comes, as a
+        // real-time client would get it.
+        events.extend(session.wait_partial().unwrap());
     }
     events.extend(session.finish().unwrap());
     let finals: Vec<_> = events
@@ -419,6 +427,126 @@ fn streaming_gives_partials_and_finals_per_turn() {
         matches!(out.as_slice(), [StreamEvent::Final(t)] if !t.words.is_empty()),
         "{out:?}"
     );
+}
+
+/// A partial decodes on its own thread: while it waits for the engine (here behind a
+/// batch transcription holding the only inference slot), the pushes that follow still
+/// run the VAD and return at once, and the turn's final supersedes it. Decoded inside
+/// the push, the overdue partial held every push up until the batch job was done.
+#[test]
+fn a_partial_waiting_for_the_engine_does_not_hold_up_the_pushes() {
+    let data = tempfile::tempdir().unwrap();
+    let registry = hark_speech::ModelRegistry::new(data.path());
+    registry.install(&model_dir(), Some(MODEL_NAME)).unwrap();
+    let engine = Arc::new(
+        WhisperEngine::new(
+            data.path(),
+            EngineOptions {
+                max_concurrent: 1,
+                ..EngineOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    let model = engine.load(MODEL_NAME).unwrap();
+    let jfk = read_wav_16k(&fixtures().join("jfk.wav"));
+    // Two minutes of audio: four full windows, seconds of work on any machine.
+    let long: Vec<f32> = jfk.iter().copied().cycle().take(16_000 * 120).collect();
+    let batch_done = Arc::new(AtomicBool::new(false));
+    let batch = {
+        let (engine, model, done) = (engine.clone(), model.clone(), batch_done.clone());
+        std::thread::spawn(move || {
+            let out = engine.transcribe_pcm(&model, &long, &DecodeOptions::default());
+            done.store(true, Ordering::SeqCst);
+            out
+        })
+    };
+    while engine.is_idle() {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // Read speech without a pause in its first 2.5 s ("And Mr. John Dashwood had then
+    // leisure"); partials every 500 ms, so one falls due at 0.5 s, defers to the busy
+    // engine, and is overdue (so started, to wait for the slot) at 1.5 s.
+    let (clip, _) = &librivox()[0];
+    let speech = read_wav_16k(clip);
+    let config = StreamingConfig {
+        partial_interval_ms: 500,
+        ..StreamingConfig::default()
+    };
+    let mut session = StreamingSession::new(engine.clone(), model, config);
+    let mut events = Vec::new();
+    for chunk in speech[..16_000 * 5 / 2].chunks(1_600) {
+        events.extend(session.push_audio(chunk).unwrap());
+    }
+    assert!(
+        !batch_done.load(Ordering::SeqCst),
+        "the pushes waited for the batch job"
+    );
+    // The pause: the final waits for the slot (ahead of the partial), then ends the turn.
+    for chunk in vec![0.0f32; 16_000 * 2].chunks(1_600) {
+        events.extend(session.push_audio(chunk).unwrap());
+    }
+    events.extend(session.wait_partial().unwrap());
+    assert!(batch.join().unwrap().is_ok());
+    let finals: Vec<&Turn> = events
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::Final(t) => Some(t),
+            StreamEvent::Partial(_) => None,
+        })
+        .collect();
+    assert_eq!(finals.len(), 1, "{events:?}");
+    assert!(finals[0].text.contains("John"), "{}", finals[0].text);
+    // The overdue partial got the slot only after the final (urgent work goes first),
+    // for a turn that had ended: it is never shown.
+    assert!(
+        matches!(events.last(), Some(StreamEvent::Final(_))),
+        "{events:?}"
+    );
+}
+
+/// A decode whose `CancelFlag` is set stops with `Cancelled` (before it starts, and in
+/// the middle of a long transcription) and frees the engine for the next caller.
+#[test]
+fn a_cancelled_decode_stops_and_frees_the_engine() {
+    let engine = engine();
+    let model = engine.load(MODEL_NAME).unwrap();
+    let jfk = read_wav_16k(&fixtures().join("jfk.wav"));
+    let cancel = CancelFlag::new();
+    cancel.cancel();
+    let options = DecodeOptions {
+        cancel: Some(cancel),
+        ..DecodeOptions::default()
+    };
+    assert!(matches!(
+        engine.transcribe_pcm(&model, &jfk, &options),
+        Err(ModelError::Cancelled)
+    ));
+    // Two minutes of speech: four windows, seconds of work; cancelled once it runs.
+    let long: Vec<f32> = jfk.iter().copied().cycle().take(16_000 * 120).collect();
+    let cancel = CancelFlag::new();
+    let running = {
+        let (engine, model, cancel) = (engine.clone(), model.clone(), cancel.clone());
+        std::thread::spawn(move || {
+            let options = DecodeOptions {
+                cancel: Some(cancel),
+                ..DecodeOptions::default()
+            };
+            engine.transcribe_pcm(&model, &long, &options)
+        })
+    };
+    while engine.is_idle() && !running.is_finished() {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    cancel.cancel();
+    assert!(matches!(
+        running.join().unwrap(),
+        Err(ModelError::Cancelled)
+    ));
+    let again = engine
+        .transcribe_pcm(&model, &jfk, &DecodeOptions::default())
+        .unwrap();
+    assert!(wer(JFK_TEXT, &again.text()) <= 0.1, "{}", again.text());
 }
 
 #[test]
