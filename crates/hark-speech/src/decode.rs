@@ -166,11 +166,12 @@ pub struct DecodeOptions {
     /// The shortest context `short_context` uses, in encoder positions (50 per second).
     pub min_short_context: usize,
     /// With `short_context`: when the first window's no-speech probability over the
-    /// short context exceeds this, the audio is decoded again over the full window and
-    /// that result stands. Whisper's no-speech rule was trained on full windows: on a
-    /// short one it can write words into noise (`examples/no_speech.rs`), while on
-    /// speech the probability stays low (≤ 0.07 measured), so only doubtful audio pays
-    /// for the full window. `None`: the short context's result always stands.
+    /// short context exceeds this and the window is in doubt by Whisper's own measures
+    /// ([`needs_full_window`]), the audio is decoded again over the full window and that
+    /// result stands. Whisper's no-speech rule was trained on full windows: on a short one
+    /// it can write words into noise (`examples/no_speech.rs`), while on speech the
+    /// probability stays lower, so only doubtful audio pays for the full window. `None`:
+    /// the short context's result always stands.
     pub short_context_recheck: Option<f64>,
     /// Tokens the first window is expected to start with (e.g. the previous decode of
     /// the same live turn, from [`RawTranscript::first_window_tokens`]). They are fed to
@@ -372,7 +373,7 @@ pub fn transcribe_samples(
         && out.stats.windows > 0
         && opts
             .short_context_recheck
-            .is_some_and(|limit| out.stats.first_no_speech_prob > limit)
+            .is_some_and(|limit| needs_full_window(&out, limit, opts))
     {
         let full = DecodeOptions {
             short_context: false,
@@ -388,6 +389,42 @@ pub fn transcribe_samples(
         return Ok(again);
     }
     Ok(out)
+}
+
+/// Whisper's temperature fallback redoes a window whose text compresses better than this
+/// (zlib): a repetition loop ("s s s s …", "and so, and so, …").
+const COMPRESSION_RATIO_LIMIT: f64 = 2.4;
+
+/// Whether a short-context decode (one window) must be redone over the full window: its
+/// no-speech probability exceeds `recheck_above`, and it is in doubt by Whisper's own
+/// measures: the probability also exceeds `no_speech_threshold` (noise measured 0.83–0.97
+/// over short contexts), or the text's mean log-probability is below
+/// `logprob_threshold`, or the text is a repetition loop. Speech fragments of a second
+/// or two score 0.3–0.6 over a short context while their text is sound (JFK's "what your
+/// country can do for you": 0.37), and over the full window Whisper's no-speech rule
+/// (probability above 0.6 *and* log-probability below −1) would keep such text anyway.
+pub fn needs_full_window(out: &RawTranscript, recheck_above: f64, opts: &DecodeOptions) -> bool {
+    let stats = &out.stats;
+    stats.first_no_speech_prob > recheck_above
+        && (stats.first_no_speech_prob > opts.no_speech_threshold
+            || stats.first_avg_logprob < opts.logprob_threshold
+            || compression_ratio(&out.text()) > COMPRESSION_RATIO_LIMIT)
+}
+
+/// Bytes of `text` per byte of its zlib compression, as Whisper measures it.
+pub fn compression_ratio(text: &str) -> f64 {
+    use std::io::Write;
+    let bytes = text.as_bytes();
+    if bytes.is_empty() {
+        return 0.0;
+    }
+    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    // Writing to a `Vec` cannot fail.
+    let compressed = encoder
+        .write_all(bytes)
+        .and_then(|()| encoder.finish())
+        .map_or(bytes.len(), |v| v.len());
+    bytes.len() as f64 / compressed.max(1) as f64
 }
 
 /// Transcribe audio of which only the current window's log-mel is held
@@ -1137,6 +1174,64 @@ fn align_rows(model: &LoadedModel, result: &WindowResult, row_steps: &[usize]) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The texts the short context gave on JFK fragments (`examples/no_speech.rs`): the
+    /// loops are caught by their compression ratio, the sound texts are not.
+    #[test]
+    fn compression_ratio_flags_repetition_loops() {
+        let loop_ = "s s s s s s s s s s s s s s s s s s s s s s s s s s s s s s";
+        let echo = "And so, and so, and so, and so, and so, and so, and so, and so, and";
+        assert!(compression_ratio(loop_) > COMPRESSION_RATIO_LIMIT);
+        assert!(compression_ratio(echo) > COMPRESSION_RATIO_LIMIT);
+        for sound in [
+            "What your country can do for you.",
+            "ask what you can do for your country.",
+            "Had he married a more amiable woman he might have been made still more respectable than he was.",
+        ] {
+            assert!(compression_ratio(sound) < 1.5, "{sound}");
+        }
+        assert_eq!(compression_ratio(""), 0.0);
+    }
+
+    fn one_window(no_speech: f64, avg_logprob: f64, text: &str) -> RawTranscript {
+        RawTranscript {
+            words: vec![TimedWord {
+                text: text.to_string(),
+                start: 0.0,
+                end: 1.0,
+                probability: 0.9,
+            }],
+            segments: Vec::new(),
+            language: "en".into(),
+            language_probability: None,
+            first_window_tokens: Vec::new(),
+            sentence_end_probability: None,
+            stats: DecodeStats {
+                windows: 1,
+                first_no_speech_prob: no_speech,
+                first_avg_logprob: avg_logprob,
+                ..DecodeStats::default()
+            },
+        }
+    }
+
+    #[test]
+    fn full_window_recheck_only_for_doubtful_windows() {
+        let opts = DecodeOptions::default();
+        let in_doubt = |no_speech, avg_logprob, text| {
+            needs_full_window(&one_window(no_speech, avg_logprob, text), 0.3, &opts)
+        };
+        let sound = "What your country can do for you.";
+        // Below the recheck level: stands, whatever else.
+        assert!(!in_doubt(0.2, -1.5, sound));
+        // A doubtful probability with sound text: stands.
+        assert!(!in_doubt(0.37, -0.56, sound));
+        // Noise-like probability, a low log-probability, or a loop: redone.
+        assert!(in_doubt(0.83, -0.3, sound));
+        assert!(in_doubt(0.55, -1.25, "S NOT..."));
+        let loop_ = "s s s s s s s s s s s s s s s s s s s s s s s s s s s s s s";
+        assert!(in_doubt(0.5, -0.1, loop_));
+    }
 
     #[test]
     fn timestamp_rules_force_pairs() {

@@ -22,10 +22,11 @@ const SHORT_CONTEXT_MIN: usize = 300;
 /// positions: a turn of a few seconds costs a fraction of the 30-s window (the window
 /// was ~75 % of a final's time on AVX2).
 const FINAL_CONTEXT_MIN: usize = 300;
-/// A final whose short-context no-speech probability exceeds this is decoded again over
-/// the full window, whose no-speech rule then decides: on a truncated window the model
-/// can write words into noise (it "heard" "Thank you." in applause), while speech stays
-/// far below this (≤ 0.07 measured on the fixtures; noise ≥ 0.8).
+/// A final whose short-context no-speech probability exceeds this, and whose window is
+/// in doubt by Whisper's own measures as well (`decode::needs_full_window`), is decoded
+/// again over the full window, whose no-speech rule then decides: on a truncated window
+/// the model can write words into noise (it "heard" "Thank you." in applause; noise
+/// scores 0.83–0.97), and on a second of speech it can loop ("s s s s …").
 const FINAL_NO_SPEECH_RECHECK: f64 = 0.3;
 /// Silence after which the turn is decoded for its final (when `min_turn_silence_ms` is
 /// longer): the decode then overlaps the rest of the wait instead of following it.

@@ -450,8 +450,9 @@ fn a_partial_waiting_for_the_engine_does_not_hold_up_the_pushes() {
     );
     let model = engine.load(MODEL_NAME).unwrap();
     let jfk = read_wav_16k(&fixtures().join("jfk.wav"));
-    // Two minutes of audio: four full windows, seconds of work on any machine.
-    let long: Vec<f32> = jfk.iter().copied().cycle().take(16_000 * 120).collect();
+    // A minute of audio: two full windows, a second or more of work on any machine,
+    // against the milliseconds the pushes below take.
+    let long: Vec<f32> = jfk.iter().copied().cycle().take(16_000 * 60).collect();
     let batch_done = Arc::new(AtomicBool::new(false));
     let batch = {
         let (engine, model, done) = (engine.clone(), model.clone(), batch_done.clone());
