@@ -116,8 +116,9 @@ fn main() -> anyhow::Result<()> {
         None => (300, &rest[..]),
     };
     // HARK_NO_SPEECH_RECHECK=0.3: the short decode falls back to the full window above
-    // that no-speech probability, as live finals do (the `short` columns then show
-    // the result that stands; `*` marks a recheck).
+    // that no-speech probability when the window is in doubt, as live finals do (the
+    // `short` columns then show the result that stands, with the encoder and decoder
+    // seconds of both passes; `*` marks a recheck).
     let recheck = std::env::var("HARK_NO_SPEECH_RECHECK")
         .ok()
         .and_then(|v| v.parse::<f64>().ok());
@@ -135,8 +136,8 @@ fn main() -> anyhow::Result<()> {
         inputs.push((w.clone(), read_wav(w)?));
     }
     println!(
-        "{:28} {:>5} | {:>6} {:>6} {:>6} {:30} | {:>5} {:>6} {:>6} {:>6} text",
-        "input", "secs", "full", "p_ns", "lp", "text", "ctx", "short", "p_ns", "lp"
+        "{:28} {:>5} | {:>6} {:>6} {:>6} {:30} | {:>5} {:>6} {:>5} {:>5} {:>6} {:>6} text",
+        "input", "secs", "full", "p_ns", "lp", "text", "ctx", "short", "enc", "dec", "p_ns", "lp"
     );
     for (name, pcm) in &inputs {
         let full = DecodeOptions::default();
@@ -158,7 +159,7 @@ fn main() -> anyhow::Result<()> {
             format!("{:?}", clip(b.text())),
         );
         println!(
-            "{:28} {:5.1} | {:6.3} {:6.3} {:6.2} {:30} | {:5} {:6.3} {:6.3} {:6.2} {}",
+            "{:28} {:5.1} | {:6.3} {:6.3} {:6.2} {:30} | {:5} {:6.3} {:5.3} {:5.3} {:6.3} {:6.2} {}",
             clip(name.clone()),
             pcm.len() as f64 / 16_000.0,
             ta,
@@ -171,6 +172,8 @@ fn main() -> anyhow::Result<()> {
                 if b.stats.rechecked { "*" } else { "" }
             ),
             tb,
+            b.stats.encode_secs,
+            b.stats.decode_secs,
             b.stats.first_no_speech_prob,
             b.stats.first_avg_logprob,
             text_b,

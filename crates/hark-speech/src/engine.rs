@@ -90,6 +90,11 @@ impl PermitState {
     fn next_in_line(&self) -> Option<u64> {
         self.urgent.front().or(self.normal.front()).copied()
     }
+
+    /// No inference in flight (all `total` permits free) and so nobody waiting.
+    fn idle(&self, total: usize) -> bool {
+        self.free == total && self.next_in_line().is_none()
+    }
 }
 
 struct Permit<'a>(&'a Permits);
@@ -132,13 +137,13 @@ impl Permits {
     /// Whether no inference is in flight (and so nobody is waiting).
     fn idle(&self) -> bool {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.free == self.total && state.next_in_line().is_none()
+        state.idle(self.total)
     }
 
     /// A permit only when no inference is in flight (and so nobody is waiting).
     fn try_acquire_idle(&self) -> Option<Permit<'_>> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if state.free < self.total || state.next_in_line().is_some() {
+        if !state.idle(self.total) {
             return None;
         }
         state.free -= 1;
