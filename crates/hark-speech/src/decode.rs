@@ -173,6 +173,11 @@ pub struct DecodeOptions {
     /// probability stays lower, so only doubtful audio pays for the full window. `None`:
     /// the short context's result always stands.
     pub short_context_recheck: Option<f64>,
+    /// With `short_context_recheck`: a window in doubt is not decoded again here; the
+    /// result says so ([`DecodeStats::full_window_owed`]) and the caller decides when
+    /// (and whether) to pay for the full window. A live session defers it while the
+    /// engine is busy, because the speaker often resumes and the decode is then wasted.
+    pub defer_recheck: bool,
     /// Tokens the first window is expected to start with (e.g. the previous decode of
     /// the same live turn, from [`RawTranscript::first_window_tokens`]). They are fed to
     /// the decoder in one batch and kept while greedy decoding would have chosen them
@@ -193,6 +198,7 @@ impl Default for DecodeOptions {
             short_context: false,
             min_short_context: 500,
             short_context_recheck: None,
+            defer_recheck: false,
             draft: Vec::new(),
             cancel: None,
         }
@@ -254,6 +260,10 @@ pub struct DecodeStats {
     /// full window (`DecodeOptions::short_context_recheck`); the other figures are the
     /// full window's, the times are both decodes'.
     pub rechecked: bool,
+    /// The short context's result was in doubt as for `rechecked`, but the recheck was
+    /// left to the caller (`DecodeOptions::defer_recheck`): this result is the short
+    /// context's, and the full window's may differ.
+    pub full_window_owed: bool,
 }
 
 impl RawTranscript {
@@ -375,6 +385,10 @@ pub fn transcribe_samples(
             .short_context_recheck
             .is_some_and(|limit| needs_full_window(&out, limit, opts))
     {
+        if opts.defer_recheck {
+            out.stats.full_window_owed = true;
+            return Ok(out);
+        }
         let full = DecodeOptions {
             short_context: false,
             ..opts.clone()

@@ -27,4 +27,4 @@ pub use decode::{
 pub use engine::{EngineOptions, FileTranscript, Priority, WhisperEngine};
 pub use error::ModelError;
 pub use registry::{ModelFormat, ModelInfo, ModelRegistry};
-pub use streaming::{StreamEvent, StreamingConfig, StreamingSession, Turn};
+pub use streaming::{SessionStats, StreamEvent, StreamingConfig, StreamingSession, Turn};

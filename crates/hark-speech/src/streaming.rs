@@ -103,8 +103,40 @@ enum SettleDecode {
     /// The pause reached the settle point.
     Settle,
     /// The settled text did not end a sentence: decoded again with more trailing
-    /// silence (best effort).
+    /// silence (best effort); or the full window is owed and the engine is idle.
     Recheck,
+    /// The full window is owed and the pause reached `min_turn_silence_ms`: its text
+    /// decides whether the turn ends.
+    Owed,
+}
+
+/// What a session's decodes cost, so far (`StreamingSession::stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Decodes whose result the session used (partials, settle decodes, finals);
+    /// cancelled and stale partials are not counted.
+    pub decodes: u64,
+    /// Of those, the ones that paid for the full 30-s window (a short context in doubt,
+    /// rechecked at once or owed and decoded later).
+    pub full_window_decodes: u64,
+    /// Full-window decodes owed by a pause's settle decode and never made, because the
+    /// speaker resumed first.
+    pub full_windows_skipped: u64,
+}
+
+/// What the decode at the start of the current pause left.
+#[derive(Debug, Clone)]
+enum Settled {
+    /// No decode for the final since the last speech.
+    Nothing,
+    /// The turn's final, unless speech resumes.
+    Final(Turn),
+    /// The short context was in doubt (`decode::needs_full_window`) and the engine was
+    /// busy, so the full window was not decoded yet: it is decoded at the recheck point
+    /// if the engine is idle by then, else when the pause reaches `min_turn_silence_ms`,
+    /// and never if speech resumes first. Until then nothing is shown: the short
+    /// context's text is the doubtful one ("S NOT…" for "Ask not!").
+    FullWindowOwed,
 }
 
 /// What a partial's thread returns: `None` when the engine was busy and it did not run.
@@ -145,9 +177,9 @@ pub struct StreamingSession {
     samples_at_last_partial: usize,
     /// A partial is owed at the end of the current push.
     partial_due: bool,
-    /// The decode made when the current pause began; the turn's final if no
-    /// speech follows.
-    settled: Option<Turn>,
+    /// What the decode made when the current pause began left: the turn's final if no
+    /// speech follows, or a full-window decode owed for it.
+    settled: Settled,
     /// Whether the turn's latest decode ends a sentence (judged on the model's own
     /// punctuation, whatever the output settings).
     ends_sentence: bool,
@@ -164,6 +196,7 @@ pub struct StreamingSession {
     budget: DecodeBudget,
     /// A `ForceEndpoint` waits for the decode budget.
     force_pending: bool,
+    stats: SessionStats,
 }
 
 impl StreamingSession {
@@ -187,7 +220,7 @@ impl StreamingSession {
             speech_db: -90.0,
             samples_at_last_partial: 0,
             partial_due: false,
-            settled: None,
+            settled: Settled::Nothing,
             ends_sentence: false,
             sentence_end_probability: 0.0,
             draft: Vec::new(),
@@ -195,6 +228,7 @@ impl StreamingSession {
             decode_epoch: 0,
             budget: DecodeBudget::new(),
             force_pending: false,
+            stats: SessionStats::default(),
         }
     }
 
@@ -261,6 +295,11 @@ impl StreamingSession {
         Ok(events)
     }
 
+    /// What the session's decodes have cost so far.
+    pub fn stats(&self) -> SessionStats {
+        self.stats
+    }
+
     /// Waits for the partial in flight, if any, and returns its turn (when it ran and
     /// is still current). For callers that want each push's partial before the next
     /// push, as when feeding recorded audio faster than real time.
@@ -278,7 +317,8 @@ impl StreamingSession {
             return;
         }
         let interval = self.config.partial_interval_ms as usize * RATE / 1000;
-        if self.settled.is_some() || self.turn_audio.len() < self.samples_at_last_partial + interval
+        if !matches!(self.settled, Settled::Nothing)
+            || self.turn_audio.len() < self.samples_at_last_partial + interval
         {
             // A partial finished meanwhile, or only silence followed the settle decode.
             self.partial_due = false;
@@ -381,7 +421,7 @@ impl StreamingSession {
             self.turn_start_sample = self.samples_seen - self.turn_audio.len() as u64;
             if is_speech {
                 self.in_turn = true;
-                self.settled = None;
+                self.settled = Settled::Nothing;
                 self.silence_run = 0;
                 self.samples_at_last_partial = 0;
                 self.ends_sentence = false;
@@ -392,13 +432,23 @@ impl StreamingSession {
         self.turn_audio.extend_from_slice(frame);
         if is_speech {
             self.silence_run = 0;
-            // Speech resumed: the pause's decode no longer covers the turn.
-            self.settled = None;
+            // Speech resumed: the pause's decode no longer covers the turn (and a full
+            // window it owed is not worth decoding).
+            if matches!(self.settled, Settled::FullWindowOwed) {
+                self.stats.full_windows_skipped += 1;
+            }
+            self.settled = Settled::Nothing;
         } else {
             self.silence_run += frame.len();
         }
         let silence_ms = (self.silence_run * 1000 / RATE) as u64;
         let turn_secs = self.turn_audio.len() as f64 / RATE as f64;
+        if matches!(self.settled, Settled::FullWindowOwed)
+            && silence_ms >= self.config.min_turn_silence_ms
+            && self.budget.available()
+        {
+            self.settle(events, SettleDecode::Owed)?;
+        }
         if (silence_ms >= self.config.max_turn_silence_ms
             || (silence_ms >= self.config.min_turn_silence_ms
                 && self.end_of_turn_confidence() >= self.config.end_of_turn_confidence_threshold)
@@ -418,11 +468,14 @@ impl StreamingSession {
             silence_ms >= ms
                 && self.silence_run == (ms as usize * RATE / 1000).div_ceil(FRAME) * FRAME
         };
-        let at_settle_point = self.settled.is_none() && reached(settle_ms);
+        let at_settle_point = matches!(self.settled, Settled::Nothing) && reached(settle_ms);
         let at_recheck_point = recheck_ms > settle_ms
             && reached(recheck_ms)
-            && self.settled.is_some()
-            && !self.ends_sentence;
+            && match self.settled {
+                Settled::Nothing => false,
+                Settled::Final(_) => !self.ends_sentence,
+                Settled::FullWindowOwed => true,
+            };
         if at_settle_point || at_recheck_point {
             let kind = if at_settle_point {
                 SettleDecode::Settle
@@ -433,7 +486,7 @@ impl StreamingSession {
             // decode it as a final now. Unless speech resumes, this is the turn's
             // final (no decode between the end of the wait and the final turn).
             self.settle(events, kind)?;
-        } else if self.settled.is_none()
+        } else if matches!(self.settled, Settled::Nothing)
             && self.turn_audio.len() >= self.samples_at_last_partial + interval
         {
             // (While settled, only silence was added: a partial would repeat the text.)
@@ -452,15 +505,17 @@ impl StreamingSession {
     ) -> Result<(), ModelError> {
         self.partial_due = false;
         let decoded = match kind {
-            SettleDecode::Settle => self.decode_final_if(false)?,
+            SettleDecode::Settle => self.decode_settle()?,
             // Only worth it when the engine has nothing else to do; otherwise the
-            // settled text stands and the end-of-turn rule decides with it.
+            // settled text stands and the end-of-turn rule decides with it (or the
+            // full window owed waits for `min_turn_silence_ms`).
             SettleDecode::Recheck => self.decode_final_if(true)?,
+            SettleDecode::Owed => Some(self.decode_final()?),
         };
         let Some(mut turn) = decoded else {
             return Ok(());
         };
-        self.settled = Some(turn.clone());
+        self.settled = Settled::Final(turn.clone());
         self.samples_at_last_partial = self.turn_audio.len();
         turn.end_of_turn_confidence = self.end_of_turn_confidence();
         if !turn.words.is_empty() {
@@ -484,13 +539,46 @@ impl StreamingSession {
         (base + 0.2 * towards_max).min(1.0)
     }
 
+    /// The decode at the settle point, when the budget allows: the short context, and
+    /// the full window at once only if it is in doubt *and* the engine is idle. On a
+    /// busy engine the full window is owed instead (`Settled::FullWindowOwed`, `None`
+    /// here): pauses of 200–400 ms inside a turn are common ("Ask … not"), and a
+    /// full-window decode for each fragment, in every stream, was what queued the
+    /// finals of streams pausing together.
+    fn decode_settle(&mut self) -> Result<Option<Turn>, ModelError> {
+        if !self.budget.available() {
+            return Ok(None);
+        }
+        self.budget.spend();
+        self.supersede_partial();
+        let options = DecodeOptions {
+            defer_recheck: true,
+            ..self.decode_options(false)
+        };
+        let raw = self.engine.transcribe_pcm_at(
+            Priority::Urgent,
+            &self.model,
+            self.decode_audio(),
+            &options,
+        )?;
+        self.note_decode(&raw);
+        if !raw.stats.full_window_owed {
+            return Ok(Some(self.to_turn(&raw)));
+        }
+        self.settled = Settled::FullWindowOwed;
+        // The draft of a full-window decode is its own (the short context's tokens are
+        // the doubtful ones).
+        self.draft.clear();
+        self.decode_final_if(true)
+    }
+
     /// The current turn decoded for its (likely) final; waits for an inference slot
     /// ahead of work nobody is waiting on.
     fn decode_final(&mut self) -> Result<Turn, ModelError> {
         // Callers check the budget first (or must decode, at the end of the stream).
         self.budget.spend();
         self.supersede_partial();
-        let options = self.decode_options(false);
+        let options = self.final_decode_options();
         let raw = self.engine.transcribe_pcm_at(
             Priority::Urgent,
             &self.model,
@@ -512,7 +600,7 @@ impl StreamingSession {
         }
         // Our own partial would make the engine look busy; a recheck supersedes it.
         self.supersede_partial();
-        let options = self.decode_options(false);
+        let options = self.final_decode_options();
         match self
             .engine
             .transcribe_pcm_if_idle(&self.model, self.decode_audio(), &options)
@@ -529,9 +617,28 @@ impl StreamingSession {
 
     /// What the next decode of the turn and the end-of-turn decision take from this one.
     fn note_decode(&mut self, raw: &crate::decode::RawTranscript) {
+        self.stats.decodes += 1;
+        if raw.stats.rechecked || raw.stats.audio_context >= self.model.whisper.dims.n_audio_ctx {
+            self.stats.full_window_decodes += 1;
+        }
         self.draft = raw.first_window_tokens.clone();
         self.ends_sentence = raw.text().trim_end().ends_with(['.', '?', '!']);
         self.sentence_end_probability = raw.sentence_end_probability.unwrap_or(0.0);
+    }
+
+    /// Options for decoding the current turn for its final: straight to the full window
+    /// when the settle decode found the short context in doubt (for the same speech:
+    /// only silence followed), else the short context with its recheck.
+    fn final_decode_options(&self) -> DecodeOptions {
+        let options = self.decode_options(false);
+        if matches!(self.settled, Settled::FullWindowOwed) {
+            DecodeOptions {
+                short_context: false,
+                ..options
+            }
+        } else {
+            options
+        }
     }
 
     /// Options for decoding the current turn; the previous decode of the turn is the
@@ -591,7 +698,7 @@ impl StreamingSession {
     /// Whether the turn can end now: its final is decoded already, or the decode
     /// budget allows decoding it.
     fn can_finish_turn(&self) -> bool {
-        self.in_turn && (self.settled.is_some() || self.budget.available())
+        self.in_turn && (matches!(self.settled, Settled::Final(_)) || self.budget.available())
     }
 
     fn finish_turn(&mut self) -> Result<Option<StreamEvent>, ModelError> {
@@ -600,10 +707,15 @@ impl StreamingSession {
             return Ok(None);
         }
         // Only silence since the decode at the start of the pause: the same audio.
-        let mut turn = match self.settled.take() {
-            Some(turn) => turn,
-            None => self.decode_final()?,
+        let mut turn = match std::mem::replace(&mut self.settled, Settled::Nothing) {
+            Settled::Final(turn) => turn,
+            unsettled => {
+                // Put back what picks the decode's context (a full window owed).
+                self.settled = unsettled;
+                self.decode_final()?
+            }
         };
+        self.settled = Settled::Nothing;
         self.supersede_partial();
         turn.end_of_turn_confidence = self.end_of_turn_confidence();
         self.in_turn = false;

@@ -506,6 +506,131 @@ fn a_partial_waiting_for_the_engine_does_not_hold_up_the_pushes() {
     );
 }
 
+/// Deterministic white noise at `db` dBFS peak: what a live turn's VAD can open a turn
+/// on, and where a short encoder context is in doubt (no-speech probability 0.83–0.97).
+fn white_noise(samples: usize, db: f32) -> Vec<f32> {
+    let gain = 10f32.powf(db / 20.0);
+    let mut state = 0x9E37_79B9u32;
+    (0..samples)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            ((state as f32 / u32::MAX as f32) * 2.0 - 1.0) * gain
+        })
+        .collect()
+}
+
+/// With `defer_recheck`, a short context in doubt is not decoded again: the result is the
+/// short context's and says the full window is owed; without it the full window's result
+/// comes back, marked rechecked.
+#[test]
+fn a_deferred_recheck_is_left_to_the_caller() {
+    let engine = engine();
+    let model = engine.load(MODEL_NAME).unwrap();
+    let noise = white_noise(16_000 * 2, -20.0);
+    let checked = DecodeOptions {
+        short_context: true,
+        min_short_context: 300,
+        short_context_recheck: Some(0.3),
+        ..DecodeOptions::default()
+    };
+    let deferred = DecodeOptions {
+        defer_recheck: true,
+        ..checked.clone()
+    };
+    let short = engine.transcribe_pcm(&model, &noise, &deferred).unwrap();
+    assert!(short.stats.full_window_owed, "{:?}", short.stats);
+    assert!(!short.stats.rechecked);
+    assert_eq!(short.stats.audio_context, 300);
+    let full = engine.transcribe_pcm(&model, &noise, &checked).unwrap();
+    assert!(full.stats.rechecked, "{:?}", full.stats);
+    assert!(!full.stats.full_window_owed);
+    assert_eq!(full.stats.audio_context, 1500);
+}
+
+/// A pause whose settle decode is in doubt, on a busy engine, owes the full window
+/// instead of decoding it at once: when the speaker resumes, it is never decoded (the
+/// waste that queued the finals of streams pausing together); when the turn ends, it
+/// is, once, and the final comes from it.
+#[test]
+fn a_settle_decode_in_doubt_on_a_busy_engine_owes_the_full_window() {
+    let data = tempfile::tempdir().unwrap();
+    let registry = hark_speech::ModelRegistry::new(data.path());
+    registry.install(&model_dir(), Some(MODEL_NAME)).unwrap();
+    let engine = Arc::new(
+        WhisperEngine::new(
+            data.path(),
+            EngineOptions {
+                max_concurrent: 2,
+                ..EngineOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    let model = engine.load(MODEL_NAME).unwrap();
+    // A batch job keeps the engine busy (one of its two slots) for the whole test and
+    // is cancelled at its end.
+    let jfk = read_wav_16k(&fixtures().join("jfk.wav"));
+    let long: Vec<f32> = jfk.iter().copied().cycle().take(16_000 * 600).collect();
+    let stop_batch = CancelFlag::new();
+    let batch = {
+        let (engine, model, cancel) = (engine.clone(), model.clone(), stop_batch.clone());
+        std::thread::spawn(move || {
+            let options = DecodeOptions {
+                cancel: Some(cancel),
+                ..DecodeOptions::default()
+            };
+            engine.transcribe_pcm(&model, &long, &options)
+        })
+    };
+    while engine.is_idle() {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let mut session = StreamingSession::new(engine.clone(), model, StreamingConfig::default());
+    let mut events = Vec::new();
+    let mut feed = |session: &mut StreamingSession, audio: &[f32]| {
+        for chunk in audio.chunks(1_600) {
+            events.extend(session.push_audio(chunk).unwrap());
+        }
+    };
+    let silence = |ms: usize| vec![0.0f32; ms * 16];
+    feed(&mut session, &silence(500));
+    feed(&mut session, &white_noise(16_000 * 3 / 2, -20.0));
+    // 260 ms of pause: the settle decode (at 200 ms) finds the short context in doubt.
+    feed(&mut session, &silence(260));
+    assert_eq!(
+        session.stats().full_window_decodes,
+        0,
+        "{:?}",
+        session.stats()
+    );
+    // The "speaker" resumes: the full window owed is dropped.
+    feed(&mut session, &white_noise(16_000, -20.0));
+    assert_eq!(
+        session.stats().full_windows_skipped,
+        1,
+        "{:?}",
+        session.stats()
+    );
+    // A real pause: the owed full window decides the turn, once.
+    feed(&mut session, &silence(2_000));
+    let stats = session.stats();
+    assert!(!batch.is_finished(), "the engine was not busy throughout");
+    stop_batch.cancel();
+    assert!(matches!(batch.join().unwrap(), Err(ModelError::Cancelled)));
+    assert_eq!(stats.full_window_decodes, 1, "{stats:?}");
+    assert_eq!(stats.full_windows_skipped, 1, "{stats:?}");
+    // Whatever the full window made of the noise, the turn is over: a final (if it
+    // wrote words) is the last event.
+    assert!(
+        !events.iter().any(|e| matches!(e, StreamEvent::Final(_)))
+            || matches!(events.last(), Some(StreamEvent::Final(_))),
+        "{events:?}"
+    );
+    assert!(session.finish().unwrap().is_empty());
+}
+
 /// A decode whose `CancelFlag` is set stops with `Cancelled` (before it starts, and in
 /// the middle of a long transcription) and frees the engine for the next caller.
 #[test]
