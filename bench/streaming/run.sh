@@ -16,7 +16,9 @@
 # Settings: STREAMS="1 2 4 6" IDLE_SESSIONS=10000 (0 skips) TLS=0 (1: --tls-self-signed and
 # wss://); HARK_SIMD=avx2|scalar forces the server's kernel path (the CPU line says which ran);
 # HARK_BIN=path runs that `hark` binary instead of building this checkout's (to compare
-# two builds on one machine).
+# two builds on one machine); SERVE_LOG=path keeps the server's log there, and with
+# HARK_LOG=warn,hark_speech=debug it holds one line per inference (the wait for a slot,
+# the context, a recheck, encoder and decoder seconds).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$(pwd)"
@@ -57,15 +59,16 @@ if [ "$TLS" = 1 ]; then
     scheme=wss
     client_tls=(--cafile "$data/tls/cert.pem")
 fi
-HARK_LOG=warn "$HARK" --data-dir "$data" serve --bind "127.0.0.1:$port" "${tls_args[@]}" 2>"$data/serve.log" &
+log="${SERVE_LOG:-$data/serve.log}"
+HARK_LOG="${HARK_LOG:-warn}" "$HARK" --data-dir "$data" serve --bind "127.0.0.1:$port" "${tls_args[@]}" 2>"$log" &
 server=$!
 for _ in $(seq 1 100); do
-    grep -q "hark listening" "$data/serve.log" && break
+    grep -q "hark listening" "$log" && break
     sleep 0.1
 done
-grep -q "hark listening" "$data/serve.log" || { cat "$data/serve.log" >&2; exit 1; }
+grep -q "hark listening" "$log" || { cat "$log" >&2; exit 1; }
 echo "hark $(git rev-parse --short HEAD) (${HARK_BIN:-this checkout}) tls=$TLS pid=$server cores=$(nproc) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
-grep -m1 "hark speech cpu:" "$data/serve.log" || true
+grep -m1 "hark speech cpu:" "$log" || true
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # shellcheck disable=SC2086

@@ -11,7 +11,14 @@
 //! word was due to the moment the push returned it: what `bench/streaming` measures,
 //! without the network and the client.
 //!
-//! `stream_latency [--realtime] MODEL_DIR WAV...`
+//! With `--streams N` (real-time pace only) N sessions on one engine play the programme
+//! at once, stream i starting 0.7 s after stream i−1, so that all pause at nearly the same
+//! moment (`bench/streaming`'s "in step" case, without the server, network and client);
+//! the figures are over every stream's finals. `HARK_LOG=hark_speech=debug` prints one
+//! line per inference on stderr (its wait for a slot, context, recheck, encoder and
+//! decoder seconds).
+//!
+//! `stream_latency [--realtime [--streams N]] MODEL_DIR WAV...`
 
 use hark_speech::{EngineOptions, ModelRegistry, StreamEvent, StreamingConfig, StreamingSession};
 use std::sync::Arc;
@@ -35,6 +42,20 @@ fn main() -> anyhow::Result<()> {
     if realtime {
         args.remove(0);
     }
+    let mut streams = 1usize;
+    if realtime && args.first().is_some_and(|a| a == "--streams") {
+        args.remove(0);
+        if args.is_empty() {
+            anyhow::bail!("--streams needs a count");
+        }
+        streams = args.remove(0).parse()?;
+        anyhow::ensure!(streams >= 1, "--streams needs a count of at least 1");
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("HARK_LOG"))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     let mut args = args.into_iter();
     let model_dir = args
         .next()
@@ -53,11 +74,39 @@ fn main() -> anyhow::Result<()> {
         audio.extend(read_wav(&path)?);
         audio.extend(std::iter::repeat_n(0.0f32, 24_000));
     }
-    let session = StreamingSession::new(engine, model, StreamingConfig::default());
     if realtime {
-        run_realtime(session, &audio)?;
+        let start = Instant::now();
+        let latencies = std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..streams)
+                .map(|i| {
+                    let session = StreamingSession::new(
+                        engine.clone(),
+                        model.clone(),
+                        StreamingConfig::default(),
+                    );
+                    let audio = &audio;
+                    // In step: stream i starts 0.7 s after stream i-1.
+                    let offset = start + Duration::from_millis(700 * i as u64);
+                    scope.spawn(move || run_realtime(session, audio, offset, i))
+                })
+                .collect();
+            let mut all = Vec::new();
+            for run in runs {
+                let latencies = run
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("a stream's thread panicked"))??;
+                all.extend(latencies);
+            }
+            anyhow::Ok(all)
+        })?;
+        if streams > 1 {
+            print_latencies(&format!("all {streams} streams"), latencies);
+        }
     } else {
-        run_fast(session, &audio)?;
+        run_fast(
+            StreamingSession::new(engine, model, StreamingConfig::default()),
+            &audio,
+        )?;
     }
     std::fs::remove_dir_all(&data)?;
     Ok(())
@@ -107,9 +156,18 @@ fn run_fast(mut session: StreamingSession, audio: &[f32]) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn run_realtime(mut session: StreamingSession, audio: &[f32]) -> anyhow::Result<()> {
+/// Plays `audio` into `session` at real-time pace from `start`; returns each final's
+/// latency, seconds.
+fn run_realtime(
+    mut session: StreamingSession,
+    audio: &[f32],
+    start: Instant,
+    stream: usize,
+) -> anyhow::Result<Vec<f64>> {
     let chunks: Vec<&[f32]> = audio.chunks(CHUNK).collect();
-    let start = Instant::now();
+    if let Some(wait) = start.checked_duration_since(Instant::now()) {
+        std::thread::sleep(wait);
+    }
     let due = |i: usize| Duration::from_millis(((i + 1) * 100) as u64);
     let (mut latencies, mut partials, mut longest_push) = (Vec::new(), 0usize, 0.0f64);
     let mut next = 0;
@@ -131,7 +189,7 @@ fn run_realtime(mut session: StreamingSession, audio: &[f32]) -> anyhow::Result<
         let at = start.elapsed();
         if took >= 0.1 {
             println!(
-                "  push of {:>4} ms ending at {:>6} ms of audio took {:>4.0} ms",
+                "  [{stream}] push of {:>4} ms ending at {:>6} ms of audio took {:>4.0} ms",
                 pcm.len() / 16,
                 next * 100,
                 took * 1e3
@@ -145,7 +203,7 @@ fn run_realtime(mut session: StreamingSession, audio: &[f32]) -> anyhow::Result<
                     let sent = Duration::from_millis(end.div_ceil(100) * 100);
                     let latency = at.saturating_sub(sent).as_secs_f64();
                     println!(
-                        "final at {:>6.0} ms: last word ends {end:>6} ms, latency {:>4.0} ms :: {}",
+                        "[{stream}] final at {:>6.0} ms: last word ends {end:>6} ms, latency {:>4.0} ms :: {}",
                         at.as_secs_f64() * 1e3,
                         latency * 1e3,
                         turn.text
@@ -156,6 +214,19 @@ fn run_realtime(mut session: StreamingSession, audio: &[f32]) -> anyhow::Result<
             }
         }
     }
+    let stats = session.stats();
+    println!(
+        "[{stream}] partials {partials}; longest push {:.0} ms; decodes {}, full-window {}, full windows skipped {}",
+        longest_push * 1e3,
+        stats.decodes,
+        stats.full_window_decodes,
+        stats.full_windows_skipped
+    );
+    print_latencies(&format!("[{stream}]"), latencies.clone());
+    Ok(latencies)
+}
+
+fn print_latencies(label: &str, mut latencies: Vec<f64>) {
     latencies.sort_by(f64::total_cmp);
     let pick = |q: f64| {
         latencies
@@ -164,14 +235,12 @@ fn run_realtime(mut session: StreamingSession, audio: &[f32]) -> anyhow::Result<
             .unwrap_or(0.0)
     };
     println!(
-        "finals {}: latency p50 {:.2} s, p95 {:.2} s, max {:.2} s; partials {partials}; longest push {:.0} ms",
+        "{label} finals {}: latency p50 {:.2} s, p95 {:.2} s, max {:.2} s",
         latencies.len(),
         pick(0.5),
         pick(0.95),
         latencies.last().copied().unwrap_or(0.0),
-        longest_push * 1e3
     );
-    Ok(())
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {

@@ -259,9 +259,15 @@ impl WhisperEngine {
         samples: &[f32],
         options: &DecodeOptions,
     ) -> Result<RawTranscript, ModelError> {
+        let asked = std::time::Instant::now();
         let _permit = self.permits.acquire(priority);
-        self.pool
-            .install(|| transcribe_samples(model, samples, options))
+        let waited = asked.elapsed();
+        let result = self
+            .pool
+            .install(|| transcribe_samples(model, samples, options));
+        let ran = asked.elapsed() - waited;
+        trace_inference(priority_label(priority), samples, waited, ran, &result);
+        result
     }
 
     /// As [`Self::transcribe_pcm`], but only if the engine is idle; `None` when another
@@ -274,10 +280,13 @@ impl WhisperEngine {
         options: &DecodeOptions,
     ) -> Option<Result<RawTranscript, ModelError>> {
         let _permit = self.permits.try_acquire_idle()?;
-        Some(
-            self.pool
-                .install(|| transcribe_samples(model, samples, options)),
-        )
+        let started = std::time::Instant::now();
+        let result = self
+            .pool
+            .install(|| transcribe_samples(model, samples, options));
+        let ran = started.elapsed();
+        trace_inference("if-idle", samples, std::time::Duration::ZERO, ran, &result);
+        Some(result)
     }
 
     /// Whether no inference is in flight or waiting right now: a hint for best-effort
@@ -397,6 +406,54 @@ impl WhisperEngine {
             file.duration_secs,
             &model.name,
         ))
+    }
+}
+
+fn priority_label(priority: Priority) -> &'static str {
+    match priority {
+        Priority::Normal => "normal",
+        Priority::Urgent => "urgent",
+    }
+}
+
+/// One PCM inference's figures at debug level (`HARK_LOG=hark_speech=debug`): where a
+/// live final's latency goes (the wait for a slot, the short pass, a full-window
+/// recheck). Figures only: a transcript is the customer's data and is never logged.
+fn trace_inference(
+    class: &str,
+    samples: &[f32],
+    waited: std::time::Duration,
+    ran: std::time::Duration,
+    result: &Result<RawTranscript, ModelError>,
+) {
+    match result {
+        Ok(raw) => {
+            let s = &raw.stats;
+            tracing::debug!(
+                class,
+                audio_secs = samples.len() as f64 / f64::from(SAMPLE_RATE),
+                waited_secs = waited.as_secs_f64(),
+                ran_secs = ran.as_secs_f64(),
+                context = s.audio_context,
+                rechecked = s.rechecked,
+                full_window_owed = s.full_window_owed,
+                tokens = s.tokens,
+                draft_accepted = s.draft_tokens_accepted,
+                mel_secs = s.mel_secs,
+                encode_secs = s.encode_secs,
+                decode_secs = s.decode_secs,
+                no_speech_prob = s.first_no_speech_prob,
+                avg_logprob = s.first_avg_logprob,
+                "speech inference"
+            );
+        }
+        Err(e) => tracing::debug!(
+            class,
+            waited_secs = waited.as_secs_f64(),
+            ran_secs = ran.as_secs_f64(),
+            error = %e,
+            "speech inference stopped"
+        ),
     }
 }
 
