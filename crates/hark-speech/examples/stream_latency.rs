@@ -216,11 +216,11 @@ fn run_realtime(
     }
     let stats = session.stats();
     println!(
-        "[{stream}] partials {partials}; longest push {:.0} ms; decodes {}, full-window {}, full windows skipped {}",
+        "[{stream}] partials {partials}; longest push {:.0} ms; decodes {}, full-window {}, rechecks skipped {}",
         longest_push * 1e3,
         stats.decodes,
         stats.full_window_decodes,
-        stats.full_windows_skipped
+        stats.rechecks_skipped
     );
     print_latencies(&format!("[{stream}]"), latencies.clone());
     Ok(latencies)

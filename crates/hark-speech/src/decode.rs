@@ -167,14 +167,16 @@ pub struct DecodeOptions {
     pub min_short_context: usize,
     /// With `short_context`: when the first window's no-speech probability over the
     /// short context exceeds this and the window is in doubt by Whisper's own measures
-    /// ([`needs_full_window`]), the audio is decoded again over the full window and that
+    /// ([`needs_full_window`]), the audio is decoded again ([`recheck_options`]: over a
+    /// 15-s context first when only the text is in doubt, over the full window when the
+    /// no-speech probability is high or the 15-s context is in doubt too) and that
     /// result stands. Whisper's no-speech rule was trained on full windows: on a short one
     /// it can write words into noise (`examples/no_speech.rs`), while on speech the
     /// probability stays lower, so only doubtful audio pays for the full window. `None`:
     /// the short context's result always stands.
     pub short_context_recheck: Option<f64>,
     /// With `short_context_recheck`: a window in doubt is not decoded again here; the
-    /// result says so ([`DecodeStats::full_window_owed`]) and the caller decides when
+    /// result says so ([`DecodeStats::recheck_owed`]) and the caller decides when
     /// (and whether) to pay for the full window. A live session defers it while the
     /// engine is busy, because the speaker often resumes and the decode is then wasted.
     pub defer_recheck: bool,
@@ -256,14 +258,14 @@ pub struct DecodeStats {
     /// its sampled tokens: what the no-speech rule judged it by (0 without windows).
     pub first_no_speech_prob: f64,
     pub first_avg_logprob: f64,
-    /// The short context's result was doubtful and the audio was decoded again over the
-    /// full window (`DecodeOptions::short_context_recheck`); the other figures are the
-    /// full window's, the times are both decodes'.
+    /// The short context's result was doubtful and the audio was decoded again
+    /// (`DecodeOptions::short_context_recheck`, [`recheck_options`]); the other figures
+    /// are the last decode's (`audio_context` says which), the times are all decodes'.
     pub rechecked: bool,
     /// The short context's result was in doubt as for `rechecked`, but the recheck was
     /// left to the caller (`DecodeOptions::defer_recheck`): this result is the short
-    /// context's, and the full window's may differ.
-    pub full_window_owed: bool,
+    /// context's, and the recheck's may differ.
+    pub recheck_owed: bool,
 }
 
 impl RawTranscript {
@@ -386,14 +388,10 @@ pub fn transcribe_samples(
             .is_some_and(|limit| needs_full_window(&out, limit, opts))
     {
         if opts.defer_recheck {
-            out.stats.full_window_owed = true;
+            out.stats.recheck_owed = true;
             return Ok(out);
         }
-        let full = DecodeOptions {
-            short_context: false,
-            ..opts.clone()
-        };
-        let mut again = transcribe_samples(model, samples, &full)?;
+        let mut again = transcribe_samples(model, samples, &recheck_options(&out.stats, opts))?;
         let s = &mut again.stats;
         s.rechecked = true;
         s.mel_secs += out.stats.mel_secs;
@@ -403,6 +401,38 @@ pub fn transcribe_samples(
         return Ok(again);
     }
     Ok(out)
+}
+
+/// Encoder positions (15 s) of the first recheck of a short context that is in doubt by
+/// its text alone (log-probability or repetition), not by its no-speech probability.
+pub const RECHECK_CONTEXT: usize = 750;
+
+/// How to redo a short-context decode in doubt (its first window's figures are `short`):
+/// a window the model itself takes for no speech (probability above
+/// `no_speech_threshold`: noise scores 0.83–0.97) goes straight to the full 30-s window,
+/// where Whisper's no-speech rule was trained; one in doubt only by its text (a second
+/// of speech, "S NOT…" at −1.24 for "Ask not!") is redone over a 15-s context first,
+/// half the full window's encoder positions, with the same recheck, so the full window
+/// follows only if that is in doubt too. JFK's "Ask not!": 6 s (300 positions) gave
+/// "S NOT…" (no-speech 0.54, −1.24), 15 s "Ask not!" (0.38, −0.96), the full window
+/// "Ask not!" (0.27, −0.87).
+pub fn recheck_options(short: &DecodeStats, opts: &DecodeOptions) -> DecodeOptions {
+    if short.first_no_speech_prob <= opts.no_speech_threshold
+        && short.audio_context < RECHECK_CONTEXT
+    {
+        DecodeOptions {
+            short_context: true,
+            min_short_context: RECHECK_CONTEXT,
+            defer_recheck: false,
+            ..opts.clone()
+        }
+    } else {
+        DecodeOptions {
+            short_context: false,
+            defer_recheck: false,
+            ..opts.clone()
+        }
+    }
 }
 
 /// Whisper's temperature fallback redoes a window whose text compresses better than this
@@ -1227,6 +1257,33 @@ mod tests {
                 ..DecodeStats::default()
             },
         }
+    }
+
+    #[test]
+    fn a_recheck_tries_fifteen_seconds_first_only_when_the_text_is_in_doubt() {
+        let opts = DecodeOptions {
+            short_context: true,
+            min_short_context: 300,
+            short_context_recheck: Some(0.3),
+            defer_recheck: true,
+            ..DecodeOptions::default()
+        };
+        let short = |no_speech, context| DecodeStats {
+            windows: 1,
+            first_no_speech_prob: no_speech,
+            audio_context: context,
+            ..DecodeStats::default()
+        };
+        // "S NOT…" for "Ask not!": the text is in doubt, the model hears speech.
+        let medium = recheck_options(&short(0.54, 300), &opts);
+        assert!(medium.short_context && !medium.defer_recheck);
+        assert_eq!(medium.min_short_context, RECHECK_CONTEXT);
+        assert_eq!(medium.short_context_recheck, Some(0.3));
+        // Noise-like: the full window's no-speech rule decides.
+        let full = recheck_options(&short(0.9, 300), &opts);
+        assert!(!full.short_context && !full.defer_recheck);
+        // A context already that long (or the 15-s one in doubt too): the full window.
+        assert!(!recheck_options(&short(0.54, RECHECK_CONTEXT), &opts).short_context);
     }
 
     #[test]

@@ -436,7 +436,7 @@ fn trace_inference(
                 ran_secs = ran.as_secs_f64(),
                 context = s.audio_context,
                 rechecked = s.rechecked,
-                full_window_owed = s.full_window_owed,
+                recheck_owed = s.recheck_owed,
                 tokens = s.tokens,
                 draft_accepted = s.draft_tokens_accepted,
                 mel_secs = s.mel_secs,

@@ -4,7 +4,7 @@
 //! `max_turn_silence_ms` regardless, or when forced. Only the current turn's audio (at most
 //! `max_turn_secs`) is ever decoded, so cost does not grow with the session.
 
-use crate::decode::{CancelFlag, DecodeOptions, LoadedModel, RawTranscript};
+use crate::decode::{CancelFlag, DecodeOptions, DecodeStats, LoadedModel, RawTranscript};
 use crate::engine::{Priority, WhisperEngine};
 use crate::error::ModelError;
 use hark_core::speech::{SpeechError, SpeechStream, StreamingUpdate};
@@ -116,12 +116,12 @@ pub struct SessionStats {
     /// Decodes whose result the session used (partials, settle decodes, finals);
     /// cancelled and stale partials are not counted.
     pub decodes: u64,
-    /// Of those, the ones that paid for the full 30-s window (a short context in doubt,
-    /// rechecked at once or owed and decoded later).
+    /// Of those, the ones that ended on the full 30-s window (a short context in doubt,
+    /// rechecked at once or owed and decoded later, whose recheck went that far).
     pub full_window_decodes: u64,
-    /// Full-window decodes owed by a pause's settle decode and never made, because the
-    /// speaker resumed first.
-    pub full_windows_skipped: u64,
+    /// Rechecks owed by a pause's settle decode and never made, because the speaker
+    /// resumed first.
+    pub rechecks_skipped: u64,
 }
 
 /// What the decode at the start of the current pause left.
@@ -131,12 +131,13 @@ enum Settled {
     Nothing,
     /// The turn's final, unless speech resumes.
     Final(Turn),
-    /// The short context was in doubt (`decode::needs_full_window`) and the engine was
-    /// busy, so the full window was not decoded yet: it is decoded at the recheck point
-    /// if the engine is idle by then, else when the pause reaches `min_turn_silence_ms`,
-    /// and never if speech resumes first. Until then nothing is shown: the short
-    /// context's text is the doubtful one ("S NOT…" for "Ask not!").
-    FullWindowOwed,
+    /// The short context was in doubt (`decode::needs_full_window`; these are its
+    /// figures) and the engine was busy, so its recheck (`decode::recheck_options`) was
+    /// not decoded yet: it is decoded at the recheck point if the engine is idle by
+    /// then, else when the pause reaches `min_turn_silence_ms`, and never if speech
+    /// resumes first. Until then nothing is shown: the short context's text is the
+    /// doubtful one ("S NOT…" for "Ask not!").
+    RecheckOwed(DecodeStats),
 }
 
 /// What a partial's thread returns: `None` when the engine was busy and it did not run.
@@ -178,7 +179,7 @@ pub struct StreamingSession {
     /// A partial is owed at the end of the current push.
     partial_due: bool,
     /// What the decode made when the current pause began left: the turn's final if no
-    /// speech follows, or a full-window decode owed for it.
+    /// speech follows, or the recheck owed for it.
     settled: Settled,
     /// Whether the turn's latest decode ends a sentence (judged on the model's own
     /// punctuation, whatever the output settings).
@@ -434,8 +435,8 @@ impl StreamingSession {
             self.silence_run = 0;
             // Speech resumed: the pause's decode no longer covers the turn (and a full
             // window it owed is not worth decoding).
-            if matches!(self.settled, Settled::FullWindowOwed) {
-                self.stats.full_windows_skipped += 1;
+            if matches!(self.settled, Settled::RecheckOwed(_)) {
+                self.stats.rechecks_skipped += 1;
             }
             self.settled = Settled::Nothing;
         } else {
@@ -443,7 +444,7 @@ impl StreamingSession {
         }
         let silence_ms = (self.silence_run * 1000 / RATE) as u64;
         let turn_secs = self.turn_audio.len() as f64 / RATE as f64;
-        if matches!(self.settled, Settled::FullWindowOwed)
+        if matches!(self.settled, Settled::RecheckOwed(_))
             && silence_ms >= self.config.min_turn_silence_ms
             && self.budget.available()
         {
@@ -474,7 +475,7 @@ impl StreamingSession {
             && match self.settled {
                 Settled::Nothing => false,
                 Settled::Final(_) => !self.ends_sentence,
-                Settled::FullWindowOwed => true,
+                Settled::RecheckOwed(_) => true,
             };
         if at_settle_point || at_recheck_point {
             let kind = if at_settle_point {
@@ -508,7 +509,7 @@ impl StreamingSession {
             SettleDecode::Settle => self.decode_settle()?,
             // Only worth it when the engine has nothing else to do; otherwise the
             // settled text stands and the end-of-turn rule decides with it (or the
-            // full window owed waits for `min_turn_silence_ms`).
+            // recheck owed waits for `min_turn_silence_ms`).
             SettleDecode::Recheck => self.decode_final_if(true)?,
             SettleDecode::Owed => Some(self.decode_final()?),
         };
@@ -540,11 +541,11 @@ impl StreamingSession {
     }
 
     /// The decode at the settle point, when the budget allows: the short context, and
-    /// the full window at once only if it is in doubt *and* the engine is idle. On a
-    /// busy engine the full window is owed instead (`Settled::FullWindowOwed`, `None`
-    /// here): pauses of 200–400 ms inside a turn are common ("Ask … not"), and a
-    /// full-window decode for each fragment, in every stream, was what queued the
-    /// finals of streams pausing together.
+    /// its recheck at once only if it is in doubt *and* the engine is idle. On a busy
+    /// engine the recheck is owed instead (`Settled::RecheckOwed`, `None` here): pauses
+    /// of 200–400 ms inside a turn are common ("Ask … not"), and a full-window decode
+    /// for each fragment, in every stream, was what queued the finals of streams
+    /// pausing together.
     fn decode_settle(&mut self) -> Result<Option<Turn>, ModelError> {
         if !self.budget.available() {
             return Ok(None);
@@ -562,12 +563,12 @@ impl StreamingSession {
             &options,
         )?;
         self.note_decode(&raw);
-        if !raw.stats.full_window_owed {
+        if !raw.stats.recheck_owed {
             return Ok(Some(self.to_turn(&raw)));
         }
-        self.settled = Settled::FullWindowOwed;
-        // The draft of a full-window decode is its own (the short context's tokens are
-        // the doubtful ones).
+        self.settled = Settled::RecheckOwed(raw.stats);
+        // The recheck's draft is its own (the short context's tokens are the doubtful
+        // ones).
         self.draft.clear();
         self.decode_final_if(true)
     }
@@ -618,7 +619,7 @@ impl StreamingSession {
     /// What the next decode of the turn and the end-of-turn decision take from this one.
     fn note_decode(&mut self, raw: &crate::decode::RawTranscript) {
         self.stats.decodes += 1;
-        if raw.stats.rechecked || raw.stats.audio_context >= self.model.whisper.dims.n_audio_ctx {
+        if raw.stats.audio_context >= self.model.whisper.dims.n_audio_ctx {
             self.stats.full_window_decodes += 1;
         }
         self.draft = raw.first_window_tokens.clone();
@@ -626,18 +627,14 @@ impl StreamingSession {
         self.sentence_end_probability = raw.sentence_end_probability.unwrap_or(0.0);
     }
 
-    /// Options for decoding the current turn for its final: straight to the full window
+    /// Options for decoding the current turn for its final: straight to the recheck
     /// when the settle decode found the short context in doubt (for the same speech:
     /// only silence followed), else the short context with its recheck.
     fn final_decode_options(&self) -> DecodeOptions {
         let options = self.decode_options(false);
-        if matches!(self.settled, Settled::FullWindowOwed) {
-            DecodeOptions {
-                short_context: false,
-                ..options
-            }
-        } else {
-            options
+        match &self.settled {
+            Settled::RecheckOwed(short) => crate::decode::recheck_options(short, &options),
+            _ => options,
         }
     }
 
@@ -710,7 +707,7 @@ impl StreamingSession {
         let mut turn = match std::mem::replace(&mut self.settled, Settled::Nothing) {
             Settled::Final(turn) => turn,
             unsettled => {
-                // Put back what picks the decode's context (a full window owed).
+                // Put back what picks the decode's context (a recheck owed).
                 self.settled = unsettled;
                 self.decode_final()?
             }

@@ -540,13 +540,45 @@ fn a_deferred_recheck_is_left_to_the_caller() {
         ..checked.clone()
     };
     let short = engine.transcribe_pcm(&model, &noise, &deferred).unwrap();
-    assert!(short.stats.full_window_owed, "{:?}", short.stats);
+    assert!(short.stats.recheck_owed, "{:?}", short.stats);
     assert!(!short.stats.rechecked);
     assert_eq!(short.stats.audio_context, 300);
     let full = engine.transcribe_pcm(&model, &noise, &checked).unwrap();
     assert!(full.stats.rechecked, "{:?}", full.stats);
-    assert!(!full.stats.full_window_owed);
+    assert!(!full.stats.recheck_owed);
     assert_eq!(full.stats.audio_context, 1500);
+}
+
+/// A short context in doubt by its text alone is rechecked over 15 s first, and that
+/// stands when it is sound: JFK's "Ask not!" over 6 s reads "S NOT…" (mean
+/// log-probability about −1.24), over 15 s "Ask not!" (about −0.96), as over 30 s.
+#[test]
+fn a_text_in_doubt_is_rechecked_over_fifteen_seconds_before_the_full_window() {
+    let engine = engine();
+    let model = engine.load(MODEL_NAME).unwrap();
+    let jfk = read_wav_16k(&fixtures().join("jfk.wav"));
+    // 3.08-4.46 s: "Ask not", as a live turn decodes it (pre-roll and a pause included).
+    let ask_not = &jfk[49_280..71_360];
+    let options = DecodeOptions {
+        short_context: true,
+        min_short_context: 300,
+        short_context_recheck: Some(0.3),
+        ..DecodeOptions::default()
+    };
+    let out = engine.transcribe_pcm(&model, ask_not, &options).unwrap();
+    assert!(out.stats.rechecked, "{:?}", out.stats);
+    assert_eq!(
+        out.stats.audio_context,
+        hark_speech::decode::RECHECK_CONTEXT,
+        "{:?}",
+        out.stats
+    );
+    assert!(
+        wer("ask not", &out.text()) == 0.0,
+        "{} {:?}",
+        out.text(),
+        out.stats
+    );
 }
 
 /// A pause whose settle decode is in doubt, on a busy engine, owes the full window
@@ -607,12 +639,7 @@ fn a_settle_decode_in_doubt_on_a_busy_engine_owes_the_full_window() {
     );
     // The "speaker" resumes: the full window owed is dropped.
     feed(&mut session, &white_noise(16_000, -20.0));
-    assert_eq!(
-        session.stats().full_windows_skipped,
-        1,
-        "{:?}",
-        session.stats()
-    );
+    assert_eq!(session.stats().rechecks_skipped, 1, "{:?}", session.stats());
     // A real pause: the owed full window decides the turn, once.
     feed(&mut session, &silence(2_000));
     let stats = session.stats();
@@ -620,7 +647,7 @@ fn a_settle_decode_in_doubt_on_a_busy_engine_owes_the_full_window() {
     stop_batch.cancel();
     assert!(matches!(batch.join().unwrap(), Err(ModelError::Cancelled)));
     assert_eq!(stats.full_window_decodes, 1, "{stats:?}");
-    assert_eq!(stats.full_windows_skipped, 1, "{stats:?}");
+    assert_eq!(stats.rechecks_skipped, 1, "{stats:?}");
     // Whatever the full window made of the noise, the turn is over: a final (if it
     // wrote words) is the last event.
     assert!(
