@@ -40,9 +40,9 @@ pub struct TranscribeArgs {
     #[arg(long)]
     pub no_format_text: bool,
     /// Encode audio shorter than a window over a shorter context (the audio plus 1 s, at
-    /// least 10 s) instead of the padded 30 s, re-decoding over the full window when the
-    /// model doubts there is speech. Faster on short clips; accuracy is measured in
-    /// docs/speech.md, not guaranteed.
+    /// least 10 s) instead of the padded 30 s, re-decoding a clip the model is in doubt
+    /// about (over 15 s first when only its text is in doubt, else over the full window).
+    /// Faster on short clips; accuracy is measured in docs/speech.md, not guaranteed.
     #[arg(long)]
     pub short_context: bool,
 }

@@ -177,7 +177,7 @@ pub struct DecodeOptions {
     pub short_context_recheck: Option<f64>,
     /// With `short_context_recheck`: a window in doubt is not decoded again here; the
     /// result says so ([`DecodeStats::recheck_owed`]) and the caller decides when
-    /// (and whether) to pay for the full window. A live session defers it while the
+    /// (and whether) to pay for the recheck ([`recheck_options`]). A live session defers it while the
     /// engine is busy, because the speaker often resumes and the decode is then wasted.
     pub defer_recheck: bool,
     /// Tokens the first window is expected to start with (e.g. the previous decode of
