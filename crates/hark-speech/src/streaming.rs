@@ -550,19 +550,10 @@ impl StreamingSession {
         if !self.budget.available() {
             return Ok(None);
         }
-        self.budget.spend();
-        self.supersede_partial();
-        let options = DecodeOptions {
+        let raw = self.decode_urgent(&DecodeOptions {
             defer_recheck: true,
             ..self.decode_options(false)
-        };
-        let raw = self.engine.transcribe_pcm_at(
-            Priority::Urgent,
-            &self.model,
-            self.decode_audio(),
-            &options,
-        )?;
-        self.note_decode(&raw);
+        })?;
         if !raw.stats.recheck_owed {
             return Ok(Some(self.to_turn(&raw)));
         }
@@ -577,17 +568,23 @@ impl StreamingSession {
     /// ahead of work nobody is waiting on.
     fn decode_final(&mut self) -> Result<Turn, ModelError> {
         // Callers check the budget first (or must decode, at the end of the stream).
+        let raw = self.decode_urgent(&self.final_decode_options())?;
+        Ok(self.to_turn(&raw))
+    }
+
+    /// Decodes the current turn ahead of work nobody waits on, spending a budget token
+    /// and superseding the partial in flight; the result is noted for the next decode.
+    fn decode_urgent(&mut self, options: &DecodeOptions) -> Result<RawTranscript, ModelError> {
         self.budget.spend();
         self.supersede_partial();
-        let options = self.final_decode_options();
         let raw = self.engine.transcribe_pcm_at(
             Priority::Urgent,
             &self.model,
             self.decode_audio(),
-            &options,
+            options,
         )?;
         self.note_decode(&raw);
-        Ok(self.to_turn(&raw))
+        Ok(raw)
     }
 
     /// As [`Self::decode_final`]; with `if_idle`, only if the engine is idle (`None` when

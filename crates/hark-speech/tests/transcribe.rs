@@ -8,8 +8,7 @@ use common::*;
 use hark_core::speech::{SpeechEngine, SpeechError, TranscribeRequest};
 use hark_speech::long_audio::SampleSpan;
 use hark_speech::{
-    CancelFlag, DecodeOptions, EngineOptions, ModelError, StreamEvent, StreamingConfig,
-    StreamingSession, Turn, WhisperEngine,
+    CancelFlag, DecodeOptions, ModelError, StreamEvent, StreamingConfig, StreamingSession, Turn,
 };
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -435,19 +434,7 @@ fn streaming_gives_partials_and_finals_per_turn() {
 /// the push, the overdue partial held every push up until the batch job was done.
 #[test]
 fn a_partial_waiting_for_the_engine_does_not_hold_up_the_pushes() {
-    let data = tempfile::tempdir().unwrap();
-    let registry = hark_speech::ModelRegistry::new(data.path());
-    registry.install(&model_dir(), Some(MODEL_NAME)).unwrap();
-    let engine = Arc::new(
-        WhisperEngine::new(
-            data.path(),
-            EngineOptions {
-                max_concurrent: 1,
-                ..EngineOptions::default()
-            },
-        )
-        .unwrap(),
-    );
+    let (_data, engine) = engine_with_slots(1);
     let model = engine.load(MODEL_NAME).unwrap();
     let jfk = read_wav_16k(&fixtures().join("jfk.wav"));
     // A minute of audio: two full windows, a second or more of work on any machine,
@@ -587,19 +574,7 @@ fn a_text_in_doubt_is_rechecked_over_fifteen_seconds_before_the_full_window() {
 /// is, once, and the final comes from it.
 #[test]
 fn a_settle_decode_in_doubt_on_a_busy_engine_owes_the_full_window() {
-    let data = tempfile::tempdir().unwrap();
-    let registry = hark_speech::ModelRegistry::new(data.path());
-    registry.install(&model_dir(), Some(MODEL_NAME)).unwrap();
-    let engine = Arc::new(
-        WhisperEngine::new(
-            data.path(),
-            EngineOptions {
-                max_concurrent: 2,
-                ..EngineOptions::default()
-            },
-        )
-        .unwrap(),
-    );
+    let (_data, engine) = engine_with_slots(2);
     let model = engine.load(MODEL_NAME).unwrap();
     // A batch job keeps the engine busy (one of its two slots) for the whole test and
     // is cancelled at its end.

@@ -38,6 +38,20 @@ struct Shared {
     _data: tempfile::TempDir,
 }
 
+/// An engine of its own with `max_concurrent` inference slots (for tests that keep it
+/// busy), over a temporary data dir that lives as long as the returned guard.
+pub fn engine_with_slots(max_concurrent: usize) -> (tempfile::TempDir, Arc<WhisperEngine>) {
+    let data = tempfile::tempdir().unwrap();
+    let registry = hark_speech::ModelRegistry::new(data.path());
+    registry.install(&model_dir(), Some(MODEL_NAME)).unwrap();
+    let options = EngineOptions {
+        max_concurrent,
+        ..EngineOptions::default()
+    };
+    let engine = Arc::new(WhisperEngine::new(data.path(), options).unwrap());
+    (data, engine)
+}
+
 /// One engine per test binary with the model installed into a temporary data dir.
 pub fn engine() -> Arc<WhisperEngine> {
     static SHARED: OnceLock<Shared> = OnceLock::new();
