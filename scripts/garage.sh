@@ -89,18 +89,27 @@ if cli layout show 2>/dev/null | grep -q "No nodes currently have a role"; then
     cli layout apply --version 1 >/dev/null
     log "layout applied"
 fi
-for _ in $(seq 1 50); do
-    cli bucket list >/dev/null 2>&1 && break
-    sleep 0.2
-done
+# A freshly applied layout takes a moment to be usable: until then writes such as key
+# creation fail with "Layout not ready" (seen on a brand-new machine), so each write is
+# retried for up to 20 s.
+retry() {
+    local out
+    for _ in $(seq 1 100); do
+        out="$("$@" 2>&1)" && { printf '%s\n' "$out"; return 0; }
+        sleep 0.2
+    done
+    "$@"
+}
 
 if [ ! -s "$DIR/key.env" ]; then
-    created="$(cli key create "$KEY_NAME")"
+    created="$(retry cli key create "$KEY_NAME")"
     id="$(printf '%s\n' "$created" | awk -F':[[:space:]]+' '/Key ID/ {print $2; exit}')"
     secret="$(printf '%s\n' "$created" | awk -F':[[:space:]]+' '/Secret key/ {print $2; exit}')"
     [ -n "$id" ] && [ -n "$secret" ] || { log "ERROR: could not read the new key"; printf '%s\n' "$created" >&2; exit 1; }
-    cli bucket create "$BUCKET" >/dev/null 2>&1 || true
-    cli bucket allow --read --write --owner "$BUCKET" --key "$id" >/dev/null
+    if ! cli bucket info "$BUCKET" >/dev/null 2>&1; then
+        retry cli bucket create "$BUCKET" >/dev/null
+    fi
+    retry cli bucket allow --read --write --owner "$BUCKET" --key "$id" >/dev/null
     umask 077
     printf 'ID=%s\nSECRET=%s\n' "$id" "$secret" >"$DIR/key.env"
     log "bucket $BUCKET and key $id created"

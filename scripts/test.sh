@@ -15,7 +15,8 @@ bash scripts/install-test-deps.sh
 # shellcheck source=scripts/cargo-env.sh
 source scripts/cargo-env.sh
 # shellcheck disable=SC1090
-eval "$(bash scripts/test-fixtures.sh)"
+fixtures_env="$(bash scripts/test-fixtures.sh)"
+eval "$fixtures_env"
 
 if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
     echo "test.sh: PostgreSQL is not answering on 127.0.0.1:5432; trying to start it" >&2
@@ -34,8 +35,10 @@ fi
 
 # The object-storage tests run against a real S3 server (Garage, on loopback); never
 # skipped either: without HARK_TEST_S3_* they fail.
+# (Captured first: a failure inside `eval "$(...)"` would not stop the script.)
+garage_env="$(bash scripts/garage.sh)"
 # shellcheck disable=SC1090
-eval "$(bash scripts/garage.sh)"
+eval "$garage_env"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
