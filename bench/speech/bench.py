@@ -72,7 +72,10 @@ def run(cmd, **kw):
 def espeak_wav(path, text):
     raw = path + ".22k.wav"
     run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", raw, text])
-    run(["sox", raw, "-r", "16000", "-c", "1", "-b", "16", path])
+    # -D: no dither, so the same text gives the same clip in every run (sox dithers when
+    # it reduces to 16 bits, and tiny.en reads some of these sentences differently with
+    # different dither).
+    run(["sox", "-D", raw, "-r", "16000", "-c", "1", "-b", "16", path])
     os.remove(raw)
 
 
@@ -180,6 +183,15 @@ def main():
             engines[f"faster-whisper float32 +words{tag}"] = (lambda env: lambda: timed([sys.executable, "-c", FW_SCRIPT, model_dir, "float32", "1"], json.dumps(files), env=env))(fw_env)
         engines[int8] = (lambda env: lambda: timed([sys.executable, "-c", FW_SCRIPT, model_dir, "int8", "0"], json.dumps(files), env=env))(fw_env)
         pairs[hark_name] = (f32, int8)
+    # HARK_BENCH_INT8=1 also runs Hark with the int8 encoder (HARK_ENCODER_PRECISION=int8)
+    # on every path, beside the same faster-whisper runs.
+    if os.environ.get("HARK_BENCH_INT8") == "1":
+        for path in paths or [None]:
+            tag = "" if path is None else f" [{path}]"
+            env = dict(os.environ, HARK_ENCODER_PRECISION="int8", **({"HARK_SIMD": path} if path else {}))
+            name = f"hark int8 encoder{tag}"
+            engines[name] = (lambda env: lambda: timed([hark, "--model-dir", model_dir, "--threads", "2", "--json", *files], env=env))(env)
+            pairs[name] = pairs["hark f32/f16 (greedy, words)" if path is None else f"hark{tag}"]
     # HARK_BENCH_SHORT=1 also runs Hark with --short-context (short clips over a shorter
     # encoder window; see docs/speech.md), on the first path.
     if os.environ.get("HARK_BENCH_SHORT") == "1":

@@ -559,6 +559,8 @@ const NOT_CONFIG_ENV: &[&str] = &[
     "log",
     // The speech engine's kernel path (hark-speech reads it).
     "simd",
+    // The speech encoder's weight precision (hark-speech reads it).
+    "encoder_precision",
     "master_key_file",
     "smtp_password_file",
     "database_url_file",

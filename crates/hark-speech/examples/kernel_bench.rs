@@ -35,6 +35,24 @@ fn main() {
                 secs * 1e3,
                 2.0 * (m * k * n) as f64 / secs / 1e9
             );
+            // The same product on int8 weights (quantisation of the activations included).
+            let w: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5)
+                .collect();
+            let layer = hark_speech::quant::QuantLinear::quantize(&w, n, k, None);
+            let kernel =
+                hark_speech::quant::Int8Kernel::for_path(hark_speech::kernels::simd_path());
+            let t = Instant::now();
+            for _ in 0..reps {
+                layer.forward(&x, m, &mut out);
+            }
+            let secs = t.elapsed().as_secs_f64() / reps as f64;
+            println!(
+                "  int8 ({}): {:.2} ms, {:.1} GOP/s",
+                kernel.name(),
+                secs * 1e3,
+                2.0 * (m * k * n) as f64 / secs / 1e9
+            );
         }
         let (t, hd) = (1500, 64);
         let q = vec![0.1f32; t * 1152];

@@ -5,7 +5,7 @@
 use crate::align::{dtw_path, median_filter_rows};
 use crate::error::ModelError;
 use crate::mel::{mel_window, MelFrontEnd, HOP};
-use crate::model::Whisper;
+use crate::model::{EncoderPrecision, Whisper};
 use crate::tokenizer::Tokenizer;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,8 +33,19 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
+    /// Loads the model in `dir` with the encoder precision `HARK_ENCODER_PRECISION` sets
+    /// (f32 unless it says int8).
     pub fn load(name: &str, dir: &Path) -> Result<Self, ModelError> {
-        let whisper = Whisper::load_dir(dir)?;
+        Self::load_with_precision(name, dir, EncoderPrecision::configured())
+    }
+
+    /// [`Self::load`] with the encoder's weight products in `precision`.
+    pub fn load_with_precision(
+        name: &str,
+        dir: &Path,
+        precision: EncoderPrecision,
+    ) -> Result<Self, ModelError> {
+        let whisper = Whisper::load_dir(dir)?.with_encoder_precision(precision);
         let tokenizer = Tokenizer::from_dir(dir)?;
         if tokenizer.vocab_size() > whisper.dims.n_vocab + 2000 {
             return Err(ModelError::Invalid(

@@ -149,8 +149,16 @@ pub fn cpu_summary() -> String {
         Some(r) => format!(", HARK_SIMD={r}"),
         None => String::new(),
     };
+    let precision = crate::model::EncoderPrecision::configured();
+    let encoder = match precision {
+        crate::model::EncoderPrecision::Int8 => format!(
+            "int8 ({})",
+            crate::quant::Int8Kernel::for_path(simd_path()).name()
+        ),
+        crate::model::EncoderPrecision::F32 => precision.name().to_string(),
+    };
     let mut line = format!(
-        "cpu: {model} | cores: {} | flags: {} | kernels: {} (detected {}{forced})",
+        "cpu: {model} | cores: {} | flags: {} | kernels: {} (detected {}{forced}) | encoder: {encoder}",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         flags.join(" "),
         simd_path().name(),

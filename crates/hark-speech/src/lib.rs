@@ -12,6 +12,7 @@ pub mod kernels;
 pub mod long_audio;
 pub mod mel;
 pub mod model;
+pub mod quant;
 pub mod registry;
 pub mod streaming;
 pub mod tensor_file;
@@ -26,5 +27,6 @@ pub use decode::{
 };
 pub use engine::{EngineOptions, FileTranscript, Priority, WhisperEngine};
 pub use error::ModelError;
+pub use model::EncoderPrecision;
 pub use registry::{ModelFormat, ModelInfo, ModelRegistry};
 pub use streaming::{SessionStats, StreamEvent, StreamingConfig, StreamingSession, Turn};

@@ -5,6 +5,7 @@
 
 use crate::error::ModelError;
 use crate::kernels::{self, f32_to_f16};
+use crate::quant::QuantLinear;
 use crate::tensor_file::{read_ct2, read_safetensors, TensorSet};
 use rayon::prelude::*;
 use std::path::Path;
@@ -34,14 +35,62 @@ pub struct Linear {
     /// The same weights in half precision, for layers only ever run one token at a time,
     /// where reading the weights from memory is the cost.
     pub weight_f16: Vec<u16>,
+    /// The same weights in int8, for the encoder's large products when the model was
+    /// loaded with [`EncoderPrecision::Int8`].
+    pub weight_i8: Option<QuantLinear>,
     pub bias: Option<Vec<f32>>,
     pub n_out: usize,
     pub n_in: usize,
 }
 
+/// The arithmetic of the encoder's weight products (its projections, feed-forward
+/// layers and second convolution, and the decoder's cross-attention keys and values,
+/// which run over every encoder position). Attention scores, the first convolution and
+/// the decoder's per-token products stay in floating point either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EncoderPrecision {
+    /// f32 weights and f32 products.
+    #[default]
+    F32,
+    /// int8 weights (one scale per output), activations quantised per row at run time,
+    /// products summed exactly in i32 ([`crate::quant`]).
+    Int8,
+}
+
+impl EncoderPrecision {
+    pub fn name(self) -> &'static str {
+        match self {
+            EncoderPrecision::F32 => "f32",
+            EncoderPrecision::Int8 => "int8",
+        }
+    }
+
+    /// The precision set by `HARK_ENCODER_PRECISION` (`f32` or `int8`), else the default.
+    /// Decided once per process.
+    pub fn configured() -> Self {
+        static CONFIGURED: std::sync::OnceLock<EncoderPrecision> = std::sync::OnceLock::new();
+        *CONFIGURED.get_or_init(|| {
+            std::env::var("HARK_ENCODER_PRECISION")
+                .ok()
+                .and_then(|v| Self::parse(&v))
+                .unwrap_or_default()
+        })
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "f32" | "float32" => Some(EncoderPrecision::F32),
+            "int8" | "i8" => Some(EncoderPrecision::Int8),
+            _ => None,
+        }
+    }
+}
+
 impl Linear {
     fn forward(&self, x: &[f32], rows: usize, out: &mut [f32]) {
-        if self.weight_f16.is_empty() {
+        if let Some(q) = &self.weight_i8 {
+            q.forward(x, rows, out);
+        } else if self.weight_f16.is_empty() {
             kernels::linear(
                 x,
                 rows,
@@ -82,6 +131,19 @@ impl Linear {
     fn into_half(mut self) -> Self {
         self.weight_f16 = self.weight.iter().map(|v| f32_to_f16(*v)).collect();
         self.weight = Vec::new();
+        self
+    }
+
+    fn into_int8(mut self) -> Self {
+        if !self.weight.is_empty() {
+            self.weight_i8 = Some(QuantLinear::quantize(
+                &self.weight,
+                self.n_out,
+                self.n_in,
+                self.bias.as_deref(),
+            ));
+            self.weight = Vec::new();
+        }
         self
     }
 }
@@ -135,8 +197,8 @@ pub struct Whisper {
     pub dims: Dims,
     conv1_w: Vec<f32>,
     conv1_b: Vec<f32>,
-    conv2_w: Vec<f32>,
-    conv2_b: Vec<f32>,
+    /// conv2 (kernel 3, stride 2) as a linear layer over `[d_in · 3]` im2col rows.
+    conv2: Linear,
     enc_pos: Vec<f32>,
     enc_layers: Vec<EncoderLayer>,
     enc_ln: LayerNorm,
@@ -191,6 +253,7 @@ impl Loader<'_> {
         Ok(Linear {
             weight,
             weight_f16: Vec::new(),
+            weight_i8: None,
             bias,
             n_out,
             n_in,
@@ -215,6 +278,7 @@ impl Loader<'_> {
         Ok(Linear {
             weight,
             weight_f16: Vec::new(),
+            weight_i8: None,
             bias: Some(bias),
             n_out: parts.len() * d,
             n_in,
@@ -571,8 +635,12 @@ impl Whisper {
         Ok(Whisper {
             conv1_w: ld.checked(&format!("{conv1}{sep}weight"), d * n_mels * 3)?,
             conv1_b: ld.checked(&format!("{conv1}{sep}bias"), d)?,
-            conv2_w: ld.checked(&format!("{conv2}{sep}weight"), d * d * 3)?,
-            conv2_b: ld.checked(&format!("{conv2}{sep}bias"), d)?,
+            conv2: ld.linear(
+                &format!("{conv2}{sep}weight"),
+                Some(&format!("{conv2}{sep}bias")),
+                d,
+                d * 3,
+            )?,
             enc_pos,
             enc_layers,
             enc_ln: ld.norm(&enc_ln_name, d)?,
@@ -583,6 +651,44 @@ impl Whisper {
             dec_ln: ld.norm(&dec_ln_name, d)?,
             dims,
         })
+    }
+
+    /// Moves the encoder's weight products (and the decoder's cross-attention keys and
+    /// values) to `precision`. Quantising drops the f32 copies of those weights, so it
+    /// cannot be undone on the same model.
+    pub fn with_encoder_precision(mut self, precision: EncoderPrecision) -> Self {
+        if precision == EncoderPrecision::Int8 {
+            self.conv2 = self.conv2.into_int8();
+            self.enc_layers = self
+                .enc_layers
+                .into_iter()
+                .map(|l| EncoderLayer {
+                    qkv: l.qkv.into_int8(),
+                    attn_out: l.attn_out.into_int8(),
+                    fc1: l.fc1.into_int8(),
+                    fc2: l.fc2.into_int8(),
+                    ..l
+                })
+                .collect();
+            self.dec_layers = self
+                .dec_layers
+                .into_iter()
+                .map(|l| DecoderLayer {
+                    cross_kv: l.cross_kv.into_int8(),
+                    ..l
+                })
+                .collect();
+        }
+        self
+    }
+
+    /// The precision of the encoder's weight products.
+    pub fn encoder_precision(&self) -> EncoderPrecision {
+        if self.conv2.weight_i8.is_some() {
+            EncoderPrecision::Int8
+        } else {
+            EncoderPrecision::F32
+        }
     }
 
     /// Encode one window of log-mel features (`[n_mels, 2·n_audio_ctx]`, channel-major)
@@ -663,15 +769,7 @@ impl Whisper {
         });
         drop(h1);
         let mut x = vec![0.0f32; n_audio_ctx * d];
-        kernels::linear(
-            &cols2,
-            n_audio_ctx,
-            k2,
-            &self.conv2_w,
-            d,
-            Some(&self.conv2_b),
-            &mut x,
-        );
+        self.conv2.forward(&cols2, n_audio_ctx, &mut x);
         drop(cols2);
         kernels::gelu_par(&mut x);
         for (v, p) in x.iter_mut().zip(&self.enc_pos) {

@@ -1,0 +1,658 @@
+//! Int8 linear layers for the encoder's large products: weights quantised once per output
+//! row, activations per input row at run time, and every product summed exactly in 32-bit
+//! integers (AVX-512 VNNI `vpdpbusd`, AVX2 `vpmaddubsw` + `vpmaddwd`, or portable code).
+//!
+//! `out[m, n] = sx[m] · sw[n] · Σ_k qx[m, k] · qw[n, k] + bias[n]`, where `qw = round(w /
+//! sw)` with `sw = max|w[n, ·]| / W` and `qx = round(x / sx)` with `sx = max|x[m, ·]| /
+//! 127`. The instructions multiply unsigned by signed bytes, so weights are stored
+//! shifted to `qw + S` and each sum is corrected by `S · Σ_k qx[m, k]`. VNNI and the
+//! portable code take `W = 127, S = 128`. `vpmaddubsw` adds pairs of products in 16 bits
+//! with saturation, so the AVX2 kernel takes 7-bit weights (`W = 63, S = 64`): its pair
+//! sums stay within `2 · 127 · 127 = 32258` and are exact too. (Activations keep their 8
+//! bits on every kernel: 7-bit activations cost more words on the benchmark's sets than
+//! 7-bit weights did.) Integer
+//! sums on the same packed weights are the same on every kernel, so the portable code is
+//! the reference the vector kernels are tested against bit for bit.
+
+use crate::kernels::SimdPath;
+use rayon::prelude::*;
+
+/// Outputs per packed panel: one 512-bit register of i32 sums (two 256-bit halves on AVX2).
+const PANEL: usize = 16;
+/// Inputs per group: `vpdpbusd` adds four u8·i8 products into each 32-bit lane.
+const GROUP: usize = 4;
+const PANEL_BYTES: usize = PANEL * GROUP;
+/// Rows of activations per parallel task (a multiple of every kernel's tile height).
+const ROWS_PER_TASK: usize = 48;
+/// Below this many multiply-adds the product is not split across threads.
+const PARALLEL_MIN_WORK: usize = 2_000_000;
+
+/// The integer kernel an int8 product runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Int8Kernel {
+    Scalar,
+    /// AVX2 `vpmaddubsw` + `vpmaddwd` (weights to ±63 so the 16-bit pair sums are exact).
+    Avx2,
+    /// AVX-512BW + VNNI `vpdpbusd`.
+    Vnni512,
+}
+
+impl Int8Kernel {
+    /// The widest integer kernel the kernel path `path` allows on this CPU: VNNI needs
+    /// AVX-512BW and AVX-512 VNNI beside the `avx512` path.
+    pub fn for_path(path: SimdPath) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if path == SimdPath::Avx512
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vnni")
+            {
+                return Int8Kernel::Vnni512;
+            }
+            if path >= SimdPath::Avx2 {
+                return Int8Kernel::Avx2;
+            }
+        }
+        let _ = path;
+        Int8Kernel::Scalar
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Int8Kernel::Scalar => "scalar",
+            Int8Kernel::Avx2 => "avx2-maddubs",
+            Int8Kernel::Vnni512 => "avx512-vnni",
+        }
+    }
+
+    /// The largest quantised weight magnitude this kernel sums exactly, and the shift
+    /// that makes the stored weights unsigned.
+    fn weight_range(self) -> (f32, i32) {
+        match self {
+            Int8Kernel::Avx2 => (63.0, 64),
+            Int8Kernel::Scalar | Int8Kernel::Vnni512 => (127.0, 128),
+        }
+    }
+}
+
+/// Quantised activations span ±127 on every kernel.
+const ACTIVATION_MAX: f32 = 127.0;
+
+/// A linear layer (`[n_out, n_in]` weights, PyTorch layout) quantised to int8.
+pub struct QuantLinear {
+    /// The kernel the weights were packed for (the portable kernel sums any packing).
+    kernel: Int8Kernel,
+    /// What was added to every stored weight (`S`).
+    weight_shift: i32,
+    n_out: usize,
+    n_in: usize,
+    /// `ceil(n_in / 4)`: inputs are padded with zeros to whole groups.
+    groups: usize,
+    /// `ceil(n_out / 16)`.
+    panels: usize,
+    /// `qw + S` as bytes, panel-major: `[panel][group][16 outputs][4 inputs]`; padding
+    /// holds `S` (zero weights).
+    packed: Vec<u8>,
+    /// Per output, padded with zeros to whole panels: `max|w[n, ·]| / W`.
+    scales: Vec<f32>,
+    /// Per output, padded with zeros (all zeros when the layer has no bias).
+    bias: Vec<f32>,
+    has_bias: bool,
+}
+
+impl std::fmt::Debug for QuantLinear {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuantLinear")
+            .field("n_out", &self.n_out)
+            .field("n_in", &self.n_in)
+            .field("has_bias", &self.has_bias)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Activations of one product, quantised per row.
+struct QuantRows {
+    /// `[rows][groups · 4]`, zero-padded.
+    q: Vec<i8>,
+    /// Per row: `max|x| / 127`.
+    scale: Vec<f32>,
+    /// Per row: `S · Σ q`, what the weights' shift added to every sum.
+    shift: Vec<i32>,
+}
+
+impl QuantLinear {
+    /// Quantises `weight` (`[n_out, n_in]`, row-major) for the current path's kernel and
+    /// keeps `bias` (`n_out` values).
+    pub fn quantize(weight: &[f32], n_out: usize, n_in: usize, bias: Option<&[f32]>) -> Self {
+        Self::quantize_for(
+            Int8Kernel::for_path(crate::kernels::simd_path()),
+            weight,
+            n_out,
+            n_in,
+            bias,
+        )
+    }
+
+    /// [`Self::quantize`] for a given kernel (it must run on this CPU).
+    pub fn quantize_for(
+        kernel: Int8Kernel,
+        weight: &[f32],
+        n_out: usize,
+        n_in: usize,
+        bias: Option<&[f32]>,
+    ) -> Self {
+        let (weight_max, weight_shift) = kernel.weight_range();
+        let groups = n_in.div_ceil(GROUP);
+        let panels = n_out.div_ceil(PANEL);
+        let mut packed = vec![weight_shift as u8; panels * groups * PANEL_BYTES];
+        let mut scales = vec![0.0f32; panels * PANEL];
+        for (n, row) in weight.chunks_exact(n_in).take(n_out).enumerate() {
+            let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            if max <= 0.0 || !max.is_finite() {
+                continue;
+            }
+            scales[n] = max / weight_max;
+            let inv = weight_max / max;
+            let (panel, lane) = (n / PANEL, n % PANEL);
+            for (k, v) in row.iter().enumerate() {
+                let q = (v * inv).round_ties_even().clamp(-weight_max, weight_max) as i32;
+                let at = (panel * groups + k / GROUP) * PANEL_BYTES + lane * GROUP + k % GROUP;
+                packed[at] = (q + weight_shift) as u8;
+            }
+        }
+        let mut padded_bias = vec![0.0f32; panels * PANEL];
+        if let Some(b) = bias {
+            for (o, v) in padded_bias.iter_mut().zip(b.iter().take(n_out)) {
+                *o = *v;
+            }
+        }
+        QuantLinear {
+            kernel,
+            weight_shift,
+            n_out,
+            n_in,
+            groups,
+            panels,
+            packed,
+            scales,
+            bias: padded_bias,
+            has_bias: bias.is_some(),
+        }
+    }
+
+    pub fn n_out(&self) -> usize {
+        self.n_out
+    }
+
+    pub fn n_in(&self) -> usize {
+        self.n_in
+    }
+
+    /// The kernel the weights were packed for.
+    pub fn kernel(&self) -> Int8Kernel {
+        self.kernel
+    }
+
+    /// `out[rows, n_out] = x[rows, n_in] · Wᵀ + bias`.
+    pub fn forward(&self, x: &[f32], rows: usize, out: &mut [f32]) {
+        self.forward_on(self.kernel, x, rows, out);
+    }
+
+    /// [`Self::forward`] on the weights' own kernel or on the portable one (which sums
+    /// any packing exactly); any other kernel is replaced by the portable one.
+    pub fn forward_on(&self, kernel: Int8Kernel, x: &[f32], rows: usize, out: &mut [f32]) {
+        if rows == 0 || x.len() < rows * self.n_in || out.len() < rows * self.n_out {
+            return;
+        }
+        let kernel = if kernel == self.kernel {
+            kernel
+        } else {
+            Int8Kernel::Scalar
+        };
+        let qx = self.quantize_rows(x, rows);
+        self.product(kernel, &qx, rows, &mut out[..rows * self.n_out]);
+    }
+
+    fn quantize_rows(&self, x: &[f32], rows: usize) -> QuantRows {
+        let limit = ACTIVATION_MAX;
+        let width = self.groups * GROUP;
+        let mut q = vec![0i8; rows * width];
+        let parallel = rows * self.n_in >= PARALLEL_MIN_WORK / 8;
+        let vector = crate::kernels::simd_path() >= SimdPath::Avx2;
+        let quantize = |(r, dst): (usize, &mut [i8])| -> (f32, i32) {
+            let src = &x[r * self.n_in..(r + 1) * self.n_in];
+            #[cfg(target_arch = "x86_64")]
+            if vector {
+                // SAFETY: the AVX2 path is only chosen on a CPU with AVX2 and FMA.
+                return unsafe { quantize_row_avx2(src, dst, limit) };
+            }
+            let _ = vector;
+            quantize_row(src, dst, limit)
+        };
+        let rows_out: Vec<(f32, i32)> = if parallel {
+            q.par_chunks_exact_mut(width)
+                .enumerate()
+                .map(quantize)
+                .collect()
+        } else {
+            q.chunks_exact_mut(width)
+                .enumerate()
+                .map(quantize)
+                .collect()
+        };
+        let (scale, shift) = rows_out
+            .into_iter()
+            .map(|(scale, sum)| (scale, self.weight_shift * sum))
+            .unzip();
+        QuantRows { q, scale, shift }
+    }
+
+    /// The integer product and its rescaling, split over rayon by blocks of rows.
+    fn product(&self, kernel: Int8Kernel, qx: &QuantRows, rows: usize, out: &mut [f32]) {
+        let width = self.groups * GROUP;
+        let task = |(block, out_rows): (usize, &mut [f32])| {
+            let first = block * ROWS_PER_TASK;
+            let n_rows = out_rows.len() / self.n_out;
+            let tile = Tile {
+                layer: self,
+                q: &qx.q[first * width..(first + n_rows) * width],
+                scale: &qx.scale[first..first + n_rows],
+                shift: &qx.shift[first..first + n_rows],
+                rows: n_rows,
+            };
+            match kernel {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `Int8Kernel::for_path` only names VNNI/AVX2 on a CPU that has them.
+                Int8Kernel::Vnni512 => unsafe { vnni::product(&tile, out_rows) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
+                Int8Kernel::Avx2 => unsafe { avx2::product(&tile, out_rows) },
+                _ => scalar_product(&tile, out_rows),
+            }
+        };
+        if rows * self.n_in * self.n_out >= PARALLEL_MIN_WORK && rayon::current_num_threads() > 1 {
+            out.par_chunks_mut(ROWS_PER_TASK * self.n_out)
+                .enumerate()
+                .for_each(task);
+        } else {
+            out.chunks_mut(ROWS_PER_TASK * self.n_out)
+                .enumerate()
+                .for_each(task);
+        }
+    }
+}
+
+/// Quantises one row of activations to `±limit` (rounding to nearest, ties to even);
+/// returns its scale and `Σ q`. A row of zeros, or one with a value that is not finite,
+/// quantises to zeros with scale 0.
+#[inline(always)]
+fn quantize_row(src: &[f32], dst: &mut [i8], limit: f32) -> (f32, i32) {
+    // Eight running maxima, so the loop vectorises.
+    let mut lanes = [0.0f32; 8];
+    let mut chunks = src.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (m, v) in lanes.iter_mut().zip(chunk) {
+            *m = m.max(v.abs());
+        }
+    }
+    let max = lanes
+        .iter()
+        .chain(chunks.remainder())
+        .fold(0.0f32, |m, v| m.max(v.abs()));
+    if max <= 0.0 || !max.is_finite() {
+        return (0.0, 0);
+    }
+    let inv = limit / max;
+    let mut sum = 0i32;
+    for (o, v) in dst.iter_mut().zip(src) {
+        let q = (v * inv).round_ties_even().clamp(-limit, limit) as i32;
+        sum += q;
+        *o = q as i8;
+    }
+    (max / limit, sum)
+}
+
+/// [`quantize_row`] compiled for AVX2 (the same results: rounding is exact).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_row_avx2(src: &[f32], dst: &mut [i8], limit: f32) -> (f32, i32) {
+    quantize_row(src, dst, limit)
+}
+
+/// One task's rows of quantised activations against the whole layer.
+struct Tile<'a> {
+    layer: &'a QuantLinear,
+    q: &'a [i8],
+    scale: &'a [f32],
+    shift: &'a [i32],
+    rows: usize,
+}
+
+impl Tile<'_> {
+    /// The output value for row `r`, output `n`, from its integer sum.
+    #[inline]
+    fn finish(&self, r: usize, n: usize, sum: i32) -> f32 {
+        let l = self.layer;
+        ((sum - self.shift[r]) as f32).mul_add(self.scale[r] * l.scales[n], l.bias[n])
+    }
+}
+
+/// The reference kernel: the same integer sums as the vector kernels, one at a time.
+fn scalar_product(tile: &Tile, out: &mut [f32]) {
+    let l = tile.layer;
+    let width = l.groups * GROUP;
+    for r in 0..tile.rows {
+        let x = &tile.q[r * width..(r + 1) * width];
+        for n in 0..l.n_out {
+            let (panel, lane) = (n / PANEL, n % PANEL);
+            let mut sum = 0i32;
+            for g in 0..l.groups {
+                let w = &l.packed[(panel * l.groups + g) * PANEL_BYTES + lane * GROUP..][..GROUP];
+                for i in 0..GROUP {
+                    sum += i32::from(w[i]) * i32::from(x[g * GROUP + i]);
+                }
+            }
+            out[r * l.n_out + n] = tile.finish(r, n, sum);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use super::{Tile, GROUP, PANEL, PANEL_BYTES};
+    use std::arch::x86_64::*;
+
+    /// Rows per register tile and panels (16 outputs each) per register tile: 24 of the
+    /// 32 vector registers hold sums.
+    const MR: usize = 6;
+    const NP: usize = 4;
+
+    /// # Safety
+    /// The CPU must have AVX-512F, AVX-512BW and AVX-512 VNNI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub unsafe fn product(tile: &Tile, out: &mut [f32]) {
+        let l = tile.layer;
+        let mut p = 0;
+        while p < l.panels {
+            let np = (l.panels - p).min(NP);
+            let mut r = 0;
+            while r + MR <= tile.rows {
+                match np {
+                    4 => block::<MR, 4>(tile, out, r, p),
+                    3 => block::<MR, 3>(tile, out, r, p),
+                    2 => block::<MR, 2>(tile, out, r, p),
+                    _ => block::<MR, 1>(tile, out, r, p),
+                }
+                r += MR;
+            }
+            // The last rows, fewer than a tile, one panel at a time.
+            if r < tile.rows {
+                for q in p..p + np {
+                    match tile.rows - r {
+                        5 => block::<5, 1>(tile, out, r, q),
+                        4 => block::<4, 1>(tile, out, r, q),
+                        3 => block::<3, 1>(tile, out, r, q),
+                        2 => block::<2, 1>(tile, out, r, q),
+                        _ => block::<1, 1>(tile, out, r, q),
+                    }
+                }
+            }
+            p += np;
+        }
+    }
+
+    /// Sums for rows `r0..r0 + R` against panels `p0..p0 + P`, over every input group.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn block<const R: usize, const P: usize>(
+        tile: &Tile,
+        out: &mut [f32],
+        r0: usize,
+        p0: usize,
+    ) {
+        let l = tile.layer;
+        let width = l.groups * GROUP;
+        let mut acc = [[_mm512_setzero_si512(); P]; R];
+        let w_base = l.packed.as_ptr().add(p0 * l.groups * PANEL_BYTES);
+        let panel_stride = l.groups * PANEL_BYTES;
+        let x_base = tile.q.as_ptr().add(r0 * width);
+        for g in 0..l.groups {
+            let mut w = [_mm512_setzero_si512(); P];
+            for (j, wj) in w.iter_mut().enumerate() {
+                *wj = _mm512_loadu_si512(w_base.add(j * panel_stride + g * PANEL_BYTES).cast());
+            }
+            for (i, acc_row) in acc.iter_mut().enumerate() {
+                let xi = (x_base.add(i * width + g * GROUP) as *const i32).read_unaligned();
+                let xb = _mm512_set1_epi32(xi);
+                for (a, wj) in acc_row.iter_mut().zip(&w) {
+                    *a = _mm512_dpbusd_epi32(*a, *wj, xb);
+                }
+            }
+        }
+        for (i, acc_row) in acc.iter().enumerate() {
+            let r = r0 + i;
+            let shift = _mm512_set1_epi32(tile.shift[r]);
+            let sx = _mm512_set1_ps(tile.scale[r]);
+            for (j, a) in acc_row.iter().enumerate() {
+                let first = (p0 + j) * PANEL;
+                let scale = _mm512_mul_ps(sx, _mm512_loadu_ps(l.scales.as_ptr().add(first)));
+                let bias = _mm512_loadu_ps(l.bias.as_ptr().add(first));
+                let v =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(*a, shift)), scale, bias);
+                // The layer's last panel may be cut short.
+                let valid = l.n_out.saturating_sub(first).min(PANEL);
+                let mask: __mmask16 = if valid == PANEL {
+                    !0
+                } else {
+                    (1u16 << valid) - 1
+                };
+                _mm512_mask_storeu_ps(out.as_mut_ptr().add(r * l.n_out + first), mask, v);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Tile, GROUP, PANEL, PANEL_BYTES};
+    use std::arch::x86_64::*;
+
+    /// Rows per register tile; each covers one panel as two 8-output halves, so 8 of the
+    /// 16 vector registers hold sums.
+    const MR: usize = 4;
+
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn product(tile: &Tile, out: &mut [f32]) {
+        let l = tile.layer;
+        for p in 0..l.panels {
+            let mut r = 0;
+            while r < tile.rows {
+                let mr = (tile.rows - r).min(MR);
+                match mr {
+                    4 => block::<4>(tile, out, r, p),
+                    3 => block::<3>(tile, out, r, p),
+                    2 => block::<2>(tile, out, r, p),
+                    _ => block::<1>(tile, out, r, p),
+                }
+                r += mr;
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn block<const R: usize>(tile: &Tile, out: &mut [f32], r0: usize, p: usize) {
+        let l = tile.layer;
+        let width = l.groups * GROUP;
+        let ones = _mm256_set1_epi16(1);
+        let mut lo = [_mm256_setzero_si256(); R];
+        let mut hi = [_mm256_setzero_si256(); R];
+        let w_base = l.packed.as_ptr().add(p * l.groups * PANEL_BYTES);
+        let x_base = tile.q.as_ptr().add(r0 * width);
+        for g in 0..l.groups {
+            let w_lo = _mm256_loadu_si256(w_base.add(g * PANEL_BYTES).cast());
+            let w_hi = _mm256_loadu_si256(w_base.add(g * PANEL_BYTES + 32).cast());
+            for i in 0..R {
+                let xi = (x_base.add(i * width + g * GROUP) as *const i32).read_unaligned();
+                let xb = _mm256_set1_epi32(xi);
+                // 7-bit weights (+64) × i8 activations: pair sums ≤ 2·127·127 fit i16 exactly.
+                let s_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(w_lo, xb), ones);
+                let s_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(w_hi, xb), ones);
+                lo[i] = _mm256_add_epi32(lo[i], s_lo);
+                hi[i] = _mm256_add_epi32(hi[i], s_hi);
+            }
+        }
+        let first = p * PANEL;
+        let scale_lo = _mm256_loadu_ps(l.scales.as_ptr().add(first));
+        let scale_hi = _mm256_loadu_ps(l.scales.as_ptr().add(first + 8));
+        let bias_lo = _mm256_loadu_ps(l.bias.as_ptr().add(first));
+        let bias_hi = _mm256_loadu_ps(l.bias.as_ptr().add(first + 8));
+        let whole = first + PANEL <= l.n_out;
+        for i in 0..R {
+            let r = r0 + i;
+            let shift = _mm256_set1_epi32(tile.shift[r]);
+            let sx = _mm256_set1_ps(tile.scale[r]);
+            let v_lo = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(_mm256_sub_epi32(lo[i], shift)),
+                _mm256_mul_ps(sx, scale_lo),
+                bias_lo,
+            );
+            let v_hi = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(_mm256_sub_epi32(hi[i], shift)),
+                _mm256_mul_ps(sx, scale_hi),
+                bias_hi,
+            );
+            let dst = out.as_mut_ptr().add(r * l.n_out + first);
+            if whole {
+                _mm256_storeu_ps(dst, v_lo);
+                _mm256_storeu_ps(dst.add(8), v_hi);
+            } else {
+                // The layer's last panel, cut short.
+                let mut values = [0.0f32; PANEL];
+                _mm256_storeu_ps(values.as_mut_ptr(), v_lo);
+                _mm256_storeu_ps(values.as_mut_ptr().add(8), v_hi);
+                let valid = l.n_out - first;
+                std::ptr::copy_nonoverlapping(values.as_ptr(), dst, valid);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(n: usize, seed: u32) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state as f32 / u32::MAX as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn kernels_here() -> Vec<Int8Kernel> {
+        let mut kernels: Vec<Int8Kernel> = SimdPath::available()
+            .into_iter()
+            .map(Int8Kernel::for_path)
+            .collect();
+        kernels.dedup();
+        kernels
+    }
+
+    /// Sizes around every tile edge: rows not a multiple of the tile heights or of a
+    /// task, outputs not a multiple of a panel, inputs not a multiple of a group.
+    const SHAPES: [(usize, usize, usize); 6] = [
+        (1, 4, 16),
+        (5, 37, 17),
+        (13, 45, 33),
+        (49, 384, 129),
+        (100, 240, 70),
+        (150, 1152, 384),
+    ];
+
+    #[test]
+    fn every_kernel_sums_exactly_what_the_scalar_kernel_sums() {
+        for kernel in kernels_here() {
+            for (m, k, n) in SHAPES {
+                let x = noise(m * k, 1);
+                let w = noise(n * k, 2);
+                let b = noise(n, 3);
+                let layer = QuantLinear::quantize_for(kernel, &w, n, k, Some(&b));
+                let qx = layer.quantize_rows(&x, m);
+                let mut want = vec![0.0; m * n];
+                let mut got = vec![0.0; m * n];
+                layer.product(Int8Kernel::Scalar, &qx, m, &mut want);
+                layer.product(kernel, &qx, m, &mut got);
+                assert_eq!(got, want, "{} at {m}×{k}×{n}", kernel.name());
+            }
+        }
+    }
+
+    #[test]
+    fn an_int8_product_stays_within_its_quantisation_error_of_f32() {
+        for kernel in kernels_here() {
+            for (m, k, n) in SHAPES {
+                let x = noise(m * k, 4);
+                let w = noise(n * k, 5);
+                let b = noise(n, 6);
+                let layer = QuantLinear::quantize_for(kernel, &w, n, k, Some(&b));
+                let mut got = vec![0.0; m * n];
+                layer.forward(&x, m, &mut got);
+                let (w_max, _) = kernel.weight_range();
+                for r in 0..m {
+                    let xr = &x[r * k..(r + 1) * k];
+                    let sx = xr.iter().fold(0.0f32, |a, v| a.max(v.abs())) / ACTIVATION_MAX;
+                    for c in 0..n {
+                        let wr = &w[c * k..(c + 1) * k];
+                        let sw = wr.iter().fold(0.0f32, |a, v| a.max(v.abs())) / w_max;
+                        let exact: f32 = xr.iter().zip(wr).map(|(a, b)| a * b).sum::<f32>() + b[c];
+                        // Each product is off by at most |x|·sw/2 + |w|·sx/2 + sx·sw/4.
+                        let bound: f32 = xr
+                            .iter()
+                            .zip(wr)
+                            .map(|(a, v)| a.abs() * sw / 2.0 + v.abs() * sx / 2.0 + sx * sw / 4.0)
+                            .sum::<f32>()
+                            + 1e-4;
+                        let g = got[r * n + c];
+                        assert!(
+                            (g - exact).abs() <= bound,
+                            "{} at {m}×{k}×{n} [{r},{c}]: {g} vs {exact} (bound {bound})",
+                            kernel.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn zero_rows_and_zero_weights_give_the_bias() {
+        let (m, k, n) = (3, 8, 20);
+        let mut w = noise(n * k, 7);
+        w[..k].fill(0.0);
+        let b = noise(n, 8);
+        let mut x = noise(m * k, 9);
+        x[k..2 * k].fill(0.0);
+        for kernel in kernels_here() {
+            let layer = QuantLinear::quantize_for(kernel, &w, n, k, Some(&b));
+            let mut out = vec![f32::NAN; m * n];
+            layer.forward_on(kernel, &x, m, &mut out);
+            for r in 0..m {
+                assert_eq!(out[r * n], b[0], "zero weight row on {}", kernel.name());
+            }
+            assert_eq!(
+                &out[n..2 * n],
+                &b[..],
+                "zero input row on {}",
+                kernel.name()
+            );
+            assert!(out.iter().all(|v| v.is_finite()));
+        }
+    }
+}
