@@ -14,7 +14,8 @@
 # its `websockets` comes with the SDK).
 # Usage: bench/streaming/run.sh
 # Settings: STREAMS="1 2 4 6" IDLE_SESSIONS=10000 (0 skips) TLS=0 (1: --tls-self-signed and
-# wss://); HARK_SIMD=avx2|scalar forces the server's kernel path (the CPU line says which ran);
+# wss://); HARK_SIMD=avx2|scalar forces the server's kernel path (the CPU line says which ran),
+# HARK_ENCODER_PRECISION=int8 gives it the int8 encoder;
 # HARK_BIN=path runs that `hark` binary instead of building this checkout's (to compare
 # two builds on one machine); SERVE_LOG=path keeps the server's log there, and with
 # HARK_LOG=warn,hark_speech=debug it holds one line per inference (the wait for a slot,

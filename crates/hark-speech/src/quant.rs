@@ -8,11 +8,11 @@
 //! shifted to `qw + S` and each sum is corrected by `S · Σ_k qx[m, k]`. VNNI and the
 //! portable code take `W = 127, S = 128`. `vpmaddubsw` adds pairs of products in 16 bits
 //! with saturation, so the AVX2 kernel takes 7-bit weights (`W = 63, S = 64`): its pair
-//! sums stay within `2 · 127 · 127 = 32258` and are exact too. (Activations keep their 8
-//! bits on every kernel: 7-bit activations cost more words on the benchmark's sets than
-//! 7-bit weights did.) Integer
-//! sums on the same packed weights are the same on every kernel, so the portable code is
-//! the reference the vector kernels are tested against bit for bit.
+//! sums stay within `2 · 127 · 127 = 32258` and are exact too. (7-bit activations were
+//! the other choice; neither kept the word errors of the benchmark's sets, see
+//! docs/speech.md.) Integer sums on the same packed weights are the same on every
+//! kernel, so the portable code is the reference the vector kernels are tested against
+//! bit for bit.
 
 use crate::kernels::SimdPath;
 use rayon::prelude::*;
