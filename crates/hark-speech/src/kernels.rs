@@ -157,6 +157,15 @@ pub fn cpu_summary() -> String {
         ),
         crate::model::EncoderPrecision::F32 => precision.name().to_string(),
     };
+    let encoder = match std::env::var("HARK_ENCODER_PRECISION") {
+        Ok(text)
+            if !text.trim().is_empty()
+                && crate::model::EncoderPrecision::parse(&text).is_none() =>
+        {
+            format!("{encoder} (HARK_ENCODER_PRECISION={text} is not f32 or int8; ignored)")
+        }
+        _ => encoder,
+    };
     let mut line = format!(
         "cpu: {model} | cores: {} | flags: {} | kernels: {} (detected {}{forced}) | encoder: {encoder}",
         std::thread::available_parallelism().map_or(1, |n| n.get()),

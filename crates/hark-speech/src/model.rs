@@ -65,8 +65,9 @@ impl EncoderPrecision {
         }
     }
 
-    /// The precision set by `HARK_ENCODER_PRECISION` (`f32` or `int8`), else the default.
-    /// Decided once per process.
+    /// The precision set by `HARK_ENCODER_PRECISION` (`f32` or `int8`), else the default
+    /// (an unknown value is ignored; [`kernels::cpu_summary`] says so). Decided once per
+    /// process.
     pub fn configured() -> Self {
         static CONFIGURED: std::sync::OnceLock<EncoderPrecision> = std::sync::OnceLock::new();
         *CONFIGURED.get_or_init(|| {
@@ -635,12 +636,14 @@ impl Whisper {
         Ok(Whisper {
             conv1_w: ld.checked(&format!("{conv1}{sep}weight"), d * n_mels * 3)?,
             conv1_b: ld.checked(&format!("{conv1}{sep}bias"), d)?,
-            conv2: ld.linear(
-                &format!("{conv2}{sep}weight"),
-                Some(&format!("{conv2}{sep}bias")),
-                d,
-                d * 3,
-            )?,
+            conv2: Linear {
+                weight: ld.checked(&format!("{conv2}{sep}weight"), d * d * 3)?,
+                weight_f16: Vec::new(),
+                weight_i8: None,
+                bias: Some(ld.checked(&format!("{conv2}{sep}bias"), d)?),
+                n_out: d,
+                n_in: d * 3,
+            },
             enc_pos,
             enc_layers,
             enc_ln: ld.norm(&enc_ln_name, d)?,
