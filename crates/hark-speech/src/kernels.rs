@@ -1262,11 +1262,12 @@ mod simd {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// Deterministic pseudo-random values in [-1, 1) (no test dependency needed).
-    fn noise(n: usize, seed: u32) -> Vec<f32> {
+    /// Deterministic pseudo-random values in [-1, 1) (no test dependency needed); the
+    /// `quant` tests use them too.
+    pub(crate) fn noise(n: usize, seed: u32) -> Vec<f32> {
         let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
         (0..n)
             .map(|_| {

@@ -97,15 +97,14 @@ pub struct QuantLinear {
     scales: Vec<f32>,
     /// Per output, padded with zeros (all zeros when the layer has no bias).
     bias: Vec<f32>,
-    has_bias: bool,
 }
 
 impl std::fmt::Debug for QuantLinear {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QuantLinear")
+            .field("kernel", &self.kernel)
             .field("n_out", &self.n_out)
             .field("n_in", &self.n_in)
-            .field("has_bias", &self.has_bias)
             .finish_non_exhaustive()
     }
 }
@@ -176,21 +175,7 @@ impl QuantLinear {
             packed,
             scales,
             bias: padded_bias,
-            has_bias: bias.is_some(),
         }
-    }
-
-    pub fn n_out(&self) -> usize {
-        self.n_out
-    }
-
-    pub fn n_in(&self) -> usize {
-        self.n_in
-    }
-
-    /// The kernel the weights were packed for.
-    pub fn kernel(&self) -> Int8Kernel {
-        self.kernel
     }
 
     /// `out[rows, n_out] = x[rows, n_in] · Wᵀ + bias`.
@@ -607,18 +592,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn noise(n: usize, seed: u32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                (state as f32 / u32::MAX as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::kernels::tests::noise;
 
     fn kernels_here() -> Vec<Int8Kernel> {
         let mut kernels: Vec<Int8Kernel> = SimdPath::available()

@@ -580,17 +580,7 @@ fn a_settle_decode_in_doubt_on_a_busy_engine_owes_the_full_window() {
     // is cancelled at its end.
     let jfk = read_wav_16k(&fixtures().join("jfk.wav"));
     let long: Vec<f32> = jfk.iter().copied().cycle().take(16_000 * 600).collect();
-    let stop_batch = CancelFlag::new();
-    let batch = {
-        let (engine, model, cancel) = (engine.clone(), model.clone(), stop_batch.clone());
-        std::thread::spawn(move || {
-            let options = DecodeOptions {
-                cancel: Some(cancel),
-                ..DecodeOptions::default()
-            };
-            engine.transcribe_pcm(&model, &long, &options)
-        })
-    };
+    let (stop_batch, batch) = spawn_cancellable_batch(&engine, &model, long);
     while engine.is_idle() {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
@@ -652,17 +642,7 @@ fn a_cancelled_decode_stops_and_frees_the_engine() {
     ));
     // Two minutes of speech: four windows, seconds of work; cancelled once it runs.
     let long: Vec<f32> = jfk.iter().copied().cycle().take(16_000 * 120).collect();
-    let cancel = CancelFlag::new();
-    let running = {
-        let (engine, model, cancel) = (engine.clone(), model.clone(), cancel.clone());
-        std::thread::spawn(move || {
-            let options = DecodeOptions {
-                cancel: Some(cancel),
-                ..DecodeOptions::default()
-            };
-            engine.transcribe_pcm(&model, &long, &options)
-        })
-    };
+    let (cancel, running) = spawn_cancellable_batch(&engine, &model, long);
     while engine.is_idle() && !running.is_finished() {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
@@ -887,4 +867,25 @@ fn an_int8_encoder_transcribes_real_speech_as_well_as_the_f32_one() {
         "int8 encoder states differ from f32 by {relative:.3} (relative L2)"
     );
     eprintln!("relative L2 difference of the encoder states: {relative:.4}");
+}
+
+/// A batch transcription of `samples` on a thread of its own, and the flag that cancels it.
+fn spawn_cancellable_batch(
+    engine: &Arc<hark_speech::WhisperEngine>,
+    model: &Arc<hark_speech::LoadedModel>,
+    samples: Vec<f32>,
+) -> (
+    CancelFlag,
+    std::thread::JoinHandle<Result<hark_speech::RawTranscript, ModelError>>,
+) {
+    let cancel = CancelFlag::new();
+    let (engine, model, flag) = (engine.clone(), model.clone(), cancel.clone());
+    let handle = std::thread::spawn(move || {
+        let options = DecodeOptions {
+            cancel: Some(flag),
+            ..DecodeOptions::default()
+        };
+        engine.transcribe_pcm(&model, &samples, &options)
+    });
+    (cancel, handle)
 }
