@@ -200,20 +200,22 @@ def main():
         name = "hark --short-context" + ("" if first is None else f" [{first}]")
         engines[name] = (lambda env: lambda: timed([hark, "--model-dir", model_dir, "--threads", "2", "--json", "--short-context", *files], env=env))(env)
         pairs[name] = next(iter(pairs.values()))
+    # With --repeats N every engine runs once per round, N rounds, and the fastest time
+    # per file is kept: on a shared VM whose speed drifts over minutes, interleaving
+    # keeps one engine from getting all the slow minutes.
     measured = {}
-    for name, fn in engines.items():
-        best = None
-        for _ in range(repeats):
+    for round_no in range(repeats):
+        for name, fn in engines.items():
             res, rss = fn()
+            best = measured.get(name)
             if best is None:
-                best = (res, rss)
-            else:  # keep the fastest time per file over repeats
+                measured[name] = (res, rss)
+            else:  # keep the fastest time per file over rounds
                 for f, o in res.items():
                     if o["inference_ms"] < best[0][f]["inference_ms"]:
                         best[0][f] = o
-                best = (best[0], max(best[1], rss))
-        measured[name] = best
-        print(f"# ran {name}", file=sys.stderr)
+                measured[name] = (best[0], max(best[1], rss))
+            print(f"# ran {name} (round {round_no + 1} of {repeats})", file=sys.stderr)
 
     secs_by = {}
     print(f"{'engine':32} {'set':12} {'audio s':>8} {'proc s':>8} {'RTFx':>7} {'WER %':>6} {'RSS MiB':>8}")
