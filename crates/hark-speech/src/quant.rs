@@ -261,11 +261,16 @@ impl QuantLinear {
             };
             match kernel {
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: `Int8Kernel::for_path` only names VNNI/AVX2 on a CPU that has them.
-                Int8Kernel::Vnni512 => unsafe { vnni::product(&tile, out_rows) },
+                // SAFETY: `Int8Kernel::for_path` only names VNNI/AVX2 on a CPU that has them,
+                // and each vector kernel only runs on the packing it reads.
+                Int8Kernel::Vnni512 if !self.packed.is_empty() => unsafe {
+                    vnni::product(&tile, out_rows)
+                },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above.
-                Int8Kernel::Avx2 => unsafe { avx2::product(&tile, out_rows) },
+                Int8Kernel::Avx2 if !self.wide.is_empty() => unsafe {
+                    avx2::product(&tile, out_rows)
+                },
                 _ => scalar_product(&tile, out_rows),
             }
         };
