@@ -405,29 +405,35 @@ impl Tile<'_> {
     }
 }
 
-impl QuantLinear {
-    /// The quantised weight `qw[n, k]`, from whichever packing the layer has.
-    fn weight(&self, n: usize, k: usize) -> i32 {
-        let (panel, lane) = (n / PANEL, n % PANEL);
-        if self.wide.is_empty() {
-            let at = (panel * self.groups + k / GROUP) * PANEL_BYTES + lane * GROUP + k % GROUP;
-            i32::from(self.packed[at]) - WEIGHT_SHIFT
-        } else {
-            let pairs = self.groups * (GROUP / PAIR);
-            let at = (panel * pairs + k / PAIR) * PANEL_PAIR + lane * PAIR + k % PAIR;
-            i32::from(self.wide[at])
-        }
-    }
-}
-
-/// The reference kernel: the same integer sums as the vector kernels, one at a time.
+/// The reference kernel: the same integer sums as the vector kernels, one at a time, from
+/// either packing.
 fn scalar_product(tile: &Tile, out: &mut [f32]) {
     let l = tile.layer;
     let width = l.groups * GROUP;
     for r in 0..tile.rows {
         let x = &tile.q[r * width..(r + 1) * width];
         for n in 0..l.n_out {
-            let sum: i32 = (0..width).map(|k| l.weight(n, k) * i32::from(x[k])).sum();
+            let (panel, lane) = (n / PANEL, n % PANEL);
+            let mut sum = 0i32;
+            if l.wide.is_empty() {
+                // Bytes `qw + 128`: the shift comes off once per sum.
+                for g in 0..l.groups {
+                    let w =
+                        &l.packed[(panel * l.groups + g) * PANEL_BYTES + lane * GROUP..][..GROUP];
+                    for i in 0..GROUP {
+                        sum += i32::from(w[i]) * i32::from(x[g * GROUP + i]);
+                    }
+                }
+                sum -= tile.shift[r];
+            } else {
+                for k in 0..width / PAIR {
+                    let w =
+                        &l.wide[(panel * width / PAIR + k) * PANEL_PAIR + lane * PAIR..][..PAIR];
+                    for i in 0..PAIR {
+                        sum += i32::from(w[i]) * i32::from(x[k * PAIR + i]);
+                    }
+                }
+            }
             out[r * l.n_out + n] = tile.finish(r, n, sum);
         }
     }
