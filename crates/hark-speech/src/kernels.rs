@@ -149,23 +149,21 @@ pub fn cpu_summary() -> String {
         Some(r) => format!(", HARK_SIMD={r}"),
         None => String::new(),
     };
-    let precision = crate::model::EncoderPrecision::configured();
-    let encoder = match precision {
-        crate::model::EncoderPrecision::Int8 => format!(
+    use crate::model::EncoderPrecision;
+    let precision = EncoderPrecision::configured();
+    let mut encoder = match precision {
+        EncoderPrecision::Int8 => format!(
             "int8 ({})",
             crate::quant::Int8Kernel::for_path(simd_path()).name()
         ),
-        crate::model::EncoderPrecision::F32 => precision.name().to_string(),
+        EncoderPrecision::F32 => precision.name().to_string(),
     };
-    let encoder = match std::env::var("HARK_ENCODER_PRECISION") {
-        Ok(text)
-            if !text.trim().is_empty()
-                && crate::model::EncoderPrecision::parse(&text).is_none() =>
-        {
-            format!("{encoder} (HARK_ENCODER_PRECISION={text} is not f32 or int8; ignored)")
-        }
-        _ => encoder,
-    };
+    if let Some(text) = EncoderPrecision::unrecognised_setting() {
+        encoder = format!(
+            "{encoder} ({}={text} is not f32 or int8; ignored)",
+            EncoderPrecision::ENV
+        );
+    }
     let mut line = format!(
         "cpu: {model} | cores: {} | flags: {} | kernels: {} (detected {}{forced}) | encoder: {encoder}",
         std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -71,11 +71,21 @@ impl EncoderPrecision {
     pub fn configured() -> Self {
         static CONFIGURED: std::sync::OnceLock<EncoderPrecision> = std::sync::OnceLock::new();
         *CONFIGURED.get_or_init(|| {
-            std::env::var("HARK_ENCODER_PRECISION")
+            std::env::var(Self::ENV)
                 .ok()
                 .and_then(|v| Self::parse(&v))
                 .unwrap_or_default()
         })
+    }
+
+    /// The variable that sets the precision.
+    pub const ENV: &'static str = "HARK_ENCODER_PRECISION";
+
+    /// The variable's value when it is set but names no precision (and so is ignored).
+    pub fn unrecognised_setting() -> Option<String> {
+        std::env::var(Self::ENV)
+            .ok()
+            .filter(|text| !text.trim().is_empty() && Self::parse(text).is_none())
     }
 
     pub fn parse(text: &str) -> Option<Self> {

@@ -655,14 +655,25 @@ mod tests {
         (150, 1152, 384),
     ];
 
+    /// Noise activations (`m × k`, from `seed`), weights (`n × k`, `seed + 1`) and bias
+    /// (`seed + 2`), and those weights and bias quantised for `kernel`.
+    fn noisy_layer(
+        kernel: Int8Kernel,
+        (m, k, n): (usize, usize, usize),
+        seed: u32,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>, QuantLinear) {
+        let x = noise(m * k, seed);
+        let w = noise(n * k, seed + 1);
+        let b = noise(n, seed + 2);
+        let layer = QuantLinear::quantize_for(kernel, &w, n, k, Some(&b));
+        (x, w, b, layer)
+    }
+
     #[test]
     fn every_kernel_sums_exactly_what_the_scalar_kernel_sums() {
         for kernel in kernels_here() {
             for (m, k, n) in SHAPES {
-                let x = noise(m * k, 1);
-                let w = noise(n * k, 2);
-                let b = noise(n, 3);
-                let layer = QuantLinear::quantize_for(kernel, &w, n, k, Some(&b));
+                let (x, _, _, layer) = noisy_layer(kernel, (m, k, n), 1);
                 let qx = layer.quantize_rows(&x, m);
                 let mut want = vec![0.0; m * n];
                 let mut got = vec![0.0; m * n];
@@ -720,19 +731,15 @@ mod tests {
     fn an_int8_product_stays_within_its_quantisation_error_of_f32() {
         for kernel in kernels_here() {
             for (m, k, n) in SHAPES {
-                let x = noise(m * k, 4);
-                let w = noise(n * k, 5);
-                let b = noise(n, 6);
-                let layer = QuantLinear::quantize_for(kernel, &w, n, k, Some(&b));
+                let (x, w, b, layer) = noisy_layer(kernel, (m, k, n), 4);
                 let mut got = vec![0.0; m * n];
                 layer.forward(&x, m, &mut got);
-                let w_max = WEIGHT_MAX;
                 for r in 0..m {
                     let xr = &x[r * k..(r + 1) * k];
                     let sx = xr.iter().fold(0.0f32, |a, v| a.max(v.abs())) / ACTIVATION_MAX;
                     for c in 0..n {
                         let wr = &w[c * k..(c + 1) * k];
-                        let sw = wr.iter().fold(0.0f32, |a, v| a.max(v.abs())) / w_max;
+                        let sw = wr.iter().fold(0.0f32, |a, v| a.max(v.abs())) / WEIGHT_MAX;
                         let exact: f32 = xr.iter().zip(wr).map(|(a, b)| a * b).sum::<f32>() + b[c];
                         // Each product is off by at most |x|·sw/2 + |w|·sx/2 + sx·sw/4.
                         let bound: f32 = xr
