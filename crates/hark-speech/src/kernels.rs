@@ -688,8 +688,9 @@ pub fn logits_i8(x: &[f32], q: &[i8], scales: &[f32], vocab: usize, out: &mut [f
         });
 }
 
+/// `Σ x[k]·w[k]` over int8 weights.
 #[inline]
-fn dot_i8(path: SimdPath, x: &[f32], w: &[i8]) -> f32 {
+pub(crate) fn dot_i8(path: SimdPath, x: &[f32], w: &[i8]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
         if path >= SimdPath::Avx2 {
@@ -700,8 +701,9 @@ fn dot_i8(path: SimdPath, x: &[f32], w: &[i8]) -> f32 {
     x.iter().zip(w).map(|(a, b)| a * f32::from(*b)).sum()
 }
 
+/// `Σ x[k]·w[k]` over f16 weights: the one product every f16 score and projection uses.
 #[inline]
-fn dot_f16(path: SimdPath, x: &[f32], w: &[u16]) -> f32 {
+pub(crate) fn dot_f16(path: SimdPath, x: &[f32], w: &[u16]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
         if path >= SimdPath::Avx2 {
