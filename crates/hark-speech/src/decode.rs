@@ -6,7 +6,7 @@ use crate::align::{dtw_path, median_filter_rows};
 use crate::error::ModelError;
 use crate::logits::{Logits, LogitsTable};
 use crate::mel::{mel_window, MelFrontEnd, HOP};
-use crate::model::{EncoderPrecision, Whisper};
+use crate::model::{CrossKv, EncoderPrecision, Whisper};
 use crate::tokenizer::Tokenizer;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -702,7 +702,7 @@ const DRAFT_CHUNK: usize = 16;
 
 fn decode_window(
     model: &LoadedModel,
-    cross: &[Vec<f32>],
+    cross: &CrossKv,
     prompt: &[u32],
     segment_size: usize,
     draft: &[u32],
@@ -714,9 +714,7 @@ fn decode_window(
     let table = model.whisper.logits_table();
     let ts_begin = sp.timestamp_begin as usize;
     let eot = sp.eot as usize;
-    let t_audio = cross.first().map_or(model.whisper.dims.n_audio_ctx, |kv| {
-        kv.len() / (2 * model.whisper.dims.d_model)
-    });
+    let t_audio = cross.positions();
     let align_frames = (segment_size / 2).clamp(1, t_audio);
     let heads = &model.alignment_heads;
     let mut align_rows = Vec::with_capacity(heads.len() * align_frames * 64);

@@ -714,6 +714,29 @@ pub(crate) fn dot_f16(path: SimdPath, x: &[f32], w: &[u16]) -> f32 {
     x.iter().zip(w).map(|(a, b)| a * f16_to_f32(*b)).sum()
 }
 
+/// `out = Σ_j p[j] · v[j, :]` over f16 rows `v` (`[p.len(), out.len()]`): attention's
+/// weighted sum of values, each output lane summed over `j` in order. The same inputs
+/// give the same bits on a given path, whoever calls it.
+pub fn weighted_sum_f16(p: &[f32], v: &[u16], out: &mut [f32]) {
+    let width = out.len();
+    let rows = p.len().min(v.len().checked_div(width).unwrap_or(0));
+    #[cfg(target_arch = "x86_64")]
+    {
+        if simd_path() >= SimdPath::Avx2 && width.is_multiple_of(8) {
+            // SAFETY: the CPU supports AVX2, FMA and F16C (the path is only chosen when it
+            // does); `v` holds `rows × width` values and `p` at least `rows`.
+            unsafe { simd::weighted_sum_f16_avx2(&p[..rows], v, out) };
+            return;
+        }
+    }
+    out.fill(0.0);
+    for (pj, row) in p.iter().zip(v.chunks_exact(width.max(1))).take(rows) {
+        for (o, h) in out.iter_mut().zip(row) {
+            *o = pj.mul_add(f16_to_f32(*h), *o);
+        }
+    }
+}
+
 /// IEEE 754 half → single precision, including subnormals, infinities and NaN.
 pub fn f16_to_f32(h: u16) -> f32 {
     let sign = ((h as u32) & 0x8000) << 16;
@@ -1237,6 +1260,41 @@ mod simd {
         }
     }
 
+    /// [`super::weighted_sum_f16`] for a width that is a multiple of 8: 32 output lanes
+    /// at a time stay in registers over every row.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn weighted_sum_f16_avx2(p: &[f32], v: &[u16], out: &mut [f32]) {
+        let width = out.len();
+        let pv = v.as_ptr();
+        let po = out.as_mut_ptr();
+        let mut c = 0;
+        while c + 32 <= width {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (j, pj) in p.iter().enumerate() {
+                let weight = _mm256_set1_ps(*pj);
+                let row = pv.add(j * width + c);
+                for (k, a) in acc.iter_mut().enumerate() {
+                    let vals = _mm256_cvtph_ps(_mm_loadu_si128(row.add(8 * k) as *const __m128i));
+                    *a = _mm256_fmadd_ps(weight, vals, *a);
+                }
+            }
+            for (k, a) in acc.iter().enumerate() {
+                _mm256_storeu_ps(po.add(c + 8 * k), *a);
+            }
+            c += 32;
+        }
+        while c < width {
+            let mut acc = _mm256_setzero_ps();
+            for (j, pj) in p.iter().enumerate() {
+                let vals =
+                    _mm256_cvtph_ps(_mm_loadu_si128(pv.add(j * width + c) as *const __m128i));
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(*pj), vals, acc);
+            }
+            _mm256_storeu_ps(po.add(c), acc);
+            c += 8;
+        }
+    }
+
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_f16_avx2(x: &[f32], w: &[u16]) -> f32 {
         let n = x.len().min(w.len());
@@ -1264,6 +1322,29 @@ mod simd {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn weighted_sum_f16_matches_the_plain_sum() {
+        for width in [64usize, 40, 8, 5] {
+            let rows = 37;
+            let p = noise(rows, 3);
+            let v: Vec<u16> = noise(rows * width, 4)
+                .iter()
+                .map(|x| f32_to_f16(*x))
+                .collect();
+            let mut out = vec![7.0f32; width];
+            weighted_sum_f16(&p, &v, &mut out);
+            for (c, o) in out.iter().enumerate() {
+                let expected: f64 = (0..rows)
+                    .map(|j| f64::from(p[j]) * f64::from(f16_to_f32(v[j * width + c])))
+                    .sum();
+                assert!(
+                    (f64::from(*o) - expected).abs() < 1e-5,
+                    "width {width}, lane {c}: {o} vs {expected}"
+                );
+            }
+        }
+    }
 
     /// Deterministic pseudo-random values in [-1, 1) (no test dependency needed); the
     /// `quant` tests use them too.

@@ -885,20 +885,42 @@ impl Whisper {
     }
 
     /// Cross-attention keys and values for every decoder layer, from the encoder output.
-    pub fn cross_kv(&self, encoded: &[f32]) -> Vec<Vec<f32>> {
-        let t = encoded.len() / self.dims.d_model;
-        self.dec_layers
+    pub fn cross_kv(&self, encoded: &[f32]) -> CrossKv {
+        let d = self.dims.d_model;
+        let (heads, hd) = (self.dims.n_heads, self.dims.head_dim());
+        let t = encoded.len() / d;
+        let layers = self
+            .dec_layers
             .iter()
             .map(|layer| {
-                let mut kv = vec![0.0f32; t * 2 * self.dims.d_model];
+                let mut kv = vec![0.0f32; t * 2 * d];
                 layer.cross_kv.forward(encoded, t, &mut kv);
-                kv
+                // `[position][K | V][head][head_dim]` to `[head][position][head_dim]`.
+                let mut keys = vec![0u16; heads * t * hd];
+                let mut values = vec![0u16; heads * t * hd];
+                for (j, row) in kv.chunks_exact(2 * d).enumerate() {
+                    for head in 0..heads {
+                        let at = (head * t + j) * hd;
+                        for (i, x) in row[head * hd..(head + 1) * hd].iter().enumerate() {
+                            keys[at + i] = f32_to_f16(*x);
+                        }
+                        for (i, x) in row[d + head * hd..d + (head + 1) * hd].iter().enumerate() {
+                            values[at + i] = f32_to_f16(*x);
+                        }
+                    }
+                }
+                (keys, values)
             })
-            .collect()
+            .collect();
+        CrossKv {
+            positions: t,
+            head_dim: hd,
+            layers,
+        }
     }
 
     /// A fresh decoder state for one window.
-    pub fn new_decoder_state<'m>(&'m self, cross: &'m [Vec<f32>]) -> DecoderState<'m> {
+    pub fn new_decoder_state<'m>(&'m self, cross: &'m CrossKv) -> DecoderState<'m> {
         let d = self.dims.d_model;
         let n_layers = self.dims.n_decoder_layers;
         DecoderState {
@@ -913,6 +935,8 @@ impl Whisper {
             proj: vec![0.0; d],
             ff: vec![0.0; self.dec_layers.first().map_or(4 * d, |l| l.fc1.n_out)],
             scores: vec![0.0; self.dims.n_audio_ctx.max(self.dims.n_text_ctx)],
+            head_scores: vec![0.0; self.dims.n_heads * cross.positions.max(1)],
+            head_align: vec![0.0; self.dims.n_heads * cross.positions.max(1)],
             logits: Logits::from_exact(vec![0.0; self.dims.n_vocab]),
         }
     }
@@ -944,6 +968,64 @@ fn hf_qkv(ld: &Loader, base: &str, d: usize) -> Result<Linear, ModelError> {
     )
 }
 
+/// One window's cross-attention keys and values for every decoder layer, in f16 and
+/// head-major (`[head][position][head_dim]`). Every token reads all of them, so they are
+/// kept at half the bytes of f32, and each head's rows lie together.
+pub struct CrossKv {
+    positions: usize,
+    head_dim: usize,
+    /// Per layer: the keys, then the values.
+    layers: Vec<(Vec<u16>, Vec<u16>)>,
+}
+
+impl CrossKv {
+    /// Encoder positions of the window.
+    pub fn positions(&self) -> usize {
+        self.positions
+    }
+
+    /// Layer `layer`'s keys for head `head`: `[positions, head_dim]`.
+    fn keys(&self, layer: usize, head: usize) -> &[u16] {
+        let size = self.positions * self.head_dim;
+        &self.layers[layer].0[head * size..(head + 1) * size]
+    }
+
+    /// Layer `layer`'s values for head `head`: `[positions, head_dim]`.
+    fn values(&self, layer: usize, head: usize) -> &[u16] {
+        let size = self.positions * self.head_dim;
+        &self.layers[layer].1[head * size..(head + 1) * size]
+    }
+}
+
+/// One head's cross-attention for one token: the scaled scores of `q` against every key
+/// into `scores` (the first `align.len()` of them, before the softmax, also into `align`
+/// when `record`), their softmax, and the weighted sum of the values into `out`. Both
+/// [`DecoderState::step`] and [`DecoderState::step_batch`] use it, so their results agree
+/// to the bit.
+#[allow(clippy::too_many_arguments)]
+fn cross_attend_head(
+    q: &[f32],
+    keys: &[u16],
+    values: &[u16],
+    scale: f32,
+    scores: &mut [f32],
+    record: bool,
+    align: &mut [f32],
+    out: &mut [f32],
+) {
+    let path = kernels::simd_path();
+    let hd = q.len();
+    for (s, k) in scores.iter_mut().zip(keys.chunks_exact(hd)) {
+        *s = kernels::dot_f16(path, q, k) * scale;
+    }
+    if record {
+        let n = align.len().min(scores.len());
+        align[..n].copy_from_slice(&scores[..n]);
+    }
+    kernels::softmax(scores);
+    kernels::weighted_sum_f16(scores, values, out);
+}
+
 /// Requested cross-attention heads whose raw scores are recorded at every step (for
 /// word alignment): `(layer, head)` pairs.
 pub type AlignmentHeads = [(usize, usize)];
@@ -951,7 +1033,7 @@ pub type AlignmentHeads = [(usize, usize)];
 /// The decoder's per-window state: KV cache and scratch buffers, reused every token.
 pub struct DecoderState<'m> {
     model: &'m Whisper,
-    cross: &'m [Vec<f32>],
+    cross: &'m CrossKv,
     /// Per layer `[n_text_ctx, 2d]`: self-attention keys and values so far.
     self_kv: Vec<Vec<f32>>,
     len: usize,
@@ -962,6 +1044,9 @@ pub struct DecoderState<'m> {
     proj: Vec<f32>,
     ff: Vec<f32>,
     scores: Vec<f32>,
+    /// Per head: cross-attention scores, and the raw ones recorded for alignment.
+    head_scores: Vec<f32>,
+    head_align: Vec<f32>,
     /// The scores after the last token fed with `want_logits`.
     pub logits: Logits,
 }
@@ -1026,8 +1111,12 @@ impl DecoderState<'_> {
         let mut attn = vec![0.0f32; n * d];
         let mut proj = vec![0.0f32; n * d];
         let mut ff = vec![0.0f32; n * d_ff];
-        let t_audio = self.cross.first().map_or(0, |kv| kv.len() / (2 * d));
-        let mut scores = vec![0.0f32; n * t_audio.max(pos0 + n)];
+        let t_audio = self.cross.positions();
+        let mut scores = vec![0.0f32; n * (pos0 + n)];
+        let heads = dims.n_heads;
+        let mut head_out = vec![0.0f32; heads * n * hd];
+        let mut head_scores = vec![0.0f32; heads * n * t_audio.max(1)];
+        let mut head_align = vec![0.0f32; heads * n * align_frames.min(t_audio).max(1)];
         let mut align_rows: Vec<Vec<f32>> = vec![Vec::new(); n];
         for (li, layer) in m.dec_layers.iter().enumerate() {
             // Causal self-attention: token r sees the cache up to its own position.
@@ -1085,34 +1174,40 @@ impl DecoderState<'_> {
             }
             let q = &mut qkv[..n * d];
             layer.cross_q.forward_rows(&h, n, q);
-            let kv = &self.cross[li];
-            for head in 0..dims.n_heads {
-                for j in 0..t_audio {
-                    let k = &kv[j * 2 * d + head * hd..j * 2 * d + (head + 1) * hd];
+            // Each head on its own task; each token's scores and sum are computed as
+            // `step` computes them.
+            let align_n = align_frames.min(t_audio);
+            let cross = self.cross;
+            let q = &*q;
+            head_out
+                .par_chunks_mut(n * hd)
+                .zip(head_scores.par_chunks_mut(n * t_audio.max(1)))
+                .zip(head_align.par_chunks_mut(n * align_n.max(1)))
+                .enumerate()
+                .for_each(|(head, ((out, scores), align))| {
+                    let record = align_heads.contains(&(li, head));
                     for r in 0..n {
-                        scores[r * t_audio + j] =
-                            kernels::dot(&q[r * d + head * hd..r * d + (head + 1) * hd], k) * scale;
-                    }
-                }
-                let record = align_heads.contains(&(li, head));
-                for r in 0..n {
-                    let s = &mut scores[r * t_audio..(r + 1) * t_audio];
-                    if record {
-                        align_rows[r].extend_from_slice(&s[..align_frames.min(t_audio)]);
-                    }
-                    kernels::softmax(s);
-                    attn[r * d + head * hd..r * d + (head + 1) * hd]
-                        .iter_mut()
-                        .for_each(|v| *v = 0.0);
-                }
-                for j in 0..t_audio {
-                    let v = &kv[j * 2 * d + d + head * hd..j * 2 * d + d + (head + 1) * hd];
-                    for r in 0..n {
-                        kernels::axpy(
-                            scores[r * t_audio + j],
-                            v,
-                            &mut attn[r * d + head * hd..r * d + (head + 1) * hd],
+                        cross_attend_head(
+                            &q[r * d + head * hd..r * d + (head + 1) * hd],
+                            cross.keys(li, head),
+                            cross.values(li, head),
+                            scale,
+                            &mut scores[r * t_audio..(r + 1) * t_audio],
+                            record,
+                            &mut align[r * align_n..(r + 1) * align_n],
+                            &mut out[r * hd..(r + 1) * hd],
                         );
+                    }
+                });
+            for head in 0..dims.n_heads {
+                for r in 0..n {
+                    attn[r * d + head * hd..r * d + (head + 1) * hd]
+                        .copy_from_slice(&head_out[(head * n + r) * hd..(head * n + r + 1) * hd]);
+                }
+                if align_heads.contains(&(li, head)) {
+                    for (r, rows) in align_rows.iter_mut().enumerate() {
+                        let at = (head * n + r) * align_n;
+                        rows.extend_from_slice(&head_align[at..at + align_n]);
                     }
                 }
             }
@@ -1183,7 +1278,7 @@ impl DecoderState<'_> {
             self.x[i] = m.tok_emb[token * d + i] + m.dec_pos[pos * d + i];
         }
         // The window's encoder length (shorter than n_audio_ctx for short audio).
-        let t_audio = self.cross.first().map_or(0, |kv| kv.len() / (2 * d));
+        let t_audio = self.cross.positions();
         for (li, layer) in m.dec_layers.iter().enumerate() {
             // Causal self-attention over the cache.
             kernels::layer_norm(
@@ -1229,26 +1324,31 @@ impl DecoderState<'_> {
                 &mut self.h,
             );
             layer.cross_q.forward(&self.h, 1, &mut self.qkv[..d]);
-            let kv = &self.cross[li];
-            for head in 0..dims.n_heads {
-                let q = &self.qkv[head * hd..(head + 1) * hd];
-                let scores = &mut self.scores[..t_audio];
-                for (j, s) in scores.iter_mut().enumerate() {
-                    *s = kernels::dot(q, &kv[j * 2 * d + head * hd..j * 2 * d + (head + 1) * hd])
-                        * scale;
-                }
-                if align_heads.contains(&(li, head)) {
-                    align_out.extend_from_slice(&scores[..align_frames.min(t_audio)]);
-                }
-                kernels::softmax(scores);
-                let out = &mut self.attn[head * hd..(head + 1) * hd];
-                out.iter_mut().for_each(|v| *v = 0.0);
-                for (j, p) in scores.iter().enumerate() {
-                    kernels::axpy(
-                        *p,
-                        &kv[j * 2 * d + d + head * hd..j * 2 * d + d + (head + 1) * hd],
+            // Each head on its own task.
+            let (cross, q) = (self.cross, &self.qkv[..d]);
+            let align_n = align_frames.min(t_audio);
+            let span = t_audio.max(1);
+            self.attn
+                .par_chunks_mut(hd)
+                .zip(self.head_scores.par_chunks_mut(span))
+                .zip(self.head_align.par_chunks_mut(span))
+                .enumerate()
+                .for_each(|(head, ((out, scores), align))| {
+                    cross_attend_head(
+                        &q[head * hd..(head + 1) * hd],
+                        cross.keys(li, head),
+                        cross.values(li, head),
+                        scale,
+                        &mut scores[..t_audio],
+                        align_heads.contains(&(li, head)),
+                        &mut align[..align_n],
                         out,
                     );
+                });
+            for head in 0..dims.n_heads {
+                if align_heads.contains(&(li, head)) {
+                    align_out
+                        .extend_from_slice(&self.head_align[head * span..head * span + align_n]);
                 }
             }
             layer.cross_out.forward(&self.attn, 1, &mut self.proj);
