@@ -4,7 +4,6 @@
 
 use crate::align::{dtw_path, median_filter_rows};
 use crate::error::ModelError;
-use crate::logits::{Logits, LogitsTable};
 use crate::mel::{mel_window, MelFrontEnd, HOP};
 use crate::model::{CrossKv, EncoderPrecision, Whisper};
 use crate::tokenizer::Tokenizer;
@@ -38,13 +37,6 @@ impl LoadedModel {
     /// (f32 unless it says int8).
     pub fn load(name: &str, dir: &Path) -> Result<Self, ModelError> {
         Self::load_with_precision(name, dir, EncoderPrecision::configured())
-    }
-
-    /// The same model scoring every token in f16 rather than screening in int8 first: the
-    /// same choices (see [`crate::logits`]), for measuring the two.
-    pub fn with_f16_logits(mut self) -> Self {
-        self.whisper = self.whisper.with_f16_logits();
-        self
     }
 
     /// [`Self::load`] with the encoder's weight products in `precision`.
@@ -270,9 +262,6 @@ pub struct DecodeStats {
     pub align_secs: f64,
     /// Draft tokens kept (decoded in one batch instead of one step each).
     pub draft_tokens_accepted: usize,
-    /// Vocabulary rows whose int8 screen was recomputed in f16 because a choice depended
-    /// on them (summed over steps; see [`crate::logits`]).
-    pub logits_rows_rescored: usize,
     /// Encoder positions per window (50 per second; the model's full window unless
     /// `short_context` shortened it).
     pub audio_context: usize,
@@ -319,7 +308,6 @@ struct WindowResult {
     align_frames: usize,
     /// How many draft tokens greedy decoding confirmed.
     draft_accepted: usize,
-    rescored: usize,
 }
 
 impl WindowResult {
@@ -585,7 +573,6 @@ fn transcribe_windows(
         let result = decode_window(model, &cross, &prompt, segment_size, draft, opts)?;
         out.stats.decode_secs += clock.elapsed().as_secs_f64();
         out.stats.draft_tokens_accepted += result.draft_accepted;
-        out.stats.logits_rows_rescored += result.rescored;
         if seek == 0 {
             out.stats.first_no_speech_prob = result.no_speech_prob;
             out.stats.first_avg_logprob = result.avg_logprob;
@@ -675,10 +662,15 @@ fn detect_language(model: &LoadedModel, window: &[f32]) -> Result<(String, f64),
     let mut sink = Vec::new();
     state.step(model.tokenizer.specials.sot, true, &[], 0, &mut sink)?;
     let langs = &model.tokenizer.specials.languages;
-    let table = model.whisper.logits_table();
     let mut scores: Vec<f32> = langs
         .iter()
-        .map(|(id, _)| state.logits.make_exact(table, *id as usize))
+        .map(|(id, _)| {
+            state
+                .logits
+                .get(*id as usize)
+                .copied()
+                .unwrap_or(f32::NEG_INFINITY)
+        })
         .collect();
     crate::kernels::softmax(&mut scores);
     let best = scores
@@ -689,13 +681,6 @@ fn detect_language(model: &LoadedModel, window: &[f32]) -> Result<(String, f64),
         .unwrap_or_else(|| ("en".to_string(), 0.0));
     Ok(best)
 }
-
-/// How far below the best score (in nats) every score is made exact before a
-/// probability is taken. The rest stay int8 screens ([`crate::logits`]) and enter only the
-/// normaliser: on the LibriVox clips and jfk.wav, word probabilities then lie within
-/// 1.5e-4 of the all-f16 ones, at 110–650 rows recomputed per token (2.8e-3 at 70–160
-/// rows with no window, 2.8e-5 at 1,300–8,300 rows with 12).
-const EXACT_WINDOW: f32 = 8.0;
 
 /// Draft tokens verified per batch.
 const DRAFT_CHUNK: usize = 16;
@@ -711,7 +696,6 @@ fn decode_window(
     let tok = &model.tokenizer;
     let sp = &tok.specials;
     let n_vocab = model.whisper.dims.n_vocab;
-    let table = model.whisper.logits_table();
     let ts_begin = sp.timestamp_begin as usize;
     let eot = sp.eot as usize;
     let t_audio = cross.positions();
@@ -732,24 +716,30 @@ fn decode_window(
 
     // Tokens that are never sampled: the configured ones plus every control token
     // except end-of-text (timestamps are handled by the rules below).
-    let control_tokens = (eot + 1).min(n_vocab)..ts_begin.min(n_vocab);
+    let mut always_suppressed = vec![false; n_vocab];
+    for id in &model.suppress {
+        if let Some(s) = always_suppressed.get_mut(*id as usize) {
+            *s = true;
+        }
+    }
+    for s in always_suppressed
+        .iter_mut()
+        .take(ts_begin.min(n_vocab))
+        .skip(eot + 1)
+    {
+        *s = true;
+    }
 
-    // The probability of no speech, with the scores near the best one exact (the rest,
-    // int8 screens, only enter the normaliser).
     let no_speech_prob = match sp.no_speech {
         Some(id) if (id as usize) < n_vocab => {
-            state
-                .logits
-                .resolve_near_best(table, 0..n_vocab, EXACT_WINDOW);
-            state.logits.make_exact(table, id as usize);
-            let mut probs = state.logits.values().to_vec();
+            let mut probs = state.logits.clone();
             crate::kernels::softmax(&mut probs);
             probs[id as usize] as f64
         }
         _ => 0.0,
     };
 
-    // The draft, fed in one batch: row i of `chunk_logits` is what `state.logits` would
+    // The draft, fed in one batch: row i of `draft_logits` is what `state.logits` would
     // hold after stepping draft[..=i]. A draft token is kept while greedy sampling picks
     // it; at the first difference the state is cut back and decoding goes on step by step.
     let prompt_len = state.len();
@@ -774,45 +764,38 @@ fn decode_window(
     let mut in_draft = !draft.is_empty();
     let mut accepted = 0usize;
     // The logits for the next choice while inside the draft.
-    let mut draft_next = state.logits.clone();
+    let mut draft_next = state.logits[..n_vocab].to_vec();
 
     let max_initial = ts_begin + (opts.max_initial_timestamp / TIME_PRECISION).round() as usize;
     let mut sampled: Vec<Sampled> = Vec::new();
     let mut sum_logprob = 0.0f64;
-    let mut rescored = state.logits.rescored_rows();
-    let mut scored = state.logits.clone();
+    let mut logits = vec![0.0f32; n_vocab];
     for _ in 0..opts.sample_len {
         check_cancel(opts.cancel.as_ref())?;
         if in_draft {
-            scored.copy_from(&draft_next);
+            logits.copy_from_slice(&draft_next);
         } else {
-            scored.copy_from(&state.logits);
+            logits.copy_from_slice(&state.logits[..n_vocab]);
         }
-        scored.suppress_range(control_tokens.clone());
-        for id in &model.suppress {
-            scored.suppress(*id as usize);
+        for (l, s) in logits.iter_mut().zip(&always_suppressed) {
+            if *s {
+                *l = f32::NEG_INFINITY;
+            }
         }
         if sampled.is_empty() {
             for id in &model.suppress_begin {
-                scored.suppress(*id as usize);
+                if let Some(l) = logits.get_mut(*id as usize) {
+                    *l = f32::NEG_INFINITY;
+                }
             }
         }
         // Only read after a text token (the step that may end the transcript).
         let sentence_end = if sampled.last().is_some_and(|s| tok.is_text(s.token)) {
-            scored.resolve_near_best(table, 0..n_vocab, EXACT_WINDOW);
-            for id in &model.sentence_end_tokens {
-                scored.make_exact(table, *id as usize);
-            }
-            sentence_end_probability(scored.values(), &model.sentence_end_tokens)
+            sentence_end_probability(&logits, &model.sentence_end_tokens)
         } else {
             0.0
         };
-        apply_timestamp_rules(&mut scored, table, &sampled, ts_begin, eot, max_initial);
-        // Every score that could be the best is exact from here on, so the choice is the
-        // f16 product's; the rows left as int8 screens only enter the normaliser.
-        scored.resolve_near_best(table, 0..n_vocab, EXACT_WINDOW);
-        rescored += scored.rescored_rows();
-        let logits = scored.values();
+        apply_timestamp_rules(&mut logits, &sampled, ts_begin, eot, max_initial);
         // Log-softmax keeps the order: the best token is the best logit, and its
         // log-probability is that logit less the log-sum-exp, for which the best logit,
         // being the largest, is the shift. No vector of log-probabilities is made.
@@ -823,9 +806,9 @@ fn decode_window(
             .map(|(i, v)| (i, *v))
             .unwrap_or((eot, 0.0));
         let lse = if best_logit.is_finite() {
-            best_logit + crate::kernels::exp_sum(logits, best_logit).ln()
+            best_logit + crate::kernels::exp_sum(&logits, best_logit).ln()
         } else {
-            log_sum_exp(logits)
+            log_sum_exp(&logits)
         };
         let best_lp = best_logit - lse;
         sum_logprob += best_lp as f64;
@@ -839,7 +822,7 @@ fn decode_window(
             if accepted < draft.len() && best == draft[accepted] as usize {
                 // Already fed in the batch, with its alignment rows in place.
                 let row = accepted - chunk_start;
-                draft_next.copy_from(&chunk_logits[row]);
+                draft_next.copy_from_slice(&chunk_logits[row * n_vocab..(row + 1) * n_vocab]);
                 accepted += 1;
                 step_index += 1;
                 if accepted == chunk_end && chunk_end < draft.len() {
@@ -878,13 +861,11 @@ fn decode_window(
         align_rows,
         align_frames,
         draft_accepted: accepted,
-        rescored,
     })
 }
 
 fn apply_timestamp_rules(
-    logits: &mut Logits,
-    table: &LogitsTable,
+    logits: &mut [f32],
     sampled: &[Sampled],
     ts_begin: usize,
     eot: usize,
@@ -897,9 +878,13 @@ fn apply_timestamp_rules(
     let penultimate_was_ts = sampled.len() < 2 || is_ts(sampled[sampled.len() - 2].token);
     if last_was_ts {
         if penultimate_was_ts {
-            logits.suppress_range(ts_begin..n_vocab);
+            logits[ts_begin..]
+                .iter_mut()
+                .for_each(|v| *v = f32::NEG_INFINITY);
         } else {
-            logits.suppress_range(0..eot.min(n_vocab));
+            logits[..eot.min(n_vocab)]
+                .iter_mut()
+                .for_each(|v| *v = f32::NEG_INFINITY);
         }
     }
     if let Some(last_ts) = sampled
@@ -913,27 +898,29 @@ fn apply_timestamp_rules(
         } else {
             last_ts + 1
         };
-        logits.suppress_range(ts_begin..floor.min(n_vocab));
+        logits[ts_begin..floor.min(n_vocab)]
+            .iter_mut()
+            .for_each(|v| *v = f32::NEG_INFINITY);
     }
     if sampled.is_empty() {
-        logits.suppress_range(0..ts_begin);
+        logits[..ts_begin]
+            .iter_mut()
+            .for_each(|v| *v = f32::NEG_INFINITY);
         if max_initial + 1 < n_vocab {
-            logits.suppress_range(max_initial + 1..n_vocab);
+            logits[max_initial + 1..]
+                .iter_mut()
+                .for_each(|v| *v = f32::NEG_INFINITY);
         }
     }
     // If all timestamps together are likelier than any single text token, take a
     // timestamp. Compared in logits: both sides' log-probabilities carry the same
-    // normaliser, so it need not be computed. The best text score is made exact; the
-    // timestamps' scores only when their screens cannot settle the comparison.
-    logits.resolve_best(table, 0..ts_begin);
-    let max_text = crate::kernels::max_value(&logits.values()[..ts_begin]);
-    if !logits.log_sum_exp_may_exceed(table, ts_begin..n_vocab, max_text) {
-        return;
-    }
-    logits.make_range_exact(table, ts_begin..n_vocab);
-    let ts_mass = log_sum_exp(&logits.values()[ts_begin..]);
+    // normaliser, so it need not be computed.
+    let ts_mass = log_sum_exp(&logits[ts_begin..]);
+    let max_text = crate::kernels::max_value(&logits[..ts_begin]);
     if ts_mass > max_text {
-        logits.suppress_range(0..ts_begin);
+        logits[..ts_begin]
+            .iter_mut()
+            .for_each(|v| *v = f32::NEG_INFINITY);
     }
 }
 
@@ -1330,9 +1317,7 @@ mod tests {
     fn timestamp_rules_force_pairs() {
         let ts_begin = 10;
         let eot = 5;
-        // Every score is exact, so the table is never read.
-        let no_table = LogitsTable::f16_only(&[], 1);
-        let mut logits = Logits::from_exact(vec![0.0f32; 20]);
+        let mut logits = vec![0.0f32; 20];
         // After <|t|> text <|t2|>: next must be a timestamp >= t2 or eot... text forbidden.
         let sampled = vec![
             Sampled {
@@ -1354,15 +1339,15 @@ mod tests {
                 step: 2,
             },
         ];
-        apply_timestamp_rules(&mut logits, &no_table, &sampled, ts_begin, eot, 15);
-        assert!(logits.values()[..eot].iter().all(|v| v.is_infinite()));
-        assert!(logits.values()[10..12].iter().all(|v| v.is_infinite()));
-        assert!(logits.values()[12].is_finite());
+        apply_timestamp_rules(&mut logits, &sampled, ts_begin, eot, 15);
+        assert!(logits[..eot].iter().all(|v| v.is_infinite()));
+        assert!(logits[10..12].iter().all(|v| v.is_infinite()));
+        assert!(logits[12].is_finite());
         // At the beginning only timestamps up to the initial maximum are allowed.
-        let mut logits = Logits::from_exact(vec![0.0f32; 20]);
-        apply_timestamp_rules(&mut logits, &no_table, &[], ts_begin, eot, 12);
-        assert!(logits.values()[..10].iter().all(|v| v.is_infinite()));
-        assert!(logits.values()[10..=12].iter().all(|v| v.is_finite()));
-        assert!(logits.values()[13..].iter().all(|v| v.is_infinite()));
+        let mut logits = vec![0.0f32; 20];
+        apply_timestamp_rules(&mut logits, &[], ts_begin, eot, 12);
+        assert!(logits[..10].iter().all(|v| v.is_infinite()));
+        assert!(logits[10..=12].iter().all(|v| v.is_finite()));
+        assert!(logits[13..].iter().all(|v| v.is_infinite()));
     }
 }

@@ -688,9 +688,8 @@ pub fn logits_i8(x: &[f32], q: &[i8], scales: &[f32], vocab: usize, out: &mut [f
         });
 }
 
-/// `Σ x[k]·w[k]` over int8 weights.
 #[inline]
-pub(crate) fn dot_i8(path: SimdPath, x: &[f32], w: &[i8]) -> f32 {
+fn dot_i8(path: SimdPath, x: &[f32], w: &[i8]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
         if path >= SimdPath::Avx2 {

@@ -9,7 +9,6 @@ pub mod decode;
 pub mod engine;
 pub mod error;
 pub mod kernels;
-pub mod logits;
 pub mod long_audio;
 pub mod mel;
 pub mod model;

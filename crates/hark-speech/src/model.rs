@@ -5,7 +5,6 @@
 
 use crate::error::ModelError;
 use crate::kernels::{self, f32_to_f16};
-use crate::logits::{Logits, LogitsTable};
 use crate::quant::QuantLinear;
 use crate::tensor_file::{read_ct2, read_safetensors, TensorSet};
 use rayon::prelude::*;
@@ -215,8 +214,8 @@ pub struct Whisper {
     enc_layers: Vec<EncoderLayer>,
     enc_ln: LayerNorm,
     tok_emb: Vec<f32>,
-    /// The token embedding again, as the output projection (f16 rows screened in int8).
-    logits_table: LogitsTable,
+    /// The token embedding again in f16, for the bandwidth-bound logits product.
+    tok_emb_f16: Vec<u16>,
     dec_pos: Vec<f32>,
     dec_layers: Vec<DecoderLayer>,
     dec_ln: LayerNorm,
@@ -639,7 +638,7 @@ impl Whisper {
             )
         };
         let tok_emb = ld.checked(&emb, n_vocab * d)?;
-        let logits_table = LogitsTable::new(&tok_emb, d);
+        let tok_emb_f16 = tok_emb.iter().map(|v| f32_to_f16(*v)).collect();
         let enc_pos = match ld.checked(&enc_pos_name, n_audio_ctx * d) {
             Ok(v) => v,
             Err(_) => sinusoids(n_audio_ctx, d),
@@ -659,7 +658,7 @@ impl Whisper {
             enc_layers,
             enc_ln: ld.norm(&enc_ln_name, d)?,
             tok_emb,
-            logits_table,
+            tok_emb_f16,
             dec_pos: ld.checked(&dec_pos_name, n_text_ctx * d)?,
             dec_layers,
             dec_ln: ld.norm(&dec_ln_name, d)?,
@@ -694,18 +693,6 @@ impl Whisper {
                 .collect();
         }
         self
-    }
-
-    /// Scores every token in f16 rather than screening in int8 first. Decoding makes the
-    /// same choices either way (see [`crate::logits`]); this is for measuring the two.
-    pub fn with_f16_logits(mut self) -> Self {
-        self.logits_table = self.logits_table.into_f16_only();
-        self
-    }
-
-    /// The output projection that scores tokens.
-    pub fn logits_table(&self) -> &LogitsTable {
-        &self.logits_table
     }
 
     /// The precision of the encoder's weight products.
@@ -937,7 +924,7 @@ impl Whisper {
             scores: vec![0.0; self.dims.n_audio_ctx.max(self.dims.n_text_ctx)],
             head_scores: vec![0.0; self.dims.n_heads * cross.positions.max(1)],
             head_align: vec![0.0; self.dims.n_heads * cross.positions.max(1)],
-            logits: Logits::from_exact(vec![0.0; self.dims.n_vocab]),
+            logits: vec![0.0; self.dims.n_vocab],
         }
     }
 }
@@ -1047,8 +1034,7 @@ pub struct DecoderState<'m> {
     /// Per head: cross-attention scores, and the raw ones recorded for alignment.
     head_scores: Vec<f32>,
     head_align: Vec<f32>,
-    /// The scores after the last token fed with `want_logits`.
-    pub logits: Logits,
+    pub logits: Vec<f32>,
 }
 
 impl DecoderState<'_> {
@@ -1071,8 +1057,8 @@ impl DecoderState<'_> {
 
     /// Feed `tokens` at once, exactly as that many [`Self::step`] calls would (the same
     /// kernels on the same values, so bit-identical results), but reading each weight
-    /// row and each cached key/value once for all of them. Returns the scores after
-    /// every token; `self.logits` is left untouched. The
+    /// row and each cached key/value once for all of them. Returns the logits after
+    /// every token (`tokens.len() × n_vocab`); `self.logits` is left untouched. The
     /// alignment rows are appended token by token, as `step` appends them.
     pub fn step_batch(
         &mut self,
@@ -1080,7 +1066,7 @@ impl DecoderState<'_> {
         align_heads: &AlignmentHeads,
         align_frames: usize,
         align_out: &mut Vec<f32>,
-    ) -> Result<Vec<Logits>, ModelError> {
+    ) -> Result<Vec<f32>, ModelError> {
         let m = self.model;
         let dims = &m.dims;
         let (d, hd, n_vocab) = (dims.d_model, dims.head_dim(), dims.n_vocab);
@@ -1241,7 +1227,8 @@ impl DecoderState<'_> {
                 &mut h[r * d..(r + 1) * d],
             );
         }
-        let logits = m.logits_table.scores_rows(&h, n);
+        let mut logits = vec![0.0f32; n * n_vocab];
+        kernels::matmul_f16_rows(&h, n, &m.tok_emb_f16, n_vocab, None, &mut logits);
         for rows in align_rows {
             align_out.extend(rows);
         }
@@ -1370,7 +1357,7 @@ impl DecoderState<'_> {
         self.len += 1;
         if want_logits {
             kernels::layer_norm(&self.x, d, &m.dec_ln.gamma, &m.dec_ln.beta, &mut self.h);
-            m.logits_table.scores_into(&self.h, &mut self.logits);
+            kernels::logits_f16(&self.h, &m.tok_emb_f16, dims.n_vocab, &mut self.logits);
         }
         Ok(())
     }
