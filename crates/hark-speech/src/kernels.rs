@@ -802,6 +802,24 @@ pub fn f32_to_f16(value: f32) -> u16 {
     sign | rounded as u16
 }
 
+/// [`f32_to_f16`] of every value of `src` into `dst` (the same bits for every value but
+/// NaN, which stays a NaN), eight at a time with F16C where the path has it.
+pub fn f32_to_f16_slice(src: &[f32], dst: &mut [u16]) {
+    let n = src.len().min(dst.len());
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if simd_path() >= SimdPath::Avx2 {
+            // SAFETY: the CPU supports F16C (the path is only chosen when it does); both
+            // slices hold at least `n` values.
+            done = unsafe { simd::f32_to_f16_avx2(&src[..n], &mut dst[..n]) };
+        }
+    }
+    for (d, s) in dst[done..n].iter_mut().zip(&src[done..n]) {
+        *d = f32_to_f16(*s);
+    }
+}
+
 /// Layer norm over each row of `x` (`[rows, d]`), eps 1e-5 as in Whisper.
 pub fn layer_norm(x: &[f32], d: usize, gamma: &[f32], beta: &[f32], out: &mut [f32]) {
     layer_norm_on(simd_path(), x, d, gamma, beta, out);
@@ -1259,6 +1277,21 @@ mod simd {
         }
     }
 
+    /// [`super::f32_to_f16_slice`] for whole groups of eight (round to nearest even);
+    /// returns how many values it converted.
+    #[target_feature(enable = "avx2,f16c")]
+    pub unsafe fn f32_to_f16_avx2(src: &[f32], dst: &mut [u16]) -> usize {
+        let n = src.len().min(dst.len()) / 8 * 8;
+        let (ps, pd) = (src.as_ptr(), dst.as_mut_ptr());
+        let mut i = 0;
+        while i < n {
+            let half = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(ps.add(i)));
+            _mm_storeu_si128(pd.add(i) as *mut __m128i, half);
+            i += 8;
+        }
+        n
+    }
+
     /// [`super::weighted_sum_f16`] for a width that is a multiple of 8: 32 output lanes
     /// at a time stay in registers over every row.
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -1321,6 +1354,42 @@ mod simd {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn converting_a_slice_to_f16_gives_the_scalar_bits() {
+        // Normal, subnormal, overflowing, underflowing, halfway and special values.
+        let mut values: Vec<f32> = noise(1000, 8).iter().map(|v| v * 70_000.0).collect();
+        values.extend(noise(1000, 9).iter().map(|v| v * 1e-4));
+        values.extend([
+            0.0,
+            -0.0,
+            65504.0,
+            65520.0,
+            1e9,
+            -1e9,
+            6e-8,
+            3e-8,
+            2.9e-8,
+            1e-12,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MIN_POSITIVE,
+            1.0 + 1.0 / 2048.0,
+            1.0 + 3.0 / 2048.0,
+            2049.0,
+            2051.0,
+        ]);
+        values.push(f32::NAN);
+        let mut out = vec![0u16; values.len()];
+        f32_to_f16_slice(&values, &mut out);
+        for (v, h) in values.iter().zip(&out) {
+            if v.is_nan() {
+                assert!(f16_to_f32(*h).is_nan());
+            } else {
+                assert_eq!(*h, f32_to_f16(*v), "{v}");
+            }
+        }
+    }
 
     #[test]
     fn weighted_sum_f16_matches_the_plain_sum() {

@@ -888,12 +888,9 @@ impl Whisper {
                 for (j, row) in kv.chunks_exact(2 * d).enumerate() {
                     for head in 0..heads {
                         let at = (head * t + j) * hd;
-                        for (i, x) in row[head * hd..(head + 1) * hd].iter().enumerate() {
-                            keys[at + i] = f32_to_f16(*x);
-                        }
-                        for (i, x) in row[d + head * hd..d + (head + 1) * hd].iter().enumerate() {
-                            values[at + i] = f32_to_f16(*x);
-                        }
+                        let (k, v) = (head * hd, d + head * hd);
+                        kernels::f32_to_f16_slice(&row[k..k + hd], &mut keys[at..at + hd]);
+                        kernels::f32_to_f16_slice(&row[v..v + hd], &mut values[at..at + hd]);
                     }
                 }
                 (keys, values)
