@@ -983,18 +983,16 @@ impl CrossKv {
 
 /// One head's cross-attention for one token: the scaled scores of `q` against every key
 /// into `scores` (the first `align.len()` of them, before the softmax, also into `align`
-/// when `record`), their softmax, and the weighted sum of the values into `out`. Both
-/// [`DecoderState::step`] and [`DecoderState::step_batch`] use it, so their results agree
-/// to the bit.
-#[allow(clippy::too_many_arguments)]
+/// for an alignment head), their softmax, and the weighted sum of the values into `out`.
+/// Both [`DecoderState::step`] and [`DecoderState::step_batch`] use it, so their results
+/// agree to the bit.
 fn cross_attend_head(
     q: &[f32],
     keys: &[u16],
     values: &[u16],
     scale: f32,
     scores: &mut [f32],
-    record: bool,
-    align: &mut [f32],
+    align: Option<&mut [f32]>,
     out: &mut [f32],
 ) {
     let path = kernels::simd_path();
@@ -1002,7 +1000,7 @@ fn cross_attend_head(
     for (s, k) in scores.iter_mut().zip(keys.chunks_exact(hd)) {
         *s = kernels::dot_f16(path, q, k) * scale;
     }
-    if record {
+    if let Some(align) = align {
         let n = align.len().min(scores.len());
         align[..n].copy_from_slice(&scores[..n]);
     }
@@ -1176,8 +1174,7 @@ impl DecoderState<'_> {
                             cross.values(li, head),
                             scale,
                             &mut scores[r * t_audio..(r + 1) * t_audio],
-                            record,
-                            &mut align[r * align_n..(r + 1) * align_n],
+                            record.then(|| &mut align[r * align_n..(r + 1) * align_n]),
                             &mut out[r * hd..(r + 1) * hd],
                         );
                     }
@@ -1324,8 +1321,9 @@ impl DecoderState<'_> {
                         cross.values(li, head),
                         scale,
                         &mut scores[..t_audio],
-                        align_heads.contains(&(li, head)),
-                        &mut align[..align_n],
+                        align_heads
+                            .contains(&(li, head))
+                            .then(|| &mut align[..align_n]),
                         out,
                     );
                 });
