@@ -82,16 +82,20 @@ for _ in $(seq 1 100); do
 done
 cli status >/dev/null 2>&1 || { log "ERROR: garage did not start; see $DIR/garage.log"; exit 1; }
 
-# One node holding every partition: assigned and applied once.
-if cli layout show 2>/dev/null | grep -q "No nodes currently have a role"; then
+# One node holding every partition: assigned and applied once. The layout is read into
+# a variable first: piped straight into `grep -q`, which exits at the first match, the
+# CLI could die of SIGPIPE before it finished writing, and under pipefail that made the
+# test false, so on some runs no layout was applied and every write then failed with
+# "Layout not ready" (seen on a brand-new machine).
+layout="$(cli layout show 2>/dev/null || true)"
+if [[ "$layout" == *"No nodes currently have a role"* ]]; then
     node="$(cli node id -q 2>/dev/null | cut -d@ -f1)"
     cli layout assign -z dc1 -c 1G "$node" >/dev/null
     cli layout apply --version 1 >/dev/null
     log "layout applied"
 fi
 # A freshly applied layout takes a moment to be usable: until then writes such as key
-# creation fail with "Layout not ready" (seen on a brand-new machine), so each write is
-# retried for up to 20 s.
+# creation fail with "Layout not ready", so each write is retried for up to 20 s.
 retry() {
     local out
     for _ in $(seq 1 100); do

@@ -33,7 +33,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 is_installed() {
-    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+    # Captured, not piped into `grep -q`: under pipefail a writer killed by SIGPIPE when
+    # grep exits early would turn a match into a failure.
+    [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" == *"install ok installed"* ]]
 }
 
 command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs)

