@@ -1,6 +1,7 @@
-//! Micro-benchmark of the hot kernels (GEMM shapes of the tiny encoder, the logits product,
-//! one decoder step) to see where time goes; run with `--release`.
+//! Micro-benchmark of the hot kernels (GEMM shapes of the tiny encoder, one attention head,
+//! the logits product) to see where time goes; run with `--release`.
 
+use hark_speech::attention;
 use std::time::Instant;
 
 fn main() {
@@ -54,33 +55,68 @@ fn main() {
                 2.0 * (m * k * n) as f64 / secs / 1e9
             );
         }
-        let (t, hd) = (1500, 64);
-        let q = vec![0.1f32; t * 1152];
-        let mut scores = vec![0.0f32; t * t];
-        let c = Instant::now();
-        hark_speech::kernels::gemm_strided(
-            t,
-            hd,
-            t,
-            1.0,
-            &q,
-            1152,
-            1,
-            &q[384..],
-            1,
-            1152,
-            &mut scores,
-            t,
-        );
+        // One head of the encoder's self-attention for one block of 96 queries over a
+        // 30-s window (t = 1,500, head_dim 64, rows of the fused [t, 3·384] buffer):
+        // the general GEMM on the strided operands against the attention kernels on
+        // keys and values packed once per layer (packing timed on its own).
+        let (t, d, hd, rows) = (1500, 384, 64, 96);
+        let path = hark_speech::kernels::simd_path();
+        let qkv: Vec<f32> = (0..t * 3 * d)
+            .map(|i| (i * 7919 % 1000) as f32 / 1000.0 - 0.5)
+            .collect();
+        let mut scores = vec![0.0f32; rows * t];
+        let mut out = vec![0.0f32; rows * d];
+        let mut keys = vec![0.0f32; attention::packed_keys_len(t, hd)];
+        let mut values = vec![0.0f32; attention::packed_values_len(t, hd)];
+        let reps = 50;
+        let gflops = |secs: f64| 2.0 * (rows * t * hd) as f64 / secs / 1e9;
+        let timed = |f: &mut dyn FnMut()| {
+            let c = Instant::now();
+            for _ in 0..reps {
+                f();
+            }
+            c.elapsed().as_secs_f64() / reps as f64
+        };
+        let gemm_qk = timed(&mut || {
+            hark_speech::kernels::gemm_strided(
+                rows, hd, t, 0.125, &qkv, 3 * d, 1, &qkv[d..], 1, 3 * d, &mut scores, t,
+            )
+        });
+        let gemm_pv = timed(&mut || {
+            hark_speech::kernels::gemm_strided(
+                rows, t, hd, 1.0, &scores, t, 1, &qkv[2 * d..], 3 * d, 1, &mut out, d,
+            )
+        });
+        let pack = timed(&mut || {
+            attention::pack_keys(&qkv[d..], 3 * d, t, hd, &mut keys);
+            attention::pack_values(&qkv[2 * d..], 3 * d, t, hd, &mut values);
+        });
+        let qk = timed(&mut || {
+            attention::scores(path, &qkv, 3 * d, rows, &keys, t, hd, 0.125, &mut scores)
+        });
+        let pv = timed(&mut || {
+            attention::weighted_values(path, &scores, rows, t, &values, hd, &mut out, d)
+        });
         println!(
-            "attn scores head: {:.2} ms",
-            c.elapsed().as_secs_f64() * 1e3
+            "attention head, {rows} queries x {t} keys, one thread: gemm scores {:.3} ms ({:.1} GFLOP/s), values {:.3} ms ({:.1}); kernels scores {:.3} ms ({:.1}), values {:.3} ms ({:.1}); packing {:.3} ms per head and layer",
+            gemm_qk * 1e3,
+            gflops(gemm_qk),
+            gemm_pv * 1e3,
+            gflops(gemm_pv),
+            qk * 1e3,
+            gflops(qk),
+            pv * 1e3,
+            gflops(pv),
+            pack * 1e3
         );
         let c = Instant::now();
         for row in scores.chunks_exact_mut(t) {
             hark_speech::kernels::softmax(row);
         }
-        println!("softmax head: {:.2} ms", c.elapsed().as_secs_f64() * 1e3);
+        println!(
+            "softmax, {rows} rows of {t}: {:.3} ms",
+            c.elapsed().as_secs_f64() * 1e3
+        );
         let table = vec![0x3c00u16; 51864 * 384];
         let x = vec![0.1f32; 384];
         let mut logits = vec![0.0f32; 51864];

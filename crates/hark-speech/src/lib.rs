@@ -4,6 +4,7 @@
 //! installed models, and provides the `hark transcribe` / `hark models` commands.
 
 pub mod align;
+pub mod attention;
 pub mod cli;
 pub mod decode;
 pub mod engine;

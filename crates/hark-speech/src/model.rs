@@ -3,12 +3,15 @@
 //! decoder one token at a time with a persistent self-attention KV cache and cross-attention
 //! keys/values computed once per 30-s window.
 
+use crate::attention;
 use crate::error::ModelError;
 use crate::kernels::{self, f32_to_f16};
 use crate::quant::QuantLinear;
 use crate::tensor_file::{read_ct2, read_safetensors, TensorSet};
 use rayon::prelude::*;
+use std::cell::RefCell;
 use std::path::Path;
+use std::sync::Mutex;
 
 /// Network dimensions, derived from tensor shapes.
 #[derive(Debug, Clone, PartialEq)]
@@ -219,6 +222,42 @@ pub struct Whisper {
     dec_pos: Vec<f32>,
     dec_layers: Vec<DecoderLayer>,
     dec_ln: LayerNorm,
+    /// Working buffers of finished encodes, reused by the next ones: a 30-s window's
+    /// activations are ~40 MB, and freshly allocated they are fresh pages that fault in
+    /// (and are zeroed by the kernel) on every window.
+    encoder_scratch: Mutex<Vec<EncoderScratch>>,
+}
+
+/// At most this many idle sets of encoder buffers are kept (one per encode that ran at
+/// the same time as others, up to this bound); more concurrent encodes allocate their own.
+const ENCODER_SCRATCH_KEPT: usize = 4;
+
+/// The activations of one encode, sized on use.
+#[derive(Default)]
+struct EncoderScratch {
+    cols: Vec<f32>,
+    h1: Vec<f32>,
+    cols2: Vec<f32>,
+    x: Vec<f32>,
+    qkv: Vec<f32>,
+    attn: Vec<f32>,
+    proj: Vec<f32>,
+    ff: Vec<f32>,
+    packed_keys: Vec<f32>,
+    packed_values: Vec<f32>,
+}
+
+/// `buffer` as `len` zeros, keeping its allocation.
+fn zeroed(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    buffer.clear();
+    buffer.resize(len, 0.0);
+    buffer
+}
+
+thread_local! {
+    /// One block's attention scores per thread, kept between encodes for the same reason
+    /// as [`EncoderScratch`].
+    static ATTENTION_SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Name scheme of a weight file.
@@ -663,6 +702,7 @@ impl Whisper {
             dec_layers,
             dec_ln: ld.norm(&dec_ln_name, d)?,
             dims,
+            encoder_scratch: Mutex::new(Vec::new()),
         })
     }
 
@@ -725,9 +765,7 @@ impl Whisper {
         n_audio_ctx: usize,
         check: &dyn Fn() -> Result<(), ModelError>,
     ) -> Result<Vec<f32>, ModelError> {
-        let Dims {
-            n_mels, d_model: d, ..
-        } = self.dims;
+        let n_mels = self.dims.n_mels;
         if n_audio_ctx == 0 || n_audio_ctx > self.dims.n_audio_ctx {
             return Err(ModelError::Invalid(format!(
                 "audio context {n_audio_ctx} outside 1..={}",
@@ -742,9 +780,36 @@ impl Whisper {
                 n_mels * frames
             )));
         }
+        let mut scratch = self
+            .encoder_scratch
+            .lock()
+            .ok()
+            .and_then(|mut kept| kept.pop())
+            .unwrap_or_default();
+        let encoded = self.encode_into(mel, n_audio_ctx, &mut scratch, check);
+        if let Ok(mut kept) = self.encoder_scratch.lock() {
+            if kept.len() < ENCODER_SCRATCH_KEPT {
+                kept.push(scratch);
+            }
+        }
+        encoded
+    }
+
+    /// The encoder's layers over a checked window, in `scratch`'s buffers.
+    fn encode_into(
+        &self,
+        mel: &[f32],
+        n_audio_ctx: usize,
+        scratch: &mut EncoderScratch,
+        check: &dyn Fn() -> Result<(), ModelError>,
+    ) -> Result<Vec<f32>, ModelError> {
+        let Dims {
+            n_mels, d_model: d, ..
+        } = self.dims;
+        let frames = 2 * n_audio_ctx;
         // conv1 (kernel 3, padding 1) as im2col [frames, n_mels·3] · W^T.
         let k1 = n_mels * 3;
-        let mut cols = vec![0.0f32; frames * k1];
+        let cols = zeroed(&mut scratch.cols, frames * k1);
         cols.par_chunks_mut(k1).enumerate().for_each(|(t, row)| {
             for c in 0..n_mels {
                 for k in 0..3 {
@@ -755,20 +820,13 @@ impl Whisper {
                 }
             }
         });
-        let mut h1 = vec![0.0f32; frames * d];
-        kernels::linear(
-            &cols,
-            frames,
-            k1,
-            &self.conv1_w,
-            d,
-            Some(&self.conv1_b),
-            &mut h1,
-        );
-        kernels::gelu_par(&mut h1);
+        let h1 = zeroed(&mut scratch.h1, frames * d);
+        kernels::linear(cols, frames, k1, &self.conv1_w, d, Some(&self.conv1_b), h1);
+        kernels::gelu_par(h1);
         // conv2 (kernel 3, stride 2, padding 1) on the time-major [frames, d] states.
+        let h1 = &*h1;
         let k2 = d * 3;
-        let mut cols2 = vec![0.0f32; n_audio_ctx * k2];
+        let cols2 = zeroed(&mut scratch.cols2, n_audio_ctx * k2);
         cols2.par_chunks_mut(k2).enumerate().for_each(|(t, row)| {
             for k in 0..3 {
                 let src = 2 * t as isize + k as isize - 1;
@@ -780,95 +838,123 @@ impl Whisper {
                 }
             }
         });
-        drop(h1);
-        let mut x = vec![0.0f32; n_audio_ctx * d];
-        self.conv2.forward(&cols2, n_audio_ctx, &mut x);
-        drop(cols2);
-        kernels::gelu_par(&mut x);
+        let x = zeroed(&mut scratch.x, n_audio_ctx * d);
+        self.conv2.forward(cols2, n_audio_ctx, x);
+        kernels::gelu_par(x);
         for (v, p) in x.iter_mut().zip(&self.enc_pos) {
             *v += p;
         }
         let t = n_audio_ctx;
+        // The output is the caller's to keep, so it alone is allocated per encode.
         let mut h = vec![0.0f32; t * d];
-        let mut qkv = vec![0.0f32; t * 3 * d];
-        let mut attn = vec![0.0f32; t * d];
-        let mut proj = vec![0.0f32; t * d];
+        let qkv = zeroed(&mut scratch.qkv, t * 3 * d);
+        let attn = zeroed(&mut scratch.attn, t * d);
+        let proj = zeroed(&mut scratch.proj, t * d);
         let d_ff = self.enc_layers.first().map_or(4 * d, |l| l.fc1.n_out);
-        let mut ff = vec![0.0f32; t * d_ff];
+        let ff = zeroed(&mut scratch.ff, t * d_ff);
         for layer in &self.enc_layers {
             check()?;
-            kernels::layer_norm_par(&x, d, &layer.attn_ln.gamma, &layer.attn_ln.beta, &mut h);
-            layer.qkv.forward(&h, t, &mut qkv);
-            self.encoder_attention(&qkv, t, &mut attn);
-            layer.attn_out.forward(&attn, t, &mut proj);
-            x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
-            kernels::layer_norm_par(&x, d, &layer.ffn_ln.gamma, &layer.ffn_ln.beta, &mut h);
-            layer.fc1.forward(&h, t, &mut ff);
-            kernels::gelu_par(&mut ff);
-            layer.fc2.forward(&ff, t, &mut proj);
-            x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+            kernels::layer_norm_par(x, d, &layer.attn_ln.gamma, &layer.attn_ln.beta, &mut h);
+            layer.qkv.forward(&h, t, qkv);
+            self.encoder_attention(
+                qkv,
+                t,
+                attn,
+                &mut scratch.packed_keys,
+                &mut scratch.packed_values,
+            );
+            layer.attn_out.forward(attn, t, proj);
+            x.iter_mut().zip(&*proj).for_each(|(a, b)| *a += b);
+            kernels::layer_norm_par(x, d, &layer.ffn_ln.gamma, &layer.ffn_ln.beta, &mut h);
+            layer.fc1.forward(&h, t, ff);
+            kernels::gelu_par(ff);
+            layer.fc2.forward(ff, t, proj);
+            x.iter_mut().zip(&*proj).for_each(|(a, b)| *a += b);
         }
-        kernels::layer_norm_par(&x, d, &self.enc_ln.gamma, &self.enc_ln.beta, &mut h);
+        kernels::layer_norm_par(x, d, &self.enc_ln.gamma, &self.enc_ln.beta, &mut h);
         Ok(h)
     }
 
     /// Full (non-causal) multi-head attention over `t` positions of a fused QKV buffer.
-    /// Done in blocks of query rows, every head of a block in turn, so a block's scores
-    /// (`ATTENTION_BLOCK × t`) stay in the core's cache instead of a `t × t` matrix per
-    /// head making round trips through memory; blocks run in parallel, each writing its
-    /// own rows of `out`.
-    fn encoder_attention(&self, qkv: &[f32], t: usize, out: &mut [f32]) {
-        const ATTENTION_BLOCK: usize = 128;
+    /// Every head's keys and values are first laid out for the attention kernels, once
+    /// for all queries. Then queries go in blocks of rows, every head of a block in turn,
+    /// so a block's scores (`ATTENTION_BLOCK × t`) stay in the core's cache instead of a
+    /// `t × t` matrix per head making round trips through memory; blocks run in
+    /// parallel, each writing its own rows of `out`.
+    fn encoder_attention(
+        &self,
+        qkv: &[f32],
+        t: usize,
+        out: &mut [f32],
+        packed_keys: &mut Vec<f32>,
+        packed_values: &mut Vec<f32>,
+    ) {
+        // A multiple of the kernels' six rows; 96 × 1,500 scores are 576 KB.
+        const ATTENTION_BLOCK: usize = 96;
         let d = self.dims.d_model;
         let hd = self.dims.head_dim();
         let heads = self.dims.n_heads;
         let scale = 1.0 / (hd as f32).sqrt();
+        let path = kernels::simd_path();
+        let keys_len = attention::packed_keys_len(t, hd);
+        let values_len = attention::packed_values_len(t, hd);
+        let packed_keys = zeroed(packed_keys, heads * keys_len);
+        let packed_values = zeroed(packed_values, heads * values_len);
+        packed_keys
+            .par_chunks_mut(keys_len)
+            .zip(packed_values.par_chunks_mut(values_len))
+            .enumerate()
+            .for_each(|(h, (keys, values))| {
+                attention::pack_keys(&qkv[d + h * hd..], 3 * d, t, hd, keys);
+                attention::pack_values(&qkv[2 * d + h * hd..], 3 * d, t, hd, values);
+            });
+        let (packed_keys, packed_values) = (&*packed_keys, &*packed_values);
         out[..t * d]
             .par_chunks_mut(ATTENTION_BLOCK * d)
             .enumerate()
-            .for_each_init(
-                || vec![0.0f32; ATTENTION_BLOCK * t],
-                |scores, (block, out_rows)| {
+            .for_each(|(block, out_rows)| {
+                let mut attend = |scores: &mut Vec<f32>| {
                     let rows = out_rows.len() / d;
                     let first = block * ATTENTION_BLOCK;
+                    if scores.len() < rows * t {
+                        scores.resize(rows * t, 0.0);
+                    }
                     let scores = &mut scores[..rows * t];
                     for h in 0..heads {
-                        // scores = Q_h · K_h^T for this block's queries, strided in [t, 3d].
-                        kernels::gemm_strided(
-                            rows,
-                            hd,
-                            t,
-                            scale,
+                        attention::scores(
+                            path,
                             &qkv[first * 3 * d + h * hd..],
                             3 * d,
-                            1,
-                            &qkv[d + h * hd..],
-                            1,
-                            3 * d,
-                            scores,
+                            rows,
+                            &packed_keys[h * keys_len..(h + 1) * keys_len],
                             t,
+                            hd,
+                            scale,
+                            scores,
                         );
                         for row in scores.chunks_exact_mut(t) {
                             kernels::softmax(row);
                         }
-                        // out[:, h] = P · V_h, written straight into the head's columns.
-                        kernels::gemm_strided(
+                        // Straight into the head's columns of the block's rows.
+                        attention::weighted_values(
+                            path,
+                            scores,
                             rows,
                             t,
+                            &packed_values[h * values_len..(h + 1) * values_len],
                             hd,
-                            1.0,
-                            scores,
-                            t,
-                            1,
-                            &qkv[2 * d + h * hd..],
-                            3 * d,
-                            1,
                             &mut out_rows[h * hd..],
                             d,
                         );
                     }
-                },
-            );
+                };
+                // Nothing in `attend` re-enters rayon, so the thread's buffer is free
+                // here; a fresh one would do if it were not.
+                ATTENTION_SCORES.with(|kept| match kept.try_borrow_mut() {
+                    Ok(mut scores) => attend(&mut scores),
+                    Err(_) => attend(&mut Vec::new()),
+                });
+            });
     }
 
     /// Cross-attention keys and values for every decoder layer, from the encoder output.
