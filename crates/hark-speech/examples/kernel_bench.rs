@@ -1,7 +1,7 @@
 //! Micro-benchmark of the hot kernels (GEMM shapes of the tiny encoder, one attention head,
 //! the logits product) to see where time goes; run with `--release`.
 
-use hark_speech::attention;
+use hark_speech::panels;
 use std::time::Instant;
 
 fn main() {
@@ -36,6 +36,20 @@ fn main() {
                 secs * 1e3,
                 2.0 * (m * k * n) as f64 / secs / 1e9
             );
+            // The same product on weights packed in panels (as the model loads them).
+            let mut w_panels = vec![0.0f32; panels::row_panels_len(n, k)];
+            panels::pack_row_panels(&w, k, n, k, &mut w_panels);
+            let path = hark_speech::kernels::simd_path();
+            let t = Instant::now();
+            for _ in 0..reps {
+                panels::linear(path, &x, m, k, &w_panels, n, None, &mut out);
+            }
+            let secs = t.elapsed().as_secs_f64() / reps as f64;
+            println!(
+                "  panels: {:.2} ms, {:.1} GFLOP/s",
+                secs * 1e3,
+                2.0 * (m * k * n) as f64 / secs / 1e9
+            );
             // The same product on int8 weights (quantisation of the activations included).
             let w: Vec<f32> = (0..n * k)
                 .map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5)
@@ -66,8 +80,8 @@ fn main() {
             .collect();
         let mut scores = vec![0.0f32; rows * t];
         let mut out = vec![0.0f32; rows * d];
-        let mut keys = vec![0.0f32; attention::packed_keys_len(t, hd)];
-        let mut values = vec![0.0f32; attention::packed_values_len(t, hd)];
+        let mut keys = vec![0.0f32; panels::row_panels_len(t, hd)];
+        let mut values = vec![0.0f32; panels::column_panels_len(t, hd)];
         let reps = 50;
         let gflops = |secs: f64| 2.0 * (rows * t * hd) as f64 / secs / 1e9;
         let timed = |f: &mut dyn FnMut()| {
@@ -88,14 +102,16 @@ fn main() {
             )
         });
         let pack = timed(&mut || {
-            attention::pack_keys(&qkv[d..], 3 * d, t, hd, &mut keys);
-            attention::pack_values(&qkv[2 * d..], 3 * d, t, hd, &mut values);
+            panels::pack_row_panels(&qkv[d..], 3 * d, t, hd, &mut keys);
+            panels::pack_column_panels(&qkv[2 * d..], 3 * d, t, hd, &mut values);
         });
         let qk = timed(&mut || {
-            attention::scores(path, &qkv, 3 * d, rows, &keys, t, hd, 0.125, &mut scores)
+            panels::dot_rows(
+                path, &qkv, 3 * d, rows, &keys, t, hd, 0.125, None, &mut scores, t,
+            )
         });
         let pv = timed(&mut || {
-            attention::weighted_values(path, &scores, rows, t, &values, hd, &mut out, d)
+            panels::weighted_rows(path, &scores, rows, t, &values, hd, &mut out, d)
         });
         println!(
             "attention head, {rows} queries x {t} keys, one thread: gemm scores {:.3} ms ({:.1} GFLOP/s), values {:.3} ms ({:.1}); kernels scores {:.3} ms ({:.1}), values {:.3} ms ({:.1}); packing {:.3} ms per head and layer",

@@ -4,7 +4,6 @@
 //! installed models, and provides the `hark transcribe` / `hark models` commands.
 
 pub mod align;
-pub mod attention;
 pub mod cli;
 pub mod decode;
 pub mod engine;
@@ -13,6 +12,7 @@ pub mod kernels;
 pub mod long_audio;
 pub mod mel;
 pub mod model;
+pub mod panels;
 pub mod quant;
 pub mod registry;
 pub mod streaming;

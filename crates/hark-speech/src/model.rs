@@ -3,9 +3,9 @@
 //! decoder one token at a time with a persistent self-attention KV cache and cross-attention
 //! keys/values computed once per 30-s window.
 
-use crate::attention;
 use crate::error::ModelError;
 use crate::kernels::{self, f32_to_f16};
+use crate::panels;
 use crate::quant::QuantLinear;
 use crate::tensor_file::{read_ct2, read_safetensors, TensorSet};
 use rayon::prelude::*;
@@ -33,8 +33,11 @@ impl Dims {
 }
 
 pub struct Linear {
-    /// `[out, in]` row-major (empty once moved to `weight_f16`).
+    /// `[out, in]` row-major (empty once moved to another form below).
     pub weight: Vec<f32>,
+    /// The same weights laid out for [`panels::dot_rows`], for f32 layers that run over
+    /// many rows at once (the encoder's, and the cross-attention keys and values).
+    pub weight_panels: Vec<f32>,
     /// The same weights in half precision, for layers only ever run one token at a time,
     /// where reading the weights from memory is the cost.
     pub weight_f16: Vec<u16>,
@@ -104,6 +107,8 @@ impl Linear {
     fn forward(&self, x: &[f32], rows: usize, out: &mut [f32]) {
         if let Some(q) = &self.weight_i8 {
             q.forward(x, rows, out);
+        } else if !self.weight_panels.is_empty() {
+            self.forward_panels(x, rows, out);
         } else if self.weight_f16.is_empty() {
             kernels::linear(
                 x,
@@ -140,6 +145,31 @@ impl Linear {
                 &mut out[..rows * self.n_out],
             );
         }
+    }
+
+    /// [`Self::forward`] on the panel-packed weights.
+    fn forward_panels(&self, x: &[f32], rows: usize, out: &mut [f32]) {
+        panels::linear(
+            kernels::simd_path(),
+            x,
+            rows,
+            self.n_in,
+            &self.weight_panels,
+            self.n_out,
+            self.bias.as_deref(),
+            out,
+        );
+    }
+
+    /// Moves the f32 weights to the panel layout of [`Self::forward_panels`].
+    fn into_panels(mut self) -> Self {
+        if !self.weight.is_empty() {
+            let mut packed = vec![0.0; panels::row_panels_len(self.n_out, self.n_in)];
+            panels::pack_row_panels(&self.weight, self.n_in, self.n_out, self.n_in, &mut packed);
+            self.weight_panels = packed;
+            self.weight = Vec::new();
+        }
+        self
     }
 
     fn into_half(mut self) -> Self {
@@ -302,6 +332,7 @@ impl Loader<'_> {
         };
         Ok(Linear {
             weight,
+            weight_panels: Vec::new(),
             weight_f16: Vec::new(),
             weight_i8: None,
             bias,
@@ -327,6 +358,7 @@ impl Loader<'_> {
         }
         Ok(Linear {
             weight,
+            weight_panels: Vec::new(),
             weight_f16: Vec::new(),
             weight_i8: None,
             bias: Some(bias),
@@ -687,6 +719,7 @@ impl Whisper {
             conv1_b: ld.checked(&format!("{conv1}{sep}bias"), d)?,
             conv2: Linear {
                 weight: ld.checked(&format!("{conv2}{sep}weight"), d * d * 3)?,
+                weight_panels: Vec::new(),
                 weight_f16: Vec::new(),
                 weight_i8: None,
                 bias: Some(ld.checked(&format!("{conv2}{sep}bias"), d)?),
@@ -707,31 +740,33 @@ impl Whisper {
     }
 
     /// Moves the encoder's weight products (and the decoder's cross-attention keys and
-    /// values) to `precision`. Quantising drops the f32 copies of those weights, so it
-    /// cannot be undone on the same model.
+    /// values) to `precision`: int8, or f32 laid out in panels for [`panels::dot_rows`].
+    /// Either drops the plain f32 copies of those weights, so it is done once per model.
     pub fn with_encoder_precision(mut self, precision: EncoderPrecision) -> Self {
-        if precision == EncoderPrecision::Int8 {
-            self.conv2 = self.conv2.into_int8();
-            self.enc_layers = self
-                .enc_layers
-                .into_iter()
-                .map(|l| EncoderLayer {
-                    qkv: l.qkv.into_int8(),
-                    attn_out: l.attn_out.into_int8(),
-                    fc1: l.fc1.into_int8(),
-                    fc2: l.fc2.into_int8(),
-                    ..l
-                })
-                .collect();
-            self.dec_layers = self
-                .dec_layers
-                .into_iter()
-                .map(|l| DecoderLayer {
-                    cross_kv: l.cross_kv.into_int8(),
-                    ..l
-                })
-                .collect();
-        }
+        let convert: fn(Linear) -> Linear = match precision {
+            EncoderPrecision::Int8 => Linear::into_int8,
+            EncoderPrecision::F32 => Linear::into_panels,
+        };
+        self.conv2 = convert(self.conv2);
+        self.enc_layers = self
+            .enc_layers
+            .into_iter()
+            .map(|l| EncoderLayer {
+                qkv: convert(l.qkv),
+                attn_out: convert(l.attn_out),
+                fc1: convert(l.fc1),
+                fc2: convert(l.fc2),
+                ..l
+            })
+            .collect();
+        self.dec_layers = self
+            .dec_layers
+            .into_iter()
+            .map(|l| DecoderLayer {
+                cross_kv: convert(l.cross_kv),
+                ..l
+            })
+            .collect();
         self
     }
 
@@ -896,8 +931,8 @@ impl Whisper {
         let heads = self.dims.n_heads;
         let scale = 1.0 / (hd as f32).sqrt();
         let path = kernels::simd_path();
-        let keys_len = attention::packed_keys_len(t, hd);
-        let values_len = attention::packed_values_len(t, hd);
+        let keys_len = panels::row_panels_len(t, hd);
+        let values_len = panels::column_panels_len(t, hd);
         let packed_keys = zeroed(packed_keys, heads * keys_len);
         let packed_values = zeroed(packed_values, heads * values_len);
         packed_keys
@@ -905,8 +940,8 @@ impl Whisper {
             .zip(packed_values.par_chunks_mut(values_len))
             .enumerate()
             .for_each(|(h, (keys, values))| {
-                attention::pack_keys(&qkv[d + h * hd..], 3 * d, t, hd, keys);
-                attention::pack_values(&qkv[2 * d + h * hd..], 3 * d, t, hd, values);
+                panels::pack_row_panels(&qkv[d + h * hd..], 3 * d, t, hd, keys);
+                panels::pack_column_panels(&qkv[2 * d + h * hd..], 3 * d, t, hd, values);
             });
         let (packed_keys, packed_values) = (&*packed_keys, &*packed_values);
         out[..t * d]
@@ -921,7 +956,7 @@ impl Whisper {
                     }
                     let scores = &mut scores[..rows * t];
                     for h in 0..heads {
-                        attention::scores(
+                        panels::dot_rows(
                             path,
                             &qkv[first * 3 * d + h * hd..],
                             3 * d,
@@ -930,13 +965,15 @@ impl Whisper {
                             t,
                             hd,
                             scale,
+                            None,
                             scores,
+                            t,
                         );
                         for row in scores.chunks_exact_mut(t) {
                             kernels::softmax(row);
                         }
                         // Straight into the head's columns of the block's rows.
-                        attention::weighted_values(
+                        panels::weighted_rows(
                             path,
                             scores,
                             rows,
