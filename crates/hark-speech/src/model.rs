@@ -193,7 +193,8 @@ impl Linear {
 }
 
 impl DecoderLayer {
-    /// Move the per-token projections to half precision (cross K/V stay f32: they run as GEMMs).
+    /// Move the per-token projections to half precision (cross K/V stay f32: they run over
+    /// every encoder position at once).
     fn into_half(self) -> Self {
         DecoderLayer {
             self_qkv: self.self_qkv.into_half(),
@@ -236,7 +237,8 @@ pub struct DecoderLayer {
     fc2: Linear,
 }
 
-/// All weights of one Whisper model, immutable and shared across threads.
+/// All weights of one Whisper model, immutable and shared across threads (beside them,
+/// only the pool of idle encoder buffers changes).
 pub struct Whisper {
     pub dims: Dims,
     conv1_w: Vec<f32>,
