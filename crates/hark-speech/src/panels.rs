@@ -29,6 +29,9 @@ pub fn row_panels_len(n: usize, k: usize) -> usize {
 /// `[k][PANEL]` (element `c` of the panel's rows side by side), zero past the last row;
 /// `out` must hold [`row_panels_len`] values.
 pub fn pack_row_panels(src: &[f32], row_stride: usize, n: usize, k: usize, out: &mut [f32]) {
+    if n == 0 || k == 0 {
+        return; // nothing to lay out (and no zero-length chunks to split by)
+    }
     let out = &mut out[..row_panels_len(n, k)];
     for (panel_no, panel) in out.chunks_exact_mut(k * PANEL).enumerate() {
         for lane in 0..PANEL {
@@ -56,6 +59,9 @@ pub fn column_panels_len(t: usize, width: usize) -> usize {
 /// values) as panels of [`PANEL`] columns, each `[t][PANEL]`, zero past the last column;
 /// `out` must hold [`column_panels_len`] values.
 pub fn pack_column_panels(src: &[f32], row_stride: usize, t: usize, width: usize, out: &mut [f32]) {
+    if t == 0 || width == 0 {
+        return; // nothing to lay out (and no zero-length chunks to split by)
+    }
     let out = &mut out[..column_panels_len(t, width)];
     for (panel_no, panel) in out.chunks_exact_mut(t * PANEL).enumerate() {
         let first = panel_no * PANEL;
@@ -118,11 +124,9 @@ pub fn dot_rows(
     // Sixteen independent lanes, which the compiler vectorises on the baseline target.
     for r in 0..rows {
         let xr = &x[r * x_stride..r * x_stride + k];
-        for (panel_no, panel) in panels
-            .chunks_exact(k * PANEL)
-            .take(n.div_ceil(PANEL))
-            .enumerate()
-        {
+        for panel_no in 0..n.div_ceil(PANEL) {
+            // By range, not `chunks_exact`: a zero depth gives empty panels, not a panic.
+            let panel = &panels[panel_no * k * PANEL..(panel_no + 1) * k * PANEL];
             let mut acc = [0.0f32; PANEL];
             for (&xc, b) in xr.iter().zip(panel.chunks_exact(PANEL)) {
                 for (a, &bv) in acc.iter_mut().zip(b) {
@@ -701,6 +705,25 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn empty_shapes_neither_panic_nor_write_past_their_outputs() {
+        for path in SimdPath::available() {
+            // No depth: each output is its bias alone.
+            let mut out = vec![f32::NAN; 6];
+            linear(path, &[], 2, 0, &[], 3, Some(&[1.0, 2.0, 3.0]), &mut out);
+            assert_eq!(out, [1.0, 2.0, 3.0, 1.0, 2.0, 3.0], "{path:?}");
+            pack_row_panels(&[], 0, 3, 0, &mut []);
+            pack_row_panels(&[], 4, 0, 4, &mut []);
+            pack_column_panels(&[], 0, 0, 4, &mut []);
+            pack_column_panels(&[], 4, 3, 0, &mut []);
+            // No rows, no positions: nothing written.
+            let mut untouched = vec![-7.0f32; 4];
+            weighted_rows(path, &[], 1, 0, &[], 4, &mut untouched, 4);
+            linear(path, &[], 0, 4, &[], 4, None, &mut untouched);
+            assert_eq!(untouched, [-7.0; 4], "{path:?}");
         }
     }
 
