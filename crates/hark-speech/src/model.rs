@@ -286,6 +286,13 @@ fn zeroed(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
     buffer
 }
 
+/// `buffer` as `len` values, keeping its allocation and what it held: for buffers the
+/// caller overwrites whole (the packers write every element, padding included).
+fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    buffer.resize(len, 0.0);
+    &mut buffer[..len]
+}
+
 thread_local! {
     /// One block's attention scores per thread, kept between encodes for the same reason
     /// as [`EncoderScratch`].
@@ -935,8 +942,8 @@ impl Whisper {
         let path = kernels::simd_path();
         let keys_len = panels::row_panels_len(t, hd);
         let values_len = panels::column_panels_len(t, hd);
-        let packed_keys = zeroed(packed_keys, heads * keys_len);
-        let packed_values = zeroed(packed_values, heads * values_len);
+        let packed_keys = sized(packed_keys, heads * keys_len);
+        let packed_values = sized(packed_values, heads * values_len);
         packed_keys
             .par_chunks_mut(keys_len)
             .zip(packed_values.par_chunks_mut(values_len))

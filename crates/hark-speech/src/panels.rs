@@ -365,18 +365,27 @@ mod simd {
             }
             for (r, acc) in acc.iter().enumerate() {
                 let dst = out.add(r * shape.out_stride + j);
-                let a0 = _mm256_fmadd_ps(acc[0], scale, bias[0]);
-                let a1 = _mm256_fmadd_ps(acc[1], scale, bias[1]);
-                if used == PANEL {
-                    _mm256_storeu_ps(dst, a0);
-                    _mm256_storeu_ps(dst.add(8), a1);
-                } else {
-                    let mut tail = [0.0f32; PANEL];
-                    _mm256_storeu_ps(tail.as_mut_ptr(), a0);
-                    _mm256_storeu_ps(tail.as_mut_ptr().add(8), a1);
-                    std::ptr::copy_nonoverlapping(tail.as_ptr(), dst, used);
-                }
+                let sums = [
+                    _mm256_fmadd_ps(acc[0], scale, bias[0]),
+                    _mm256_fmadd_ps(acc[1], scale, bias[1]),
+                ];
+                store_panel_avx2(dst, sums, used);
             }
+        }
+    }
+
+    /// Stores the first `used` (≤ 16) of a panel's sixteen outputs held in two registers.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn store_panel_avx2(dst: *mut f32, sums: [__m256; 2], used: usize) {
+        if used == PANEL {
+            _mm256_storeu_ps(dst, sums[0]);
+            _mm256_storeu_ps(dst.add(8), sums[1]);
+        } else {
+            let mut tail = [0.0f32; PANEL];
+            _mm256_storeu_ps(tail.as_mut_ptr(), sums[0]);
+            _mm256_storeu_ps(tail.as_mut_ptr().add(8), sums[1]);
+            std::ptr::copy_nonoverlapping(tail.as_ptr(), dst, used);
         }
     }
 
@@ -429,15 +438,7 @@ mod simd {
             let used = PANEL.min(width - col);
             for (r, acc) in acc.iter().enumerate() {
                 let dst = out.add(r * out_stride + col);
-                if used == PANEL {
-                    _mm256_storeu_ps(dst, acc[0]);
-                    _mm256_storeu_ps(dst.add(8), acc[1]);
-                } else {
-                    let mut tail = [0.0f32; PANEL];
-                    _mm256_storeu_ps(tail.as_mut_ptr(), acc[0]);
-                    _mm256_storeu_ps(tail.as_mut_ptr().add(8), acc[1]);
-                    std::ptr::copy_nonoverlapping(tail.as_ptr(), dst, used);
-                }
+                store_panel_avx2(dst, *acc, used);
             }
         }
     }
