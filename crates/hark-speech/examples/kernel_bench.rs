@@ -42,7 +42,7 @@ fn main() {
             let path = hark_speech::kernels::simd_path();
             let t = Instant::now();
             for _ in 0..reps {
-                panels::linear(path, &x, m, k, &w_panels, n, None, &mut out);
+                panels::linear(path, &x, m, k, &w_panels, n, None, &mut out, panels::Epilogue::Store);
             }
             let secs = t.elapsed().as_secs_f64() / reps as f64;
             println!(

@@ -149,16 +149,35 @@ impl Linear {
 
     /// [`Self::forward`] on the panel-packed weights.
     fn forward_panels(&self, x: &[f32], rows: usize, out: &mut [f32]) {
-        panels::linear(
-            kernels::simd_path(),
-            x,
-            rows,
-            self.n_in,
-            &self.weight_panels,
-            self.n_out,
-            self.bias.as_deref(),
-            out,
-        );
+        self.forward_then(x, rows, out, panels::Epilogue::Store);
+    }
+
+    /// [`Self::forward`], then `epilogue` on the outputs: fused into the product's blocks
+    /// on panel-packed weights, as a pass of its own on the other forms (the same bits).
+    fn forward_then(&self, x: &[f32], rows: usize, out: &mut [f32], epilogue: panels::Epilogue) {
+        if self.weight_i8.is_none() && !self.weight_panels.is_empty() {
+            panels::linear(
+                kernels::simd_path(),
+                x,
+                rows,
+                self.n_in,
+                &self.weight_panels,
+                self.n_out,
+                self.bias.as_deref(),
+                out,
+                epilogue,
+            );
+            return;
+        }
+        self.forward(x, rows, out);
+        let out = &mut out[..rows * self.n_out];
+        match epilogue {
+            panels::Epilogue::Store => {}
+            panels::Epilogue::Gelu => kernels::gelu_par(out),
+            panels::Epilogue::AddTo(residual) => {
+                residual.iter_mut().zip(&*out).for_each(|(r, p)| *r += p)
+            }
+        }
     }
 
     /// Moves the f32 weights to the panel layout of [`Self::forward_panels`].
@@ -241,8 +260,9 @@ pub struct DecoderLayer {
 /// only the pool of idle encoder buffers changes).
 pub struct Whisper {
     pub dims: Dims,
-    conv1_w: Vec<f32>,
-    conv1_b: Vec<f32>,
+    /// conv1 (kernel 3, padding 1) as a linear layer over `[n_mels · 3]` im2col rows; f32
+    /// (on panels once [`Whisper::with_encoder_precision`] has run) at either precision.
+    conv1: Linear,
     /// conv2 (kernel 3, stride 2) as a linear layer over `[d_in · 3]` im2col rows.
     conv2: Linear,
     enc_pos: Vec<f32>,
@@ -279,15 +299,8 @@ struct EncoderScratch {
     packed_values: Vec<f32>,
 }
 
-/// `buffer` as `len` zeros, keeping its allocation.
-fn zeroed(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    buffer.clear();
-    buffer.resize(len, 0.0);
-    buffer
-}
-
 /// `buffer` as `len` values, keeping its allocation and what it held: for buffers the
-/// caller overwrites whole (the packers write every element, padding included).
+/// caller overwrites whole before reading them (every buffer of an encode).
 fn sized(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
     buffer.resize(len, 0.0);
     &mut buffer[..len]
@@ -724,8 +737,15 @@ impl Whisper {
             Err(_) => sinusoids(n_audio_ctx, d),
         };
         Ok(Whisper {
-            conv1_w: ld.checked(&format!("{conv1}{sep}weight"), d * n_mels * 3)?,
-            conv1_b: ld.checked(&format!("{conv1}{sep}bias"), d)?,
+            conv1: Linear {
+                weight: ld.checked(&format!("{conv1}{sep}weight"), d * n_mels * 3)?,
+                weight_panels: Vec::new(),
+                weight_f16: Vec::new(),
+                weight_i8: None,
+                bias: Some(ld.checked(&format!("{conv1}{sep}bias"), d)?),
+                n_out: d,
+                n_in: n_mels * 3,
+            },
             conv2: Linear {
                 weight: ld.checked(&format!("{conv2}{sep}weight"), d * d * 3)?,
                 weight_panels: Vec::new(),
@@ -756,6 +776,8 @@ impl Whisper {
             EncoderPrecision::Int8 => Linear::into_int8,
             EncoderPrecision::F32 => Linear::into_panels,
         };
+        // The first convolution's products are few (80 mel channels deep) and stay f32.
+        self.conv1 = self.conv1.into_panels();
         self.conv2 = convert(self.conv2);
         self.enc_layers = self
             .enc_layers
@@ -853,24 +875,29 @@ impl Whisper {
         let frames = 2 * n_audio_ctx;
         // conv1 (kernel 3, padding 1) as im2col [frames, n_mels·3] · W^T.
         let k1 = n_mels * 3;
-        let cols = zeroed(&mut scratch.cols, frames * k1);
+        // Every buffer of the encode is written whole before it is read (the im2col rows
+        // their padding too, every product its output), so none is cleared first: that
+        // was ~40 MB of stores a 30-s window.
+        let cols = sized(&mut scratch.cols, frames * k1);
         cols.par_chunks_mut(k1).enumerate().for_each(|(t, row)| {
             for c in 0..n_mels {
                 for k in 0..3 {
                     let src = t as isize + k as isize - 1;
-                    if src >= 0 && (src as usize) < frames {
-                        row[c * 3 + k] = mel[c * frames + src as usize];
-                    }
+                    row[c * 3 + k] = if src >= 0 && (src as usize) < frames {
+                        mel[c * frames + src as usize]
+                    } else {
+                        0.0
+                    };
                 }
             }
         });
-        let h1 = zeroed(&mut scratch.h1, frames * d);
-        kernels::linear(cols, frames, k1, &self.conv1_w, d, Some(&self.conv1_b), h1);
-        kernels::gelu_par(h1);
+        let h1 = sized(&mut scratch.h1, frames * d);
+        self.conv1
+            .forward_then(cols, frames, h1, panels::Epilogue::Gelu);
         // conv2 (kernel 3, stride 2, padding 1) on the time-major [frames, d] states.
         let h1 = &*h1;
         let k2 = d * 3;
-        let cols2 = zeroed(&mut scratch.cols2, n_audio_ctx * k2);
+        let cols2 = sized(&mut scratch.cols2, n_audio_ctx * k2);
         cols2.par_chunks_mut(k2).enumerate().for_each(|(t, row)| {
             for k in 0..3 {
                 let src = 2 * t as isize + k as isize - 1;
@@ -879,23 +906,27 @@ impl Whisper {
                     for c in 0..d {
                         row[c * 3 + k] = s[c];
                     }
+                } else {
+                    for c in 0..d {
+                        row[c * 3 + k] = 0.0;
+                    }
                 }
             }
         });
-        let x = zeroed(&mut scratch.x, n_audio_ctx * d);
-        self.conv2.forward(cols2, n_audio_ctx, x);
-        kernels::gelu_par(x);
+        let x = sized(&mut scratch.x, n_audio_ctx * d);
+        self.conv2
+            .forward_then(cols2, n_audio_ctx, x, panels::Epilogue::Gelu);
         for (v, p) in x.iter_mut().zip(&self.enc_pos) {
             *v += p;
         }
         let t = n_audio_ctx;
         // The output is the caller's to keep, so it alone is allocated per encode.
         let mut h = vec![0.0f32; t * d];
-        let qkv = zeroed(&mut scratch.qkv, t * 3 * d);
-        let attn = zeroed(&mut scratch.attn, t * d);
-        let proj = zeroed(&mut scratch.proj, t * d);
+        let qkv = sized(&mut scratch.qkv, t * 3 * d);
+        let attn = sized(&mut scratch.attn, t * d);
+        let proj = sized(&mut scratch.proj, t * d);
         let d_ff = self.enc_layers.first().map_or(4 * d, |l| l.fc1.n_out);
-        let ff = zeroed(&mut scratch.ff, t * d_ff);
+        let ff = sized(&mut scratch.ff, t * d_ff);
         for layer in &self.enc_layers {
             check()?;
             kernels::layer_norm_par(x, d, &layer.attn_ln.gamma, &layer.attn_ln.beta, &mut h);
@@ -907,13 +938,14 @@ impl Whisper {
                 &mut scratch.packed_keys,
                 &mut scratch.packed_values,
             );
-            layer.attn_out.forward(attn, t, proj);
-            x.iter_mut().zip(&*proj).for_each(|(a, b)| *a += b);
+            layer
+                .attn_out
+                .forward_then(attn, t, proj, panels::Epilogue::AddTo(x));
             kernels::layer_norm_par(x, d, &layer.ffn_ln.gamma, &layer.ffn_ln.beta, &mut h);
-            layer.fc1.forward(&h, t, ff);
-            kernels::gelu_par(ff);
-            layer.fc2.forward(ff, t, proj);
-            x.iter_mut().zip(&*proj).for_each(|(a, b)| *a += b);
+            layer.fc1.forward_then(&h, t, ff, panels::Epilogue::Gelu);
+            layer
+                .fc2
+                .forward_then(ff, t, proj, panels::Epilogue::AddTo(x));
         }
         kernels::layer_norm_par(x, d, &self.enc_ln.gamma, &self.enc_ln.beta, &mut h);
         Ok(h)

@@ -142,10 +142,24 @@ pub fn dot_rows(
     }
 }
 
-/// `out[m, n] = x[m, k] · w[n, k]^T (+ bias[n])` with `w` packed by [`pack_row_panels`]:
-/// a linear layer over many rows. Blocks of rows run in parallel on the current rayon
-/// pool; each block takes two panels (32 outputs) at a time over all its rows, so they
-/// stay in the core's cache while they are used, and the block's inputs too.
+/// What [`linear`] does with a block of its outputs while they are still in the core's
+/// cache: the encoder follows its feed-forward and convolution products with a GELU, and
+/// adds its attention and feed-forward outputs into the residual stream; done per block,
+/// neither is another pass over megabytes that have left the cache. Every output gets the
+/// same arithmetic as a separate pass would give it, so the same bits.
+pub enum Epilogue<'a> {
+    /// The products as they are.
+    Store,
+    /// GELU of every product ([`crate::kernels::gelu_on`]).
+    Gelu,
+    /// The products added into this `[m, n]` residual (`out` is then only scratch).
+    AddTo(&'a mut [f32]),
+}
+
+/// `out[m, n] = x[m, k] · w[n, k]^T (+ bias[n])` with `w` packed by [`pack_row_panels`],
+/// then `epilogue`: a linear layer over many rows. Blocks of rows run in parallel on the
+/// current rayon pool; each block takes two panels (32 outputs) at a time over all its
+/// rows, so they stay in the core's cache while they are used, and the block's inputs too.
 #[allow(clippy::too_many_arguments)]
 pub fn linear(
     path: SimdPath,
@@ -156,6 +170,7 @@ pub fn linear(
     n: usize,
     bias: Option<&[f32]>,
     out: &mut [f32],
+    epilogue: Epilogue<'_>,
 ) {
     // A multiple of the kernels' six rows: 48 rows of 1,536 inputs are 288 KB.
     const BLOCK_ROWS: usize = 48;
@@ -165,33 +180,57 @@ pub fn linear(
         || w_panels.len() < row_panels_len(n, k)
         || bias.is_some_and(|b| b.len() < n)
         || out.len() < m * n
+        || matches!(&epilogue, Epilogue::AddTo(residual) if residual.len() < m * n)
     {
         return;
     }
     // Two panels per call: the AVX-512 kernel covers both in one pass.
     let step = 2 * PANEL;
-    out[..m * n]
-        .par_chunks_mut(BLOCK_ROWS * n)
-        .enumerate()
-        .for_each(|(block, out_rows)| {
-            let rows = out_rows.len() / n;
-            let inputs = &x[block * BLOCK_ROWS * k..];
-            for first in (0..n).step_by(step) {
-                dot_rows(
-                    path,
-                    inputs,
-                    k,
-                    rows,
-                    &w_panels[first * k..],
-                    step.min(n - first),
-                    k,
-                    1.0,
-                    bias.map(|b| &b[first..]),
-                    &mut out_rows[first..],
-                    n,
-                );
-            }
-        });
+    let products = |block: usize, out_rows: &mut [f32]| {
+        let rows = out_rows.len() / n;
+        let inputs = &x[block * BLOCK_ROWS * k..];
+        for first in (0..n).step_by(step) {
+            dot_rows(
+                path,
+                inputs,
+                k,
+                rows,
+                &w_panels[first * k..],
+                step.min(n - first),
+                k,
+                1.0,
+                bias.map(|b| &b[first..]),
+                &mut out_rows[first..],
+                n,
+            );
+        }
+    };
+    let out = &mut out[..m * n];
+    match epilogue {
+        Epilogue::AddTo(residual) => out
+            .par_chunks_mut(BLOCK_ROWS * n)
+            .zip(residual[..m * n].par_chunks_mut(BLOCK_ROWS * n))
+            .enumerate()
+            .for_each(|(block, (out_rows, residual_rows))| {
+                products(block, out_rows);
+                residual_rows
+                    .iter_mut()
+                    .zip(&*out_rows)
+                    .for_each(|(r, p)| *r += p);
+            }),
+        Epilogue::Gelu => {
+            out.par_chunks_mut(BLOCK_ROWS * n)
+                .enumerate()
+                .for_each(|(block, out_rows)| {
+                    products(block, out_rows);
+                    crate::kernels::gelu_on(path, out_rows);
+                })
+        }
+        Epilogue::Store => out
+            .par_chunks_mut(BLOCK_ROWS * n)
+            .enumerate()
+            .for_each(|(block, out_rows)| products(block, out_rows)),
+    }
 }
 
 /// `out[r·out_stride + c] = Σ_j probs[r][j] · v_j[c]` for `rows` rows of weights
@@ -588,6 +627,10 @@ mod tests {
     use super::*;
     use crate::kernels::tests::noise;
 
+    fn bits(values: &[f32]) -> Vec<u32> {
+        values.iter().map(|v| v.to_bits()).collect()
+    }
+
     /// (left rows, right rows or positions, depth or width): partial panels, partial row
     /// groups, depths whole, odd and below one panel.
     const SHAPES: [(usize, usize, usize); 5] = [
@@ -698,7 +741,17 @@ mod tests {
             crate::kernels::linear(&x, m, k, &w, n, Some(&bias), &mut want);
             for path in SimdPath::available() {
                 let mut got = vec![f32::NAN; m * n];
-                linear(path, &x, m, k, &packed, n, Some(&bias), &mut got);
+                linear(
+                    path,
+                    &x,
+                    m,
+                    k,
+                    &packed,
+                    n,
+                    Some(&bias),
+                    &mut got,
+                    Epilogue::Store,
+                );
                 for (i, (g, e)) in got.iter().zip(&want).enumerate() {
                     assert!(
                         (g - e).abs() < 1e-4,
@@ -710,11 +763,83 @@ mod tests {
     }
 
     #[test]
+    fn the_epilogues_give_the_bits_of_separate_passes() {
+        // Rows across several 48-row blocks and a short last one.
+        let (m, k, n) = (101, 40, 24);
+        let x = noise(m * k, 8);
+        let w = noise(n * k, 9);
+        let bias = noise(n, 10);
+        let residual = noise(m * n, 11);
+        let mut packed = vec![0.0f32; row_panels_len(n, k)];
+        pack_row_panels(&w, k, n, k, &mut packed);
+        for path in SimdPath::available() {
+            let mut plain = vec![0.0f32; m * n];
+            linear(
+                path,
+                &x,
+                m,
+                k,
+                &packed,
+                n,
+                Some(&bias),
+                &mut plain,
+                Epilogue::Store,
+            );
+            let mut want_gelu = plain.clone();
+            crate::kernels::gelu_on(path, &mut want_gelu);
+            let mut got_gelu = vec![f32::NAN; m * n];
+            linear(
+                path,
+                &x,
+                m,
+                k,
+                &packed,
+                n,
+                Some(&bias),
+                &mut got_gelu,
+                Epilogue::Gelu,
+            );
+            assert_eq!(bits(&got_gelu), bits(&want_gelu), "{path:?} gelu");
+            let want_sum: Vec<f32> = residual.iter().zip(&plain).map(|(r, p)| r + p).collect();
+            let mut got_sum = residual.clone();
+            let mut scratch = vec![f32::NAN; m * n];
+            let epilogue = Epilogue::AddTo(&mut got_sum);
+            linear(
+                path,
+                &x,
+                m,
+                k,
+                &packed,
+                n,
+                Some(&bias),
+                &mut scratch,
+                epilogue,
+            );
+            assert_eq!(bits(&got_sum), bits(&want_sum), "{path:?} residual");
+            // A residual too short for the product is refused, not written past.
+            let mut short = vec![-7.0f32; m * n - 1];
+            let epilogue = Epilogue::AddTo(&mut short);
+            linear(path, &x, m, k, &packed, n, None, &mut scratch, epilogue);
+            assert!(short.iter().all(|&v| v == -7.0), "{path:?} short residual");
+        }
+    }
+
+    #[test]
     fn empty_shapes_neither_panic_nor_write_past_their_outputs() {
         for path in SimdPath::available() {
             // No depth: each output is its bias alone.
             let mut out = vec![f32::NAN; 6];
-            linear(path, &[], 2, 0, &[], 3, Some(&[1.0, 2.0, 3.0]), &mut out);
+            linear(
+                path,
+                &[],
+                2,
+                0,
+                &[],
+                3,
+                Some(&[1.0, 2.0, 3.0]),
+                &mut out,
+                Epilogue::Store,
+            );
             assert_eq!(out, [1.0, 2.0, 3.0, 1.0, 2.0, 3.0], "{path:?}");
             pack_row_panels(&[], 0, 3, 0, &mut []);
             pack_row_panels(&[], 4, 0, 4, &mut []);
@@ -723,7 +848,17 @@ mod tests {
             // No rows, no positions: nothing written.
             let mut untouched = vec![-7.0f32; 4];
             weighted_rows(path, &[], 1, 0, &[], 4, &mut untouched, 4);
-            linear(path, &[], 0, 4, &[], 4, None, &mut untouched);
+            linear(
+                path,
+                &[],
+                0,
+                4,
+                &[],
+                4,
+                None,
+                &mut untouched,
+                Epilogue::Gelu,
+            );
             assert_eq!(untouched, [-7.0; 4], "{path:?}");
         }
     }
@@ -736,7 +871,6 @@ mod tests {
             );
             return;
         }
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         for (rows, t, k) in SHAPES {
             let (s2, o2) = products(SimdPath::Avx2, rows, t, k);
             let (s5, o5) = products(SimdPath::Avx512, rows, t, k);

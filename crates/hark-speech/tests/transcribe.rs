@@ -881,3 +881,54 @@ fn spawn_cancellable_batch(
     });
     (cancel, handle)
 }
+
+#[test]
+fn an_encode_over_reused_buffers_gives_the_bits_of_a_fresh_one() {
+    use hark_speech::model::Whisper;
+    use hark_speech::EncoderPrecision;
+    // The encoder keeps its working buffers between windows without clearing them, so a
+    // window must not read what an earlier (here longer, then shorter) one left there.
+    let load = || {
+        Whisper::load_dir(&model_dir())
+            .expect("model loads")
+            .with_encoder_precision(EncoderPrecision::F32)
+    };
+    let n_mels = load().dims.n_mels;
+    // Log-mel-like values that differ from window to window.
+    let mel = |frames: usize, seed: u32| -> Vec<f32> {
+        (0..n_mels * frames)
+            .map(|i| {
+                let h = (i as u32 ^ seed).wrapping_mul(2_654_435_761);
+                (h >> 8) as f32 / (1u32 << 24) as f32 * 1.6 - 0.8
+            })
+            .collect()
+    };
+    let (full, short) = (mel(3000, 1), mel(1200, 2));
+    let used = load();
+    let full_first = used.encode_ctx(&full, 1500).expect("full window");
+    let short_after = used
+        .encode_ctx(&short, 600)
+        .expect("short window after a full one");
+    let full_again = used.encode_ctx(&full, 1500).expect("full window again");
+    let short_fresh = load()
+        .encode_ctx(&short, 600)
+        .expect("short window, fresh model");
+    // How many values differ in their bits (a count, not two 576,000-value dumps).
+    let differing = |a: &[f32], b: &[f32]| {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .filter(|(x, y)| x.to_bits() != y.to_bits())
+            .count()
+    };
+    assert_eq!(
+        differing(&short_after, &short_fresh),
+        0,
+        "short window after a full one"
+    );
+    assert_eq!(
+        differing(&full_again, &full_first),
+        0,
+        "full window after a short one"
+    );
+}
