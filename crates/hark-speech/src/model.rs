@@ -104,6 +104,19 @@ impl EncoderPrecision {
 }
 
 impl Linear {
+    /// A layer of plain f32 weights (`[n_out, n_in]`), before any move to another form.
+    fn f32(weight: Vec<f32>, bias: Option<Vec<f32>>, n_out: usize, n_in: usize) -> Self {
+        Linear {
+            weight,
+            weight_panels: Vec::new(),
+            weight_f16: Vec::new(),
+            weight_i8: None,
+            bias,
+            n_out,
+            n_in,
+        }
+    }
+
     fn forward(&self, x: &[f32], rows: usize, out: &mut [f32]) {
         if let Some(q) = &self.weight_i8 {
             q.forward(x, rows, out);
@@ -170,14 +183,7 @@ impl Linear {
             return;
         }
         self.forward(x, rows, out);
-        let out = &mut out[..rows * self.n_out];
-        match epilogue {
-            panels::Epilogue::Store => {}
-            panels::Epilogue::Gelu => kernels::gelu_par(out),
-            panels::Epilogue::AddTo(residual) => {
-                residual.iter_mut().zip(&*out).for_each(|(r, p)| *r += p)
-            }
-        }
+        epilogue.apply(&mut out[..rows * self.n_out]);
     }
 
     /// Moves the f32 weights to the panel layout of [`Self::forward_panels`].
@@ -352,15 +358,7 @@ impl Loader<'_> {
             Some(b) if self.set.tensors.contains_key(b) => Some(self.checked(b, n_out)?),
             _ => None,
         };
-        Ok(Linear {
-            weight,
-            weight_panels: Vec::new(),
-            weight_f16: Vec::new(),
-            weight_i8: None,
-            bias,
-            n_out,
-            n_in,
-        })
+        Ok(Linear::f32(weight, bias, n_out, n_in))
     }
     /// Stack several `[d_i, n_in]` linears (with optional biases, zero when absent) into one.
     fn fused(
@@ -378,15 +376,7 @@ impl Loader<'_> {
                 _ => bias.extend(std::iter::repeat_n(0.0, d)),
             }
         }
-        Ok(Linear {
-            weight,
-            weight_panels: Vec::new(),
-            weight_f16: Vec::new(),
-            weight_i8: None,
-            bias: Some(bias),
-            n_out: parts.len() * d,
-            n_in,
-        })
+        Ok(Linear::f32(weight, Some(bias), parts.len() * d, n_in))
     }
     fn norm(&self, base: &str, d: usize) -> Result<LayerNorm, ModelError> {
         let (g, b) = match self.naming {
@@ -737,24 +727,18 @@ impl Whisper {
             Err(_) => sinusoids(n_audio_ctx, d),
         };
         Ok(Whisper {
-            conv1: Linear {
-                weight: ld.checked(&format!("{conv1}{sep}weight"), d * n_mels * 3)?,
-                weight_panels: Vec::new(),
-                weight_f16: Vec::new(),
-                weight_i8: None,
-                bias: Some(ld.checked(&format!("{conv1}{sep}bias"), d)?),
-                n_out: d,
-                n_in: n_mels * 3,
-            },
-            conv2: Linear {
-                weight: ld.checked(&format!("{conv2}{sep}weight"), d * d * 3)?,
-                weight_panels: Vec::new(),
-                weight_f16: Vec::new(),
-                weight_i8: None,
-                bias: Some(ld.checked(&format!("{conv2}{sep}bias"), d)?),
-                n_out: d,
-                n_in: d * 3,
-            },
+            conv1: Linear::f32(
+                ld.checked(&format!("{conv1}{sep}weight"), d * n_mels * 3)?,
+                Some(ld.checked(&format!("{conv1}{sep}bias"), d)?),
+                d,
+                n_mels * 3,
+            ),
+            conv2: Linear::f32(
+                ld.checked(&format!("{conv2}{sep}weight"), d * d * 3)?,
+                Some(ld.checked(&format!("{conv2}{sep}bias"), d)?),
+                d,
+                d * 3,
+            ),
             enc_pos,
             enc_layers,
             enc_ln: ld.norm(&enc_ln_name, d)?,

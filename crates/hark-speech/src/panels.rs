@@ -156,6 +156,18 @@ pub enum Epilogue<'a> {
     AddTo(&'a mut [f32]),
 }
 
+impl Epilogue<'_> {
+    /// The epilogue as a pass of its own over finished outputs `out` (a residual as long
+    /// as `out`, or longer).
+    pub fn apply(self, out: &mut [f32]) {
+        match self {
+            Epilogue::Store => {}
+            Epilogue::Gelu => crate::kernels::gelu_par(out),
+            Epilogue::AddTo(residual) => residual.iter_mut().zip(&*out).for_each(|(r, p)| *r += p),
+        }
+    }
+}
+
 /// `out[m, n] = x[m, k] · w[n, k]^T (+ bias[n])` with `w` packed by [`pack_row_panels`],
 /// then `epilogue`: a linear layer over many rows. Blocks of rows run in parallel on the
 /// current rayon pool; each block takes two panels (32 outputs) at a time over all its
@@ -213,10 +225,7 @@ pub fn linear(
             .enumerate()
             .for_each(|(block, (out_rows, residual_rows))| {
                 products(block, out_rows);
-                residual_rows
-                    .iter_mut()
-                    .zip(&*out_rows)
-                    .for_each(|(r, p)| *r += p);
+                Epilogue::AddTo(residual_rows).apply(out_rows);
             }),
         Epilogue::Gelu => {
             out.par_chunks_mut(BLOCK_ROWS * n)
