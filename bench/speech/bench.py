@@ -160,7 +160,6 @@ def main():
     # The CPU, its flags and the kernel path, and the load, so figures from different
     # machines and runs are not compared blindly. HARK_BENCH_PATHS="avx512 avx2" runs Hark
     # once per kernel path (HARK_SIMD) in the same run as faster-whisper.
-    print(subprocess.run([hark, "--cpu-info"], capture_output=True, text=True).stdout.strip())
     print("load average at start:", open("/proc/loadavg").read().split()[:3])
     paths = os.environ.get("HARK_BENCH_PATHS", "").split()
     engines = {}
@@ -169,10 +168,18 @@ def main():
     # the MKL GEMMs it calls), so an AVX2 figure taken on an AVX-512 machine compares
     # like with like. `pairs` says which faster-whisper runs each Hark run is set against.
     pairs = {}
+    # Each Hark row names its encoder precision: the engine's default for the path (what
+    # `--cpu-info` says it would use) unless HARK_ENCODER_PRECISION is set.
+    def default_precision(env):
+        line = subprocess.run([hark, "--cpu-info"], capture_output=True, text=True, env=env).stdout
+        print(line.strip())
+        found = re.search(r"encoder: (\w+)", line)
+        return found.group(1) if found else "?"
     for path in paths or [None]:
         tag = "" if path is None else f" [{path}]"
-        hark_name = "hark f32/f16 (greedy, words)" if path is None else f"hark{tag}"
         env = dict(os.environ, **({"HARK_SIMD": path} if path else {}))
+        precision = default_precision(env)
+        hark_name = f"hark {precision}{tag}"
         engines[hark_name] = (lambda env: lambda: timed([hark, "--model-dir", model_dir, "--threads", "2", "--json", *files], env=env))(env)
         fw_env = dict(os.environ)
         if path in FW_ISA:
@@ -183,15 +190,14 @@ def main():
             engines[f"faster-whisper float32 +words{tag}"] = (lambda env: lambda: timed([sys.executable, "-c", FW_SCRIPT, model_dir, "float32", "1"], json.dumps(files), env=env))(fw_env)
         engines[int8] = (lambda env: lambda: timed([sys.executable, "-c", FW_SCRIPT, model_dir, "int8", "0"], json.dumps(files), env=env))(fw_env)
         pairs[hark_name] = (f32, int8)
-    # HARK_BENCH_INT8=1 also runs Hark with the int8 encoder (HARK_ENCODER_PRECISION=int8)
-    # on every path, beside the same faster-whisper runs.
-    if os.environ.get("HARK_BENCH_INT8") == "1":
-        for path in paths or [None]:
-            tag = "" if path is None else f" [{path}]"
-            env = dict(os.environ, HARK_ENCODER_PRECISION="int8", **({"HARK_SIMD": path} if path else {}))
-            name = f"hark int8 encoder{tag}"
-            engines[name] = (lambda env: lambda: timed([hark, "--model-dir", model_dir, "--threads", "2", "--json", *files], env=env))(env)
-            pairs[name] = pairs["hark f32/f16 (greedy, words)" if path is None else f"hark{tag}"]
+        # HARK_BENCH_BOTH=1 (HARK_BENCH_INT8=1, its older name) also runs Hark with the
+        # other encoder precision on every path, beside the same faster-whisper runs.
+        if os.environ.get("HARK_BENCH_INT8") == "1" or os.environ.get("HARK_BENCH_BOTH") == "1":
+            other = "f32" if precision == "int8" else "int8"
+            other_env = dict(env, HARK_ENCODER_PRECISION=other)
+            name = f"hark {other}{tag} (set)"
+            engines[name] = (lambda env: lambda: timed([hark, "--model-dir", model_dir, "--threads", "2", "--json", *files], env=env))(other_env)
+            pairs[name] = (f32, int8)
     # HARK_BENCH_SHORT=1 also runs Hark with --short-context (short clips over a shorter
     # encoder window; see docs/speech.md), on the first path.
     if os.environ.get("HARK_BENCH_SHORT") == "1":

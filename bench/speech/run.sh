@@ -6,6 +6,8 @@
 # Usage: [HARK_BENCH_PATHS="avx512 avx2"] [HARK_SIMD=avx2] [PROFILE=quickstart] bench/speech/run.sh [--repeats N]
 # (HARK_BENCH_PATHS runs Hark once per kernel path in the same run, each beside
 # faster-whisper restricted to the same instruction set; HARK_SIMD forces one;
+# each Hark row names its encoder precision, the path's default unless
+# HARK_ENCODER_PRECISION is set; HARK_BENCH_BOTH=1 adds the other precision on every path;
 # HARK_BENCH_SHORT=1 adds a Hark run with --short-context.)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"

@@ -158,6 +158,11 @@ pub fn cpu_summary() -> String {
         ),
         EncoderPrecision::F32 => precision.name().to_string(),
     };
+    if EncoderPrecision::is_set() {
+        encoder.push_str(&format!(" ({} set)", EncoderPrecision::ENV));
+    } else {
+        encoder.push_str(&format!(" (default on {})", simd_path().name()));
+    }
     if let Some(text) = EncoderPrecision::unrecognised_setting() {
         encoder = format!(
             "{encoder} ({}={text} is not f32 or int8; ignored)",

@@ -4,7 +4,7 @@
 //! keys/values computed once per 30-s window.
 
 use crate::error::ModelError;
-use crate::kernels::{self, f32_to_f16};
+use crate::kernels::{self, f32_to_f16, SimdPath};
 use crate::panels;
 use crate::quant::QuantLinear;
 use crate::tensor_file::{read_ct2, read_safetensors, TensorSet};
@@ -53,10 +53,9 @@ pub struct Linear {
 /// layers and second convolution, and the decoder's cross-attention keys and values,
 /// which run over every encoder position). Attention scores, the first convolution and
 /// the decoder's per-token products stay in floating point either way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EncoderPrecision {
     /// f32 weights and f32 products.
-    #[default]
     F32,
     /// int8 weights (one scale per output), activations quantised per row at run time,
     /// products summed exactly in i32 ([`crate::quant`]).
@@ -71,17 +70,37 @@ impl EncoderPrecision {
         }
     }
 
-    /// The precision set by `HARK_ENCODER_PRECISION` (`f32` or `int8`), else the default
-    /// (an unknown value is ignored; [`kernels::cpu_summary`] says so). Decided once per
-    /// process.
+    /// The precision used on a kernel path when none is set. On `avx2` the encoder's f32
+    /// products run at the cores' peak and still leave short clips slower than the goal,
+    /// while the exact int8 kernel ([`crate::quant`], `avx2-maddwd`) made no more word
+    /// errors than f32 on any measured set (docs/speech.md), so AVX2-only CPUs get int8.
+    /// With AVX-512 f32 is fast enough and keeps every set's words exactly; the scalar
+    /// path is the reference and stays f32.
+    pub fn default_for(path: SimdPath) -> Self {
+        match path {
+            SimdPath::Avx2 => EncoderPrecision::Int8,
+            SimdPath::Avx512 | SimdPath::Scalar => EncoderPrecision::F32,
+        }
+    }
+
+    /// The precision set by `HARK_ENCODER_PRECISION` (`f32`, `int8` or `auto`), else
+    /// [`Self::default_for`] the kernel path in use (an unknown value is ignored;
+    /// [`kernels::cpu_summary`] says so). Decided once per process.
     pub fn configured() -> Self {
         static CONFIGURED: std::sync::OnceLock<EncoderPrecision> = std::sync::OnceLock::new();
         *CONFIGURED.get_or_init(|| {
             std::env::var(Self::ENV)
                 .ok()
                 .and_then(|v| Self::parse(&v))
-                .unwrap_or_default()
+                .unwrap_or_else(|| Self::default_for(kernels::simd_path()))
         })
+    }
+
+    /// Whether `HARK_ENCODER_PRECISION` chose the precision (rather than the kernel path).
+    pub fn is_set() -> bool {
+        std::env::var(Self::ENV)
+            .ok()
+            .is_some_and(|v| Self::parse(&v).is_some())
     }
 
     /// The variable that sets the precision.
@@ -89,15 +108,17 @@ impl EncoderPrecision {
 
     /// The variable's value when it is set but names no precision (and so is ignored).
     pub fn unrecognised_setting() -> Option<String> {
-        std::env::var(Self::ENV)
-            .ok()
-            .filter(|text| !text.trim().is_empty() && Self::parse(text).is_none())
+        std::env::var(Self::ENV).ok().filter(|text| {
+            let text = text.trim();
+            !text.is_empty() && !text.eq_ignore_ascii_case("auto") && Self::parse(text).is_none()
+        })
     }
 
     pub fn parse(text: &str) -> Option<Self> {
         match text.trim().to_ascii_lowercase().as_str() {
             "f32" | "float32" => Some(EncoderPrecision::F32),
             "int8" | "i8" => Some(EncoderPrecision::Int8),
+            // `auto` (or nothing) leaves the choice to the kernel path.
             _ => None,
         }
     }
@@ -1503,5 +1524,40 @@ impl DecoderState<'_> {
             kernels::logits_f16(&self.h, &m.tok_emb_f16, dims.n_vocab, &mut self.logits);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_avx2_only_cpus_default_to_the_int8_encoder() {
+        assert_eq!(
+            EncoderPrecision::default_for(SimdPath::Avx2),
+            EncoderPrecision::Int8
+        );
+        assert_eq!(
+            EncoderPrecision::default_for(SimdPath::Avx512),
+            EncoderPrecision::F32
+        );
+        assert_eq!(
+            EncoderPrecision::default_for(SimdPath::Scalar),
+            EncoderPrecision::F32
+        );
+    }
+
+    #[test]
+    fn a_set_precision_is_read_and_auto_leaves_it_to_the_path() {
+        assert_eq!(
+            EncoderPrecision::parse(" F32 "),
+            Some(EncoderPrecision::F32)
+        );
+        assert_eq!(
+            EncoderPrecision::parse("int8"),
+            Some(EncoderPrecision::Int8)
+        );
+        assert_eq!(EncoderPrecision::parse("auto"), None);
+        assert_eq!(EncoderPrecision::parse("fp16"), None);
     }
 }
