@@ -153,21 +153,21 @@ pub fn cpu_summary() -> String {
     let precision = EncoderPrecision::configured();
     let mut encoder = match precision {
         EncoderPrecision::Int8 => format!(
-            "int8 ({})",
+            "int8 ({}; ",
             crate::quant::Int8Kernel::for_path(simd_path()).name()
         ),
-        EncoderPrecision::F32 => precision.name().to_string(),
+        EncoderPrecision::F32 => "f32 (".to_string(),
     };
     if EncoderPrecision::is_set() {
-        encoder.push_str(&format!(" ({} set)", EncoderPrecision::ENV));
+        encoder.push_str(&format!("{} set)", EncoderPrecision::ENV));
     } else {
-        encoder.push_str(&format!(" (default on {})", simd_path().name()));
+        encoder.push_str(&format!("default on {})", simd_path().name()));
     }
     if let Some(text) = EncoderPrecision::unrecognised_setting() {
-        encoder = format!(
-            "{encoder} ({}={text} is not f32 or int8; ignored)",
+        encoder.push_str(&format!(
+            " ({}={text} is not f32, int8 or auto; ignored)",
             EncoderPrecision::ENV
-        );
+        ));
     }
     let mut line = format!(
         "cpu: {model} | cores: {} | flags: {} | kernels: {} (detected {}{forced}) | encoder: {encoder}",
