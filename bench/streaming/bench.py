@@ -126,6 +126,9 @@ async def live(args):
         if args.show_text and results:
             print("  sample:", " | ".join(results[0][1][:4]))
             print("  slowest:", " | ".join(f"{t:.2f}s {text[:40]}" for t, text in timed[:4]))
+            # Stream 0's every final, so two builds or precisions can be compared word
+            # for word on the same programme.
+            print("  stream 0:", " | ".join(results[0][1]))
 
 
 async def idle(args):
