@@ -33,8 +33,8 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// Loads the model in `dir` with the encoder precision `HARK_ENCODER_PRECISION` sets
-    /// (f32 unless it says int8).
+    /// Loads the model in `dir` with the encoder precision `HARK_ENCODER_PRECISION` sets,
+    /// else the kernel path's default ([`EncoderPrecision::configured`]).
     pub fn load(name: &str, dir: &Path) -> Result<Self, ModelError> {
         Self::load_with_precision(name, dir, EncoderPrecision::configured())
     }
