@@ -28,6 +28,10 @@ SENTENCES = [
     "He forgot his umbrella at the station and had to walk home in the rain.",
 ]
 
+# What jfk.wav says (the fixtures' other clips carry theirs in .txt files beside them).
+JFK_TEXT = ("And so my fellow Americans, ask not what your country can do for you, "
+            "ask what you can do for your country.")
+
 ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
 TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 
@@ -91,9 +95,7 @@ def prepare(fixtures, work):
         (os.path.join(lib, f), open(os.path.join(lib, f[:-4] + ".txt")).read())
         for f in sorted(os.listdir(lib)) if f.endswith(".wav")
     ]
-    sets["jfk"] = [(os.path.join(fixtures, "jfk.wav"),
-                    "And so my fellow Americans, ask not what your country can do for you, "
-                    "ask what you can do for your country.")]
+    sets["jfk"] = [(os.path.join(fixtures, "jfk.wav"), JFK_TEXT)]
     clips = []
     for i, s in enumerate(SENTENCES):
         p = os.path.join(work, f"tts{i}.wav")

@@ -12,6 +12,7 @@ Needs the `websockets` package (a dependency of the official `assemblyai` SDK).
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import ssl
@@ -21,25 +22,54 @@ import wave
 
 import websockets
 
+# Word errors are scored exactly as bench/speech scores them (its normaliser and edit
+# distance), so streaming and batch WER compare.
+_spec = importlib.util.spec_from_file_location(
+    "speech_bench", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "speech", "bench.py")
+)
+speech_bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(speech_bench)
+
+
+def clip_paths(fixtures):
+    """jfk.wav, then the LibriVox clips in name order: the programme's order."""
+    libri = os.path.join(fixtures, "librivox")
+    return [os.path.join(fixtures, "jfk.wav")] + sorted(
+        os.path.join(libri, f) for f in os.listdir(libri) if f.endswith(".wav")
+    )
+
 
 def load_clips(fixtures):
     """The speech clips, each followed by 1.5 s of silence, as PCM byte strings."""
-    clips = [os.path.join(fixtures, "jfk.wav")]
-    libri = os.path.join(fixtures, "librivox")
-    clips += sorted(os.path.join(libri, f) for f in os.listdir(libri) if f.endswith(".wav"))
     out = []
-    for path in clips:
+    for path in clip_paths(fixtures):
         with wave.open(path) as w:
             assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (16000, 1, 2), path
             out.append(w.readframes(w.getnframes()) + b"\0\0" * 24000)
     return out
 
 
-def programme_for(clips, stream, rotate):
+def load_references(fixtures):
+    """What each clip says, in the programme's order."""
+    refs = []
+    for path in clip_paths(fixtures):
+        if os.path.basename(path) == "jfk.wav":
+            refs.append(speech_bench.JFK_TEXT)
+        else:
+            with open(path[:-4] + ".txt") as f:
+                refs.append(f.read())
+    return refs
+
+
+def programme_order(clips, stream, rotate):
     """All clips in order; with `rotate`, stream i starts at clip i, so streams do not
     pause in step (live speakers do not)."""
     k = stream % len(clips) if rotate else 0
-    return b"".join(clips[k:] + clips[:k])
+    return clips[k:] + clips[:k]
+
+
+def programme_for(clips, stream, rotate):
+    return b"".join(programme_order(clips, stream, rotate))
 
 
 def rss_kib(pid):
@@ -50,7 +80,7 @@ def rss_kib(pid):
     raise RuntimeError("no VmRSS")
 
 
-async def live_session(url, key, programme, delay, results):
+async def live_session(url, key, programme, delay, results, stream):
     await asyncio.sleep(delay)
     step = 3200  # 100 ms
     sent_at = {}  # audio ms at the end of a chunk -> wall time it was sent
@@ -88,7 +118,7 @@ async def live_session(url, key, programme, delay, results):
             sent_at[(i + step) // 32] = time.monotonic()
         await ws.send(json.dumps({"type": "Terminate"}))
         await asyncio.wait_for(task, 60)
-    results.append((latencies, finals))
+    results.append((latencies, finals, stream))
 
 
 def percentile(values, p):
@@ -102,13 +132,14 @@ def percentile(values, p):
 
 async def live(args):
     clips = load_clips(args.fixtures)
+    refs = load_references(args.fixtures)
     url = f"{args.url}/v3/ws?sample_rate=16000"
     for n in args.streams:
         results = []
         started = time.monotonic()
         await asyncio.gather(
             *(
-                live_session(url, args.key, programme_for(clips, i, args.rotate), 0.7 * i, results)
+                live_session(url, args.key, programme_for(clips, i, args.rotate), 0.7 * i, results, i)
                 for i in range(n)
             )
         )
@@ -117,10 +148,17 @@ async def live(args):
         lat = [t for t, _ in timed]
         turns = sum(len(r[1]) for r in results)
         audio_s = n * sum(len(c) for c in clips) / 32000
+        # Every stream's finals against its programme's references.
+        results.sort(key=lambda r: r[2])
+        errors = words = 0
+        for _, texts, stream in results:
+            ref = " ".join(programme_order(refs, stream, args.rotate))
+            e, w = speech_bench.word_errors(ref, " ".join(texts))
+            errors, words = errors + e, words + w
         print(
             f"live streams={n} {'rotated' if args.rotate else 'in-step'} audio={audio_s:.0f}s wall={wall:.1f}s final_turns={turns} "
             f"latency_p50={percentile(lat, 0.5):.3f}s latency_p95={percentile(lat, 0.95):.3f}s "
-            f"latency_max={max(lat) if lat else float('nan'):.3f}s",
+            f"latency_max={max(lat) if lat else float('nan'):.3f}s wer={100 * errors / max(words, 1):.1f}% ({errors}/{words} words)",
             flush=True,
         )
         if args.show_text and results:

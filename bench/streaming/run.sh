@@ -3,9 +3,11 @@
 # plain ws:// on loopback):
 #   1. live: for each N in STREAMS, N concurrent sessions send a 45-s speech programme
 #      (JFK + LibriVox clips with pauses) at real-time pace in 100-ms chunks; prints the
-#      final-turn latency p50/p95/max (end of speech -> final Turn received). Twice: all
-#      streams playing the programme in step (0.7 s apart: every stream pauses at nearly
-#      the same moment, the worst case), then rotated (stream i starts at clip i).
+#      final-turn latency p50/p95/max (end of speech -> final Turn received) and the WER of
+#      every stream's finals against the clips' references (scored as bench/speech
+#      scores). Twice: all streams playing the programme in step (0.7 s apart: every
+#      stream pauses at nearly the same moment, the worst case), then rotated (stream i
+#      starts at clip i).
 #   2. idle: opens IDLE_SESSIONS sessions that send nothing; prints the server's RSS
 #      before and after and the memory per idle session.
 # Goals (issue): >= 4 live streams with p95 <= 1 s; <= 50 KB per idle session.

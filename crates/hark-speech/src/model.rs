@@ -72,8 +72,9 @@ impl EncoderPrecision {
 
     /// The precision used on a kernel path when none is set. On `avx2` the encoder's f32
     /// products run at the cores' peak and still leave short clips slower than the goal,
-    /// while the exact int8 kernel ([`crate::quant`], `avx2-maddwd`) made no more word
-    /// errors than f32 on any measured set (docs/speech.md), so AVX2-only CPUs get int8.
+    /// while the exact int8 kernel ([`crate::quant`], `avx2-maddwd`) kept every batch
+    /// set's word errors (one word more in a streaming programme; docs/speech.md), so
+    /// AVX2-only CPUs get int8.
     /// With AVX-512 f32 is fast enough and keeps every set's words exactly; the scalar
     /// path is the reference and stays f32.
     pub fn default_for(path: SimdPath) -> Self {
