@@ -38,9 +38,9 @@ const REST_WINDOW_SECS: u64 = 86_400;
 /// Short, so the jobs of a killed node run again soon.
 const JOB_LEASE_MS: u64 = 1500;
 const JOBS: usize = 200;
-/// The jobs at the head of the queue are real speech: one more than the cluster has
-/// workers, so C's worker's first job is one, and it runs long enough for the kill to land
-/// in it. The others are wordless clips the engine is quick with.
+/// The jobs at the tail of the queue (jobs are claimed in submission order) are real
+/// speech: one more than the cluster has workers, so C's worker runs one, long enough for
+/// the kill to land in it. The others are wordless clips the engine is quick with.
 const SPEECH_JOBS: usize = 4;
 const TOKEN_RACERS: usize = 100;
 const OWNER_PASSWORD: &str = "cluster suite passphrase";
@@ -643,15 +643,8 @@ fn unfinished(log: &str) -> HashSet<String> {
 async fn jobs_survive_a_killed_node(cl: &mut Cluster, tenant: &Tenant) {
     let speech = wav(&speech_pcm());
     let blip = wav(&blip_pcm());
-    let mut submitted: Vec<(String, bool)> = Vec::new();
-    for i in 0..SPEECH_JOBS {
-        let id = cl
-            .submit(&cl.nodes[i % 3], &tenant.api_key, speech.clone(), json!({}))
-            .await;
-        submitted.push((id, true));
-    }
     let shared: &Cluster = cl;
-    let blips: Vec<(String, bool)> = futures::stream::iter(SPEECH_JOBS..JOBS)
+    let mut submitted: Vec<(String, bool)> = futures::stream::iter(SPEECH_JOBS..JOBS)
         .map(|i| {
             let audio = blip.clone();
             let node = &shared.nodes[i % 3];
@@ -662,7 +655,14 @@ async fn jobs_survive_a_killed_node(cl: &mut Cluster, tenant: &Tenant) {
         .buffered(8)
         .collect()
         .await;
-    submitted.extend(blips);
+    // The speech goes last, so it is still queued or running when the watch below starts
+    // (submitted first, it could all be done while the blips were still being sent).
+    for i in 0..SPEECH_JOBS {
+        let id = cl
+            .submit(&cl.nodes[i % 3], &tenant.api_key, speech.clone(), json!({}))
+            .await;
+        submitted.push((id, true));
+    }
     let speech_ids: HashSet<&str> = submitted
         .iter()
         .filter(|(_, s)| *s)
