@@ -151,18 +151,18 @@ pub fn cpu_summary() -> String {
     };
     use crate::model::EncoderPrecision;
     let precision = EncoderPrecision::configured();
+    let why = if EncoderPrecision::is_set() {
+        format!("{} set", EncoderPrecision::ENV)
+    } else {
+        format!("default on {}", simd_path().name())
+    };
     let mut encoder = match precision {
         EncoderPrecision::Int8 => format!(
-            "int8 ({}; ",
+            "int8 ({}; {why})",
             crate::quant::Int8Kernel::for_path(simd_path()).name()
         ),
-        EncoderPrecision::F32 => "f32 (".to_string(),
+        EncoderPrecision::F32 => format!("f32 ({why})"),
     };
-    if EncoderPrecision::is_set() {
-        encoder.push_str(&format!("{} set)", EncoderPrecision::ENV));
-    } else {
-        encoder.push_str(&format!("default on {})", simd_path().name()));
-    }
     if let Some(text) = EncoderPrecision::unrecognised_setting() {
         encoder.push_str(&format!(
             " ({}={text} is not f32, int8 or auto; ignored)",

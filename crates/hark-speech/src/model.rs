@@ -90,18 +90,18 @@ impl EncoderPrecision {
     pub fn configured() -> Self {
         static CONFIGURED: std::sync::OnceLock<EncoderPrecision> = std::sync::OnceLock::new();
         *CONFIGURED.get_or_init(|| {
-            std::env::var(Self::ENV)
-                .ok()
-                .and_then(|v| Self::parse(&v))
-                .unwrap_or_else(|| Self::default_for(kernels::simd_path()))
+            Self::from_env().unwrap_or_else(|| Self::default_for(kernels::simd_path()))
         })
+    }
+
+    /// The precision `HARK_ENCODER_PRECISION` names, if it names one.
+    fn from_env() -> Option<Self> {
+        std::env::var(Self::ENV).ok().and_then(|v| Self::parse(&v))
     }
 
     /// Whether `HARK_ENCODER_PRECISION` chose the precision (rather than the kernel path).
     pub fn is_set() -> bool {
-        std::env::var(Self::ENV)
-            .ok()
-            .is_some_and(|v| Self::parse(&v).is_some())
+        Self::from_env().is_some()
     }
 
     /// The variable that sets the precision.
